@@ -1,0 +1,29 @@
+#!/bin/sh
+# bootstrap.sh - install every Debian package Moat needs to build, run and test.
+# Idempotent and non-interactive; safe to run on every invocation of the README
+# commands.  Skips apt entirely when everything is already present.
+set -eu
+
+BUILD="libevent-dev libssl-dev libunbound-dev libsqlite3-dev libldap-dev \
+libmicrohttpd-dev libjansson-dev libsodium-dev libspf2-dev libopendkim-dev \
+libopendmarc-dev libgmime-3.0-dev libzstd-dev libcmocka-dev libcurl4-openssl-dev \
+meson ninja-build pkg-config gcc"
+TEST="python3-pytest python3-aiosmtpd postfix swaks slapd ldap-utils unbound \
+unbound-host bind9-dnsutils clang libclang-rt-14-dev openssl sqlite3"
+
+missing=""
+for p in $BUILD $TEST; do
+    dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' \
+        || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+# Postfix and slapd ask questions on install; answer them so nothing waits
+# and no system instance is configured (tests run private instances).
+printf 'postfix postfix/main_mailer_type select No configuration\nslapd slapd/no_configuration boolean true\n' \
+    | $SUDO debconf-set-selections
+$SUDO apt-get update -qq
+# shellcheck disable=SC2086
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null

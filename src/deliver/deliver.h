@@ -1,0 +1,68 @@
+/*
+ * deliver.h - the delivery engine: takes durable messages from the spool,
+ * groups recipients by destination (the domain's route, or MX for other
+ * domains), delivers them with the SMTP client under a per-destination
+ * concurrency limit, reuses connections, records per-recipient results in
+ * the spool, retries temporary failures on the configured schedule, and
+ * bounces (RFC 3464 DSN to the envelope sender, never to <>) permanent
+ * failures and expired messages; sends one delay warning per message.
+ *
+ * The schedule lives in memory only; it is rebuilt from the spool at start.
+ * Everything runs on the event loop.
+ */
+#ifndef MOAT_DELIVER_H
+#define MOAT_DELIVER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <jansson.h>
+#include <openssl/ssl.h>
+#include "../core/core.h"
+#include "../core/settings.h"
+#include "../store/store.h"
+
+struct event_base;
+struct spool;
+struct dns;
+struct deliver;
+
+struct deliver_config {
+    struct event_base *base;
+    const struct moat_settings *settings;
+    struct spool *spool;
+    struct dns *dns;
+    SSL_CTX *tls_client;
+    const struct store_snapshot *const *snapshot;   /* see smtp.h */
+    const char *hostname;            /* EHLO name and DSN Reporting-MTA */
+};
+
+struct deliver_stats {
+    uint64_t delivered;      /* recipients */
+    uint64_t deferred;       /* recipient attempts that failed temporarily */
+    uint64_t bounced;        /* recipients failed permanently or expired */
+    uint64_t dsn_sent;       /* DSNs queued */
+    uint64_t connections;    /* outbound connections opened */
+    uint64_t active;         /* deliveries in progress */
+};
+
+struct deliver *deliver_create(const struct deliver_config *cfg, struct error *err);
+/* deliver_start - attach to the spool (recovered messages are scheduled) */
+void deliver_start(struct deliver *d);
+/* deliver_shutdown - stop starting deliveries; let those in flight finish
+ * (bounded by the command timeouts), then done(arg) */
+void deliver_shutdown(struct deliver *d, void (*done)(void *arg), void *arg);
+void deliver_free(struct deliver *d);
+void deliver_get_stats(const struct deliver *d, struct deliver_stats *out);
+
+/* --- queue administration (control socket now, HTTP API later) --- */
+/* deliver_queue_list - JSON array of {id, sender, received, size, rcpts:[{addr,state,diag}],
+ * attempts, next_attempt, last_error}; at most limit entries after cursor (a queue id, or NULL) */
+json_t *deliver_queue_list(struct deliver *d, size_t limit, const char *cursor);
+/* deliver_queue_show - one message as above plus its header section; NULL if unknown */
+json_t *deliver_queue_show(struct deliver *d, const char *qid);
+/* deliver_queue_retry - schedule now (qid, or NULL for all); returns count */
+int deliver_queue_retry(struct deliver *d, const char *qid);
+/* deliver_queue_delete - drop without DSN (an administrator's act); returns count (0 = unknown) */
+int deliver_queue_delete(struct deliver *d, const char *qid);
+
+#endif

@@ -1,0 +1,54 @@
+/*
+ * dns.h - asynchronous DNS on the event loop (libunbound, forwarding to the
+ * configured resolver).  Queries never block the loop: libunbound's fd is
+ * watched by libevent and results are delivered by callback.
+ *
+ * A resolver error or timeout is DNS_TEMPFAIL ("unknown"), never a negative
+ * answer: callers must not treat it as "the record is not there".
+ */
+#ifndef MOAT_DNS_H
+#define MOAT_DNS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include "../core/core.h"
+
+struct event_base;
+struct dns;
+struct dns_query;
+
+enum dns_type { DNS_T_A = 1, DNS_T_MX = 15, DNS_T_TXT = 16, DNS_T_AAAA = 28, DNS_T_TLSA = 52, DNS_T_PTR = 12 };
+
+enum dns_status {
+    DNS_OK = 0,        /* answer with data */
+    DNS_NXDOMAIN,      /* the name does not exist */
+    DNS_NODATA,        /* the name exists, no record of this type */
+    DNS_TEMPFAIL,      /* SERVFAIL, timeout, resolver unreachable: unknown */
+    DNS_BOGUS,         /* DNSSEC validation failed */
+};
+
+struct dns_record {
+    int pref;          /* MX preference; 0 otherwise */
+    char *text;        /* A/AAAA: address text; MX/PTR: host name without
+                        * the trailing dot; TXT: the strings concatenated */
+};
+
+struct dns_result {
+    enum dns_status status;
+    bool secure;       /* DNSSEC-validated */
+    size_t n;
+    struct dns_record *rr;
+    char why[160];     /* human reason for TEMPFAIL/BOGUS */
+};
+
+typedef void (*dns_cb)(void *arg, const struct dns_result *r);
+
+/* dns_create - resolver "ADDR:PORT", "ADDR@PORT", "ADDR" or "" (system resolv.conf) */
+struct dns *dns_create(struct event_base *base, const char *resolver, struct error *err);
+void dns_free(struct dns *d);   /* cancels pending queries without calling back */
+/* dns_query - cb is always called later from the loop, never inside dns_query */
+struct dns_query *dns_query(struct dns *d, const char *name, enum dns_type type, dns_cb cb, void *arg);
+void dns_cancel(struct dns *d, struct dns_query *q);
+const char *dns_status_name(enum dns_status s);
+
+#endif

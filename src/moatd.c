@@ -1,0 +1,737 @@
+/*
+ * moatd.c - the daemon: reads the settings, opens the store and the spool,
+ * binds the listeners, drops privileges, and runs one libevent loop that
+ * carries the SMTP server, the delivery engine, the DNS resolver and the
+ * control socket.
+ *
+ * Order at start (why it is this order):
+ *   settings -> state dir + lock (one daemon per spool) -> store (migrations)
+ *   -> spool recovery -> TLS contexts (keys may be root-only) -> bind SMTP,
+ *   HTTP -> chown the state dir and drop to run_user -> control socket ->
+ *   deliver (schedules recovered mail) -> accept.
+ * Shutdown (SIGTERM/SIGINT): stop accepting, let sessions in flight finish
+ * or tempfail them, let deliveries in flight finish, close the spool (pending
+ * commits complete), exit 0.
+ *
+ * The routing snapshot (internal domains and their routes) is owned here:
+ * it is reloaded when the store reports a change (1 s poll) or when the CLI
+ * asks through the control socket, and swapped between events; the SMTP
+ * server and the delivery engine read it through a pointer to the slot.
+ */
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <grp.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <unistd.h>
+#include <event2/event.h>
+#include <event2/thread.h>
+#include <jansson.h>
+#include <microhttpd.h>
+
+#include "core/core.h"
+#include "core/settings.h"
+#include "store/store.h"
+#include "dns/dns.h"
+#include "spool/spool.h"
+#include "smtp/smtp.h"
+#include "deliver/deliver.h"
+#include "api/control.h"
+
+struct moatd {
+    struct moat_settings settings;
+    struct event_base *base;
+    struct store *store;
+    struct store_snapshot *snapshot;    /* current; read via &snapshot */
+    struct spool *spool;
+    struct dns *dns;
+    SSL_CTX *tls_server;
+    SSL_CTX *tls_client;
+    struct smtp_server *smtp;
+    struct deliver *deliver;
+    struct control *control;
+    struct MHD_Daemon *http;
+    struct event *ev_term, *ev_int, *ev_hup, *ev_poll;
+    char *hostname;
+    char *socket_path;
+    int lock_fd;
+    uint64_t started_ms;
+    bool stopping;
+};
+
+/* --- routing snapshot --- */
+
+/* moatd_reload_snapshot - load a fresh snapshot and swap it in.  Runs on the
+ * loop; a snapshot load is a few indexed reads of a small table. */
+static int moatd_reload_snapshot(struct moatd *m, struct error *err)
+{
+    struct store_snapshot *snap = store_snapshot_load(m->store, err);
+    if (snap == NULL) {
+        log_warn("event=config_reload_failed reason=\"%s\"", err->msg);
+        return -1;
+    }
+    struct store_snapshot *old = m->snapshot;
+    m->snapshot = snap;
+    /* nobody keeps the old snapshot across events (smtp.h, deliver.h) */
+    store_snapshot_free(old);
+    log_info("event=config_loaded domains=%zu", store_snapshot_count(snap));
+    return 0;
+}
+
+static void moatd_on_poll(evutil_socket_t fd, short what, void *arg)
+{
+    struct moatd *m = arg;
+    struct error err = {0};
+    if (store_changed(m->store))
+        moatd_reload_snapshot(m, &err);
+}
+
+/* --- control socket handlers --- */
+
+static json_t *ctl_status(void *arg, json_t *req, struct error *err)
+{
+    struct moatd *m = arg;
+    struct smtp_server_stats ss;
+    struct deliver_stats ds;
+    struct spool_stats ps;
+    smtp_server_get_stats(m->smtp, &ss);
+    deliver_get_stats(m->deliver, &ds);
+    spool_get_stats(m->spool, &ps);
+    return json_pack("{s:s, s:i, s:I, s:s, s:i, s:{s:I, s:I, s:I, s:I}, s:{s:I, s:I, s:I, s:I, s:I},"
+                     " s:{s:I, s:I, s:I, s:I, s:I, s:I}}",
+        "version", MOAT_VERSION, "pid", (int)getpid(),
+        "uptime", (json_int_t)((time_wall_ms() - m->started_ms) / 1000),
+        "hostname", m->hostname,
+        "domains", (int)(m->snapshot ? store_snapshot_count(m->snapshot) : 0),
+        "smtp", "connections_now", (json_int_t)ss.connections_now,
+                "connections_total", (json_int_t)ss.connections_total,
+                "messages_accepted", (json_int_t)ss.messages_accepted,
+                "messages_rejected", (json_int_t)ss.messages_rejected,
+        "delivery", "delivered", (json_int_t)ds.delivered, "deferred", (json_int_t)ds.deferred,
+                    "bounced", (json_int_t)ds.bounced, "dsn_sent", (json_int_t)ds.dsn_sent,
+                    "active", (json_int_t)ds.active,
+        "queue", "messages", (json_int_t)ps.messages,
+                 "recipients_pending", (json_int_t)ps.recipients_pending,
+                 "segments", (json_int_t)ps.segments, "bytes", (json_int_t)ps.bytes,
+                 "commits", (json_int_t)ps.commits, "committed_messages", (json_int_t)ps.committed_msgs);
+}
+
+/* ctl_get_id - the "id" member: a queue id of 16 hex digits */
+static const char *ctl_get_id(json_t *req, struct error *err)
+{
+    const char *id = json_string_value(json_object_get(req, "id"));
+    if (id == NULL) {
+        error_set(err, "id", "a queue id is required");
+        return NULL;
+    }
+    size_t n = strlen(id);
+    if (n != SPOOL_QID_LEN || strspn(id, "0123456789ABCDEFabcdef") != n) {
+        error_set(err, "id", "'%.40s' is not a queue id (16 hexadecimal digits)", id);
+        return NULL;
+    }
+    return id;
+}
+
+static json_t *ctl_queue_list(void *arg, json_t *req, struct error *err)
+{
+    struct moatd *m = arg;
+    json_int_t limit = 100;
+    json_t *jl = json_object_get(req, "limit");
+    if (jl != NULL) {
+        if (!json_is_integer(jl) || json_integer_value(jl) < 1 || json_integer_value(jl) > 10000) {
+            error_set(err, "limit", "limit must be an integer from 1 to 10000");
+            return NULL;
+        }
+        limit = json_integer_value(jl);
+    }
+    const char *cursor = NULL;
+    json_t *jc = json_object_get(req, "cursor");
+    if (jc != NULL && !json_is_null(jc)) {
+        cursor = json_string_value(jc);
+        if (cursor == NULL) {
+            error_set(err, "cursor", "cursor must be a queue id");
+            return NULL;
+        }
+    }
+    return deliver_queue_list(m->deliver, (size_t)limit, cursor);
+}
+
+static json_t *ctl_queue_show(void *arg, json_t *req, struct error *err)
+{
+    struct moatd *m = arg;
+    const char *id = ctl_get_id(req, err);
+    if (id == NULL)
+        return NULL;
+    json_t *r = deliver_queue_show(m->deliver, id);
+    if (r == NULL)
+        error_set(err, "id", "no message %s in the queue", id);
+    return r;
+}
+
+static json_t *ctl_queue_retry(void *arg, json_t *req, struct error *err)
+{
+    struct moatd *m = arg;
+    const char *id = NULL;
+    if (!json_is_true(json_object_get(req, "all"))) {
+        id = ctl_get_id(req, err);
+        if (id == NULL)
+            return NULL;
+    }
+    int n = deliver_queue_retry(m->deliver, id);
+    if (id != NULL && n == 0) {
+        error_set(err, "id", "no message %s in the queue", id);
+        return NULL;
+    }
+    log_info("event=queue_retry id=%s count=%d", id ? id : "all", n);
+    return json_pack("{s:i}", "scheduled", n);
+}
+
+static json_t *ctl_queue_delete(void *arg, json_t *req, struct error *err)
+{
+    struct moatd *m = arg;
+    const char *id = ctl_get_id(req, err);
+    if (id == NULL)
+        return NULL;
+    int n = deliver_queue_delete(m->deliver, id);
+    if (n == 0) {
+        error_set(err, "id", "no message %s in the queue", id);
+        return NULL;
+    }
+    log_info("qid=%s event=queue_delete by=admin", id);
+    return json_pack("{s:i}", "deleted", n);
+}
+
+static json_t *ctl_config_reload(void *arg, json_t *req, struct error *err)
+{
+    struct moatd *m = arg;
+    if (moatd_reload_snapshot(m, err) < 0)
+        return NULL;
+    return json_pack("{s:i}", "domains", (int)store_snapshot_count(m->snapshot));
+}
+
+static const struct control_command moatd_commands[] = {
+    { "status", ctl_status },
+    { "queue.list", ctl_queue_list },
+    { "queue.show", ctl_queue_show },
+    { "queue.retry", ctl_queue_retry },
+    { "queue.delete", ctl_queue_delete },
+    { "config.reload", ctl_config_reload },
+    { NULL, NULL },
+};
+
+/* --- HTTP: health only; the admin API arrives with its own issue --- */
+
+static enum MHD_Result moatd_http_handler(void *cls, struct MHD_Connection *conn, const char *url,
+                                          const char *method, const char *version,
+                                          const char *upload_data, size_t *upload_size, void **state)
+{
+    static const char ok[] = "{\"status\":\"ok\",\"version\":\"" MOAT_VERSION "\"}\n";
+    static const char nf[] = "{\"error\":{\"code\":\"not_found\",\"message\":\"no such resource\"}}\n";
+    static const char na[] = "{\"error\":{\"code\":\"method_not_allowed\",\"message\":\"only GET is allowed here\"}}\n";
+    const char *body = ok;
+    unsigned status = MHD_HTTP_OK;
+    if (strcmp(url, "/api/v1/health") != 0) {
+        body = nf;
+        status = MHD_HTTP_NOT_FOUND;
+    } else if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
+        body = na;
+        status = MHD_HTTP_METHOD_NOT_ALLOWED;
+    }
+    struct MHD_Response *r = MHD_create_response_from_buffer(strlen(body), (void *)body,
+                                                             MHD_RESPMEM_PERSISTENT);
+    MHD_add_response_header(r, "Content-Type", "application/json");
+    enum MHD_Result ret = MHD_queue_response(conn, status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+/* moatd_http_start - one HTTP listener (first http_listen address) */
+static int moatd_http_start(struct moatd *m, struct error *err)
+{
+    if (m->settings.n_http_listen == 0)
+        return 0;
+    char *host = NULL;
+    int port = 0;
+    if (settings_parse_hostport(m->settings.http_listen[0], &host, &port) < 0) {
+        error_set(err, "http_listen", "bad address %s", m->settings.http_listen[0]);
+        return -1;
+    }
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
+    socklen_t sl;
+    if (strchr(host, ':') != NULL) {
+        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+        s6->sin6_family = AF_INET6;
+        s6->sin6_port = htons((uint16_t)port);
+        if (inet_pton(AF_INET6, host, &s6->sin6_addr) != 1)
+            goto bad;
+        sl = sizeof *s6;
+        flags |= MHD_USE_IPv6;
+    } else {
+        struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+        s4->sin_family = AF_INET;
+        s4->sin_port = htons((uint16_t)port);
+        if (inet_pton(AF_INET, host, &s4->sin_addr) != 1)
+            goto bad;
+        sl = sizeof *s4;
+    }
+    (void)sl;
+    m->http = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, moatd_http_handler, m,
+                               MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+                               MHD_OPTION_CONNECTION_LIMIT, 256u,
+                               MHD_OPTION_CONNECTION_TIMEOUT, 30u,
+                               MHD_OPTION_END);
+    if (m->http == NULL) {
+        error_set(err, "http_listen", "cannot listen on %s: %s", m->settings.http_listen[0],
+                  strerror(errno));
+        free(host);
+        return -1;
+    }
+    free(host);
+    return 0;
+bad:
+    error_set(err, "http_listen", "%s is not an IP address", host);
+    free(host);
+    return -1;
+}
+
+/* --- signals and shutdown --- */
+
+static void moatd_on_deliver_stopped(void *arg)
+{
+    struct moatd *m = arg;
+    log_info("event=delivery_stopped");
+    event_base_loopexit(m->base, NULL);
+}
+
+static void moatd_on_smtp_stopped(void *arg)
+{
+    struct moatd *m = arg;
+    log_info("event=smtp_stopped");
+    deliver_shutdown(m->deliver, moatd_on_deliver_stopped, m);
+}
+
+static void moatd_on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    struct moatd *m = arg;
+    if (sig == SIGHUP) {
+        struct error err = {0};
+        log_info("event=sighup");
+        moatd_reload_snapshot(m, &err);
+        return;
+    }
+    if (m->stopping) {
+        log_warn("event=signal sig=%d reason=\"already stopping\"", (int)sig);
+        return;
+    }
+    m->stopping = true;
+    log_info("event=stopping signal=%d", (int)sig);
+    smtp_server_shutdown(m->smtp, moatd_on_smtp_stopped, m);
+}
+
+/* --- state directory, lock, privileges --- */
+
+/* mkdir_p - create dir and missing parents with mode */
+static int mkdir_p(const char *path, mode_t mode)
+{
+    char *p = xstrdup(path);
+    for (char *s = p + 1; *s; s++) {
+        if (*s != '/')
+            continue;
+        *s = '\0';
+        if (mkdir(p, 0755) < 0 && errno != EEXIST) {
+            free(p);
+            return -1;
+        }
+        *s = '/';
+    }
+    int r = mkdir(p, mode);
+    free(p);
+    return (r < 0 && errno != EEXIST) ? -1 : 0;
+}
+
+/* chown_tree - give the state directory to the service user (depth-bounded) */
+static void chown_tree(const char *path, uid_t uid, gid_t gid, int depth)
+{
+    struct stat st;
+    if (lstat(path, &st) < 0 || S_ISLNK(st.st_mode))
+        return;
+    if (lchown(path, uid, gid) < 0)
+        log_warn("event=chown_failed path=%s reason=\"%s\"", path, strerror(errno));
+    if (!S_ISDIR(st.st_mode) || depth > 4)
+        return;
+    char cmd[4096];
+    /* opendir without another dependency */
+    DIR *d = opendir(path);
+    if (d == NULL)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        if (xsnprintf(cmd, sizeof cmd, "%s/%s", path, e->d_name) < 0)
+            continue;
+        chown_tree(cmd, uid, gid, depth + 1);
+    }
+    closedir(d);
+}
+
+/* moatd_drop_privileges - when root: give the state to run_user, then become it */
+static int moatd_drop_privileges(struct moatd *m, struct error *err)
+{
+    if (geteuid() != 0)
+        return 0;
+    const char *user = m->settings.run_user;
+    if (user == NULL || *user == '\0') {
+        log_warn("event=privileges_kept reason=\"run_user is empty: moatd keeps running as root\"");
+        return 0;
+    }
+    struct passwd *pw = getpwnam(user);
+    if (pw == NULL && strcmp(user, "moat") == 0) {
+        log_warn("event=run_user_missing user=moat fallback=nobody");
+        pw = getpwnam("nobody");
+    }
+    if (pw == NULL) {
+        error_set(err, "run_user", "no such user: %s", user);
+        return -1;
+    }
+    chown_tree(m->settings.state_dir, pw->pw_uid, pw->pw_gid, 0);
+    const char *suffixes[] = { "", "-wal", "-shm" };
+    for (size_t i = 0; i < 3; i++) {
+        char path[4096];
+        if (xsnprintf(path, sizeof path, "%s%s", m->settings.database, suffixes[i]) >= 0)
+            if (lchown(path, pw->pw_uid, pw->pw_gid) < 0 && errno != ENOENT)
+                log_warn("event=chown_failed path=%s reason=\"%s\"", path, strerror(errno));
+    }
+    if (setgroups(1, &pw->pw_gid) < 0 || setgid(pw->pw_gid) < 0 || setuid(pw->pw_uid) < 0) {
+        error_set(err, "run_user", "cannot switch to %s: %s", pw->pw_name, strerror(errno));
+        return -1;
+    }
+    if (setuid(0) == 0) {
+        error_set(err, "run_user", "privileges could be regained after dropping them");
+        return -1;
+    }
+    log_info("event=privileges_dropped user=%s uid=%d", pw->pw_name, (int)pw->pw_uid);
+    return 0;
+}
+
+/* moatd_lock_state - one daemon per state directory: two would share a spool */
+static int moatd_lock_state(struct moatd *m, struct error *err)
+{
+    char *path = xasprintf("%s/moatd.lock", m->settings.state_dir);
+    m->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (m->lock_fd < 0 || flock(m->lock_fd, LOCK_EX | LOCK_NB) < 0) {
+        error_set(err, "state_dir", "cannot lock %s: %s (is another moatd running on this state directory?)",
+                  path, strerror(errno));
+        free(path);
+        return -1;
+    }
+    char pid[32];
+    int n = snprintf(pid, sizeof pid, "%d\n", (int)getpid());
+    if (ftruncate(m->lock_fd, 0) == 0 && write(m->lock_fd, pid, (size_t)n) != n)
+        log_warn("event=pidfile_write_failed path=%s", path);
+    free(path);
+    return 0;
+}
+
+/* --- command line --- */
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+        "usage: moatd [options]\n"
+        "  --config FILE          settings file (moat.conf); without it, built-in defaults\n"
+        "  --state-dir DIR        state directory (database, spool, TLS keys)\n"
+        "  --smtp-listen ADDR:PORT  SMTP listener, repeatable ([::1]:2525 for IPv6)\n"
+        "  --http-listen ADDR:PORT  HTTP listener\n"
+        "  --resolver ADDR:PORT   DNS resolver to forward to\n"
+        "  -o KEY=VALUE           set any setting (repeatable; see docs/settings.md)\n"
+        "  --foreground           stay in the foreground, log to stderr\n"
+        "  --check-config         validate the settings, print them, and exit\n"
+        "  --settings-reference   print the settings reference (Markdown) and exit\n"
+        "  --version              print the version and exit\n");
+}
+
+/* moatd_parse_args - settings file first, then command-line overrides in order */
+static int moatd_parse_args(struct moatd *m, int argc, char **argv, bool *foreground, bool *check)
+{
+    enum { O_CONFIG = 256, O_STATE, O_SMTP, O_HTTP, O_RESOLVER, O_FG, O_CHECK, O_VERSION, O_REF, O_HELP };
+    static const struct option opts[] = {
+        { "config", required_argument, NULL, O_CONFIG },
+        { "state-dir", required_argument, NULL, O_STATE },
+        { "smtp-listen", required_argument, NULL, O_SMTP },
+        { "http-listen", required_argument, NULL, O_HTTP },
+        { "resolver", required_argument, NULL, O_RESOLVER },
+        { "foreground", no_argument, NULL, O_FG },
+        { "check-config", no_argument, NULL, O_CHECK },
+        { "version", no_argument, NULL, O_VERSION },
+        { "settings-reference", no_argument, NULL, O_REF },
+        { "help", no_argument, NULL, O_HELP },
+        { NULL, 0, NULL, 0 },
+    };
+    struct error err = {0};
+    const char *config = NULL;
+    int c;
+    /* pass 1: the settings file, so that command-line values override it */
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "o:", opts, NULL)) != -1)
+        if (c == O_CONFIG)
+            config = optarg;
+    settings_defaults(&m->settings);
+    if (config != NULL && settings_load_file(&m->settings, config, true, &err) < 0) {
+        fprintf(stderr, "moatd: %s\n", err.msg);
+        exit(EXIT_CONFIG);
+    }
+    /* pass 2: everything else */
+    optind = 1;
+    opterr = 1;
+    struct buf smtp, http;
+    buf_init(&smtp);
+    buf_init(&http);
+    while ((c = getopt_long(argc, argv, "o:", opts, NULL)) != -1) {
+        const char *key = NULL, *val = optarg;
+        char *kv = NULL;
+        switch (c) {
+        case O_CONFIG: continue;
+        case O_STATE: key = "state_dir"; break;
+        case O_SMTP:
+            /* repeated --smtp-listen options make one list, replacing the file's */
+            buf_printf(&smtp, "%s%s", smtp.len ? "," : "", optarg);
+            continue;
+        case O_HTTP:
+            buf_printf(&http, "%s%s", http.len ? "," : "", optarg);
+            continue;
+        case O_RESOLVER: key = "resolver"; break;
+        case O_FG: *foreground = true; continue;
+        case O_CHECK: *check = true; continue;
+        case O_VERSION: printf("moatd %s\n", MOAT_VERSION); exit(0);
+        case O_REF: settings_write_reference(stdout); exit(0);
+        case O_HELP: usage(stdout); exit(0);
+        case 'o': {
+            const char *eq = strchr(optarg, '=');
+            if (eq == NULL) {
+                fprintf(stderr, "moatd: -o %s: expected KEY=VALUE\n", optarg);
+                exit(EXIT_CONFIG);
+            }
+            kv = xstrndup(optarg, (size_t)(eq - optarg));
+            key = kv;
+            val = eq + 1;
+            break;
+        }
+        default:
+            usage(stderr);
+            exit(2);
+        }
+        if (settings_set(&m->settings, key, val, &err) < 0) {
+            fprintf(stderr, "moatd: %s\n", err.msg);
+            exit(EXIT_CONFIG);
+        }
+        free(kv);
+    }
+    if ((smtp.len && settings_set(&m->settings, "smtp_listen", buf_cstr(&smtp), &err) < 0) ||
+        (http.len && settings_set(&m->settings, "http_listen", buf_cstr(&http), &err) < 0)) {
+        fprintf(stderr, "moatd: %s\n", err.msg);
+        exit(EXIT_CONFIG);
+    }
+    buf_free(&smtp);
+    buf_free(&http);
+    if (optind < argc) {
+        fprintf(stderr, "moatd: unexpected argument: %s\n", argv[optind]);
+        usage(stderr);
+        exit(2);
+    }
+    if (settings_finish(&m->settings, &err) < 0) {
+        fprintf(stderr, "moatd: %s\n", err.msg);
+        exit(EXIT_CONFIG);
+    }
+    return 0;
+}
+
+/* moatd_daemonize - detach; stderr goes to STATE/moatd.log */
+static void moatd_daemonize(struct moatd *m)
+{
+    char *logpath = xasprintf("%s/moatd.log", m->settings.state_dir);
+    int fd = open(logpath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+    if (fd < 0) {
+        fprintf(stderr, "moatd: cannot open %s: %s\n", logpath, strerror(errno));
+        exit(1);
+    }
+    pid_t pid = fork();
+    if (pid < 0) {
+        fprintf(stderr, "moatd: fork: %s\n", strerror(errno));
+        exit(1);
+    }
+    if (pid > 0) {
+        printf("moatd: started, pid %d, log %s\n", (int)pid, logpath);
+        exit(0);
+    }
+    setsid();
+    int null = open("/dev/null", O_RDWR);
+    if (null >= 0) {
+        dup2(null, STDIN_FILENO);
+        dup2(null, STDOUT_FILENO);
+        close(null);
+    }
+    dup2(fd, STDERR_FILENO);
+    close(fd);
+    free(logpath);
+}
+
+static _Noreturn void die(const char *what, const struct error *err)
+{
+    log_msg(LOG_ERROR, "event=start_failed stage=%s field=%s reason=\"%s\"", what,
+            err->field[0] ? err->field : "-", err->msg);
+    exit(1);
+}
+
+int main(int argc, char **argv)
+{
+    struct moatd m;
+    memset(&m, 0, sizeof m);
+    m.lock_fd = -1;
+    bool foreground = false, check = false;
+    moatd_parse_args(&m, argc, argv, &foreground, &check);
+    enum log_level lvl;
+    if (log_parse_level(m.settings.log_level, &lvl) == 0)
+        log_set_level(lvl);
+    if (check) {
+        settings_print(&m.settings, stdout);
+        return 0;
+    }
+    struct error err = {0};
+    umask(027);
+    if (mkdir_p(m.settings.state_dir, 0750) < 0) {
+        fprintf(stderr, "moatd: cannot create state directory %s: %s\n", m.settings.state_dir,
+                strerror(errno));
+        return 1;
+    }
+    if (!foreground)
+        moatd_daemonize(&m);
+    signal(SIGPIPE, SIG_IGN);
+    m.started_ms = time_wall_ms();
+    m.hostname = xstrdup(m.settings.hostname);
+    log_info("event=starting version=%s state_dir=%s hostname=%s", MOAT_VERSION,
+             m.settings.state_dir, m.hostname);
+    if (moatd_lock_state(&m, &err) < 0)
+        die("lock", &err);
+
+    if (evthread_use_pthreads() < 0) {
+        error_set(&err, NULL, "libevent has no pthreads support");
+        die("libevent", &err);
+    }
+    m.base = event_base_new();
+    if (m.base == NULL) {
+        error_set(&err, NULL, "event_base_new failed");
+        die("libevent", &err);
+    }
+    m.store = store_open(m.settings.database, &err);
+    if (m.store == NULL)
+        die("store", &err);
+    log_info("event=store_open path=%s schema=%d", m.settings.database, store_schema_version(m.store));
+    if (moatd_reload_snapshot(&m, &err) < 0)
+        die("store", &err);
+    struct spool_options sopt = { .segment_size = (uint64_t)m.settings.spool_segment_size };
+    m.spool = spool_open(m.settings.spool_dir, &sopt, m.base, &err);
+    if (m.spool == NULL)
+        die("spool", &err);
+    m.dns = dns_create(m.base, m.settings.resolver, &err);
+    if (m.dns == NULL)
+        die("dns", &err);
+    m.tls_server = smtp_tls_server_ctx(&m.settings, m.hostname, &err);
+    if (m.tls_server == NULL)
+        die("tls", &err);
+    m.tls_client = smtp_tls_client_ctx(&m.settings, &err);
+    if (m.tls_client == NULL)
+        die("tls", &err);
+
+    const struct store_snapshot *const *snap = (const struct store_snapshot *const *)&m.snapshot;
+    struct smtp_server_config scfg = {
+        .base = m.base, .settings = &m.settings, .tls = m.tls_server, .spool = m.spool,
+        .snapshot = snap, .hostname = m.hostname,
+    };
+    m.smtp = smtp_server_create(&scfg, &err);
+    if (m.smtp == NULL)
+        die("smtp_listen", &err);
+    if (moatd_http_start(&m, &err) < 0)
+        die("http_listen", &err);
+    if (moatd_drop_privileges(&m, &err) < 0)
+        die("privileges", &err);
+
+    m.socket_path = xasprintf("%s/moatd.sock", m.settings.state_dir);
+    struct control_config ccfg = {
+        .base = m.base, .socket_path = m.socket_path, .commands = moatd_commands, .arg = &m,
+    };
+    m.control = control_create(&ccfg, &err);
+    if (m.control == NULL)
+        die("control", &err);
+
+    struct deliver_config dcfg = {
+        .base = m.base, .settings = &m.settings, .spool = m.spool, .dns = m.dns,
+        .tls_client = m.tls_client, .snapshot = snap, .hostname = m.hostname,
+    };
+    m.deliver = deliver_create(&dcfg, &err);
+    if (m.deliver == NULL)
+        die("deliver", &err);
+    deliver_start(m.deliver);
+
+    m.ev_term = evsignal_new(m.base, SIGTERM, moatd_on_signal, &m);
+    m.ev_int = evsignal_new(m.base, SIGINT, moatd_on_signal, &m);
+    m.ev_hup = evsignal_new(m.base, SIGHUP, moatd_on_signal, &m);
+    evsignal_add(m.ev_term, NULL);
+    evsignal_add(m.ev_int, NULL);
+    evsignal_add(m.ev_hup, NULL);
+    m.ev_poll = event_new(m.base, -1, EV_PERSIST, moatd_on_poll, &m);
+    struct timeval one = { 1, 0 };
+    event_add(m.ev_poll, &one);
+
+    if (smtp_server_start(m.smtp) < 0) {
+        error_set(&err, "smtp_listen", "cannot start accepting");
+        die("smtp_listen", &err);
+    }
+    char listen[1024] = "";
+    for (int i = 0; i < m.settings.n_smtp_listen; i++) {
+        size_t l = strlen(listen);
+        snprintf(listen + l, sizeof listen - l, "%s%s", i ? "," : "", m.settings.smtp_listen[i]);
+    }
+    log_info("event=ready smtp=%s http=%s pid=%d", listen,
+             m.settings.n_http_listen ? m.settings.http_listen[0] : "-", (int)getpid());
+
+    event_base_dispatch(m.base);
+
+    /* orderly teardown: every module releases what it owns */
+    event_free(m.ev_poll);
+    event_free(m.ev_term);
+    event_free(m.ev_int);
+    event_free(m.ev_hup);
+    control_free(m.control);
+    unlink(m.socket_path);
+    free(m.socket_path);
+    if (m.http)
+        MHD_stop_daemon(m.http);
+    deliver_free(m.deliver);
+    smtp_server_free(m.smtp);
+    spool_close(m.spool);
+    dns_free(m.dns);
+    SSL_CTX_free(m.tls_server);
+    SSL_CTX_free(m.tls_client);
+    store_snapshot_free(m.snapshot);
+    store_close(m.store);
+    event_base_free(m.base);
+    libevent_global_shutdown();
+    log_info("event=stopped");
+    free(m.hostname);
+    settings_free(&m.settings);
+    close(m.lock_fd);
+    return 0;
+}

@@ -1,0 +1,62 @@
+/*
+ * smtp.h - the SMTP server (inbound listener) and the TLS contexts.
+ *
+ * One listener serves every role; a session is a state machine driven by a
+ * command table (smtp_session.c).  The server does no blocking work: policy
+ * reads the routing snapshot, the spool commits on its own thread and calls
+ * back.  The delivery-side client is in smtp_client.h.
+ */
+#ifndef MOAT_SMTP_H
+#define MOAT_SMTP_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <openssl/ssl.h>
+#include "../core/core.h"
+#include "../core/settings.h"
+#include "../store/store.h"
+
+struct event_base;
+struct spool;
+struct smtp_server;
+
+struct smtp_server_config {
+    struct event_base *base;
+    const struct moat_settings *settings;
+    SSL_CTX *tls;                       /* server context; STARTTLS always offered */
+    struct spool *spool;
+    /* the current routing snapshot; main swaps *snapshot between events */
+    const struct store_snapshot *const *snapshot;
+    const char *hostname;               /* banner, EHLO, Received */
+};
+
+struct smtp_server_stats {
+    uint64_t connections_total;
+    uint64_t connections_now;
+    uint64_t messages_accepted;
+    uint64_t messages_rejected;
+    uint64_t rcpts_rejected;
+};
+
+/* smtp_server_create - bind every settings->smtp_listen address (IPv4 or
+ * IPv6); -1 with err on a bind failure.  Binding happens here so the caller
+ * can drop privileges afterwards. */
+struct smtp_server *smtp_server_create(const struct smtp_server_config *cfg, struct error *err);
+/* smtp_server_start - begin accepting (after privileges are dropped) */
+int smtp_server_start(struct smtp_server *srv);
+/* smtp_server_shutdown - stop accepting; sessions in flight get up to
+ * settings->smtp_timeout_shutdown to finish, then 421 4.3.2; done(arg) is
+ * called when no session is left (commits in flight complete first). */
+void smtp_server_shutdown(struct smtp_server *srv, void (*done)(void *arg), void *arg);
+void smtp_server_free(struct smtp_server *srv);
+void smtp_server_get_stats(const struct smtp_server *srv, struct smtp_server_stats *out);
+
+/* --- TLS (smtp_tls.c) --- */
+/* smtp_tls_server_ctx - load cert/key; when both paths are empty, use (or
+ * generate on first start) a self-signed pair under STATE/tls/.  Minimum
+ * protocol from settings->tls_min_version. */
+SSL_CTX *smtp_tls_server_ctx(const struct moat_settings *s, const char *hostname, struct error *err);
+/* smtp_tls_client_ctx - client context with the system trust store */
+SSL_CTX *smtp_tls_client_ctx(const struct moat_settings *s, struct error *err);
+
+#endif

@@ -1,0 +1,150 @@
+/*
+ * spool.h - the durable queue.  The spool is the only source of truth for
+ * accepted mail: "250" after DATA is sent only from the commit callback,
+ * which runs once the message's records are on stable storage.
+ *
+ * Layout: an append-only log of segment files (STATE/spool/NNNNNNNNNN.seg).
+ * Every record is self-validating (magic, type, length, CRC-32C, end marker),
+ * so a torn tail is detected at start and moved aside.  Sessions that reach
+ * end-of-data in the same loop turn share one fdatasync (group commit, on the
+ * spool's own commit thread); the loop is never blocked by an fsync.
+ *
+ * Threads: every function here is called from the event loop thread that
+ * opened the spool, except where noted.  Callbacks run on that loop.
+ *
+ * Message data is stored in canonical form: CRLF line ends, the SMTP
+ * dot-stuffing removed, the Received header already prepended.
+ */
+#ifndef MOAT_SPOOL_H
+#define MOAT_SPOOL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+#include <stdint.h>
+#include "../core/core.h"
+
+struct event_base;
+struct spool;
+struct spool_txn;
+struct spool_msg;
+
+#define SPOOL_QID_LEN 16   /* queue ids are 16 upper-case hex digits */
+
+enum spool_rcpt_state {
+    SPOOL_RCPT_PENDING = 0,
+    SPOOL_RCPT_DELIVERED,
+    SPOOL_RCPT_FAILED,       /* permanently failed; a DSN was queued if asked */
+};
+
+/* RFC 3461 NOTIFY bits; 0 means "not given" (default: FAILURE and DELAY) */
+#define SPOOL_NOTIFY_NEVER   0x1
+#define SPOOL_NOTIFY_SUCCESS 0x2
+#define SPOOL_NOTIFY_FAILURE 0x4
+#define SPOOL_NOTIFY_DELAY   0x8
+
+#define SPOOL_F_8BITMIME  0x1
+#define SPOOL_F_SMTPUTF8  0x2
+#define SPOOL_F_BOUNCE    0x4   /* a DSN Moat generated: never bounce it */
+#define SPOOL_F_TLS       0x8   /* received over TLS */
+
+enum spool_ret { SPOOL_RET_DEFAULT = 0, SPOOL_RET_FULL, SPOOL_RET_HDRS };
+
+struct spool_rcpt {
+    char *addr;                 /* without <> */
+    char *orcpt;                /* RFC 3461 ORCPT value or NULL */
+    unsigned notify;
+    enum spool_rcpt_state state;
+    char *diag;                 /* last delivery diagnostic ("550 5.1.1 ...") or NULL */
+};
+
+struct spool_envelope {
+    char *sender;               /* "" for the null reverse-path */
+    struct spool_rcpt *rcpts;
+    size_t n_rcpts;
+    char *client_addr;          /* "127.0.0.1" */
+    char *helo;
+    char *envid;                /* RFC 3461 ENVID or NULL */
+    enum spool_ret ret;
+    unsigned flags;             /* SPOOL_F_* */
+    int64_t received_ms;        /* wall clock, ms */
+    uint64_t size;              /* octets of message data (filled by the spool) */
+    bool warned;                /* a delay warning was sent (spool-maintained) */
+};
+
+struct spool_options {
+    uint64_t segment_size;      /* roll to a new segment beyond this */
+};
+
+struct spool_stats {
+    uint64_t messages;          /* live messages */
+    uint64_t recipients_pending;
+    uint64_t segments;
+    uint64_t bytes;             /* segment bytes on disk */
+    uint64_t commits;           /* fdatasync calls so far */
+    uint64_t committed_msgs;    /* messages made durable so far */
+    uint64_t torn_tails;        /* tails set aside at start */
+};
+
+/* spool_open - open or create the spool in dir, recover it (scan every
+ * segment, set torn tails aside into dir/corrupt/), start the commit thread.
+ * Recovered messages are reported to the listener once it is set. */
+struct spool *spool_open(const char *dir, const struct spool_options *opt,
+                         struct event_base *base, struct error *err);
+/* spool_close - flush, stop the commit thread, free.  Pending commits complete first. */
+void spool_close(struct spool *sp);
+
+/* --- receiving a message --- */
+/* spool_txn_begin - start a message; assigns its queue id */
+struct spool_txn *spool_txn_begin(struct spool *sp);
+const char *spool_txn_id(const struct spool_txn *t);
+/* spool_txn_write - append canonical message data; data may be buffered.
+ * -1 on a write error (ENOSPC...): the txn is then poisoned, commit fails. */
+int spool_txn_write(struct spool_txn *t, const void *data, size_t len);
+uint64_t spool_txn_size(const struct spool_txn *t);
+
+/* status 0: on stable storage, reply 250.  -1: not stored (disk full), reply 452 4.3.1.
+ * Called on the loop, never from inside spool_txn_commit itself. */
+typedef void (*spool_commit_cb)(void *arg, const char *qid, int status);
+/* spool_txn_commit - consume t: write the envelope record and request a
+ * group-committed fdatasync; cb runs once it is done.  env is copied. */
+void spool_txn_commit(struct spool_txn *t, const struct spool_envelope *env,
+                      spool_commit_cb cb, void *arg);
+/* spool_txn_abort - consume t; nothing of it will ever be delivered */
+void spool_txn_abort(struct spool_txn *t);
+
+/* spool_inject - a whole message at once (DSNs, test messages): begin, write, commit */
+void spool_inject(struct spool *sp, const struct spool_envelope *env,
+                  const void *data, size_t len, spool_commit_cb cb, void *arg);
+
+/* --- the delivery side --- */
+/* The listener is told of every message that becomes durable, and at
+ * spool_set_listener() time of every message recovered at start. */
+typedef void (*spool_listener_cb)(void *arg, struct spool_msg *m);
+void spool_set_listener(struct spool *sp, spool_listener_cb cb, void *arg);
+
+const char *spool_msg_id(const struct spool_msg *m);
+/* the envelope, with current recipient states; owned by the spool */
+const struct spool_envelope *spool_msg_envelope(const struct spool_msg *m);
+/* spool_msg_read - pread message data at off; returns bytes read, 0 at end, -1 on error */
+ssize_t spool_msg_read(struct spool *sp, struct spool_msg *m, uint64_t off, void *buf, size_t len);
+/* a slot for the scheduler's own per-message state */
+void spool_msg_set_user(struct spool_msg *m, void *user);
+void *spool_msg_user(const struct spool_msg *m);
+/* spool_msg_set_rcpt - record a recipient's outcome (appended, not fsynced by
+ * itself: a crash may repeat a delivery, never lose one) */
+int spool_msg_set_rcpt(struct spool *sp, struct spool_msg *m, size_t idx,
+                       enum spool_rcpt_state st, const char *diag);
+/* spool_msg_set_warned - record that the delay warning went out */
+int spool_msg_set_warned(struct spool *sp, struct spool_msg *m);
+/* spool_msg_done - every recipient is final (or the message was deleted by
+ * an administrator): append the done record, free m.  m is invalid after. */
+int spool_msg_done(struct spool *sp, struct spool_msg *m);
+/* spool_msg_find - by queue id, NULL if not live */
+struct spool_msg *spool_msg_find(struct spool *sp, const char *qid);
+/* spool_foreach - every live message, oldest first; stop when cb returns non-zero */
+void spool_foreach(struct spool *sp, int (*cb)(void *arg, struct spool_msg *m), void *arg);
+
+void spool_get_stats(struct spool *sp, struct spool_stats *out);
+
+#endif
