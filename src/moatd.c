@@ -489,7 +489,13 @@ static int moatd_parse_args(struct moatd *m, int argc, char **argv, bool *foregr
         if (c == O_CONFIG)
             config = optarg;
     settings_defaults(&m->settings);
-    if (config != NULL && settings_load_file(&m->settings, config, true, &err) < 0) {
+    /* the same lookup as the CLI: --config, $MOAT_CONFIG, then the system file if present */
+    bool required = true;
+    if (config == NULL && (config = getenv("MOAT_CONFIG")) == NULL) {
+        config = "/etc/moat/moat.conf";
+        required = false;
+    }
+    if (settings_load_file(&m->settings, config, required, &err) < 0) {
         fprintf(stderr, "moatd: %s\n", err.msg);
         exit(EXIT_CONFIG);
     }
@@ -504,7 +510,19 @@ static int moatd_parse_args(struct moatd *m, int argc, char **argv, bool *foregr
         char *kv = NULL;
         switch (c) {
         case O_CONFIG: continue;
-        case O_STATE: key = "state_dir"; break;
+        case O_STATE:
+            key = "state_dir";
+            if (optarg[0] != '/') {
+                /* settings take absolute paths: the daemon may chdir, scripts pass ./state */
+                char cwd[4096];
+                if (getcwd(cwd, sizeof cwd) == NULL) {
+                    fprintf(stderr, "moatd: --state-dir: cannot resolve %s: %s\n", optarg, strerror(errno));
+                    exit(EXIT_CONFIG);
+                }
+                kv = xasprintf("%s/%s", cwd, optarg);
+                val = kv;
+            }
+            break;
         case O_SMTP:
             /* repeated --smtp-listen options make one list, replacing the file's */
             buf_printf(&smtp, "%s%s", smtp.len ? "," : "", optarg);

@@ -1,0 +1,439 @@
+/*
+ * moat.c - the moat command-line client: global options, the command table,
+ * dispatch and help.
+ *
+ *   moat [--state-dir DIR] [--config FILE] [--json] NOUN [VERB] [ARGS...] [OPTIONS]
+ *
+ * domain and route commands open the store directly (moatd need not run) and
+ * then ask a running moatd to reload; queue and status go through the control
+ * socket STATE/moatd.sock.  Global options may appear anywhere before "--".
+ *
+ * State directory: --state-dir, else $MOAT_STATE_DIR, else state_dir of the
+ * settings file (--config, else $MOAT_CONFIG, else /etc/moat/moat.conf when it
+ * exists), else /var/lib/moat.
+ *
+ * Exit status: 0 success, 1 failure, 2 usage error.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include "cli.h"
+
+#define MOAT_DEFAULT_CONFIG "/etc/moat/moat.conf"
+
+static const struct cli_option route_set_options[] = {
+    { "tls", "MODE", "opportunistic (STARTTLS when offered), relaxed (TLS required, "
+      "certificate not checked) or strict (TLS required, trusted certificate matching HOST); "
+      "default: keep the current mode, opportunistic for a new route" },
+    { NULL, NULL, NULL },
+};
+
+static const struct cli_option queue_list_options[] = {
+    { "limit", "N", "at most N messages (1..10000, default 100)" },
+    { "cursor", "QID", "start after this queue id (the last id of the previous page)" },
+    { NULL, NULL, NULL },
+};
+
+static const struct cli_option queue_retry_options[] = {
+    { "all", NULL, "retry every queued message now" },
+    { NULL, NULL, NULL },
+};
+
+/* cli_commands - every command; later issues add rows here */
+static const struct cli_command cli_commands[] = {
+    { "domain", "add", "NAME", 1, 1, NULL, cli_domain_add,
+      "add an internal domain",
+      "Adds NAME (e.g. example.com) as an internal domain: Moat accepts mail for it and for "
+      "its subdomains, and relays it to the domain's route (see `moat route set`). Names are "
+      "stored in lower case; internationalised names must be given in A-label form (xn--...)." },
+    { "domain", "list", "", 0, 0, NULL, cli_domain_list,
+      "list internal domains and their routes",
+      "Lists every internal domain with its status, its delivery route and when it was added." },
+    { "domain", "remove", "NAME", 1, 1, NULL, cli_domain_remove,
+      "remove an internal domain and its route",
+      "Removes NAME and its route. Mail for it is refused from then on (relay denied); "
+      "messages already queued for it stay queued." },
+    { "route", "set", "DOMAIN HOST[:PORT]", 2, 2, route_set_options, cli_route_set,
+      "set the delivery route of a domain",
+      "Mail accepted for DOMAIN (and its subdomains) is delivered to HOST, the organisation's "
+      "own mail server, on PORT (default 25). HOST is a host name, an IPv4 address or an IPv6 "
+      "address in brackets: [2001:db8::25]:25." },
+    { "route", "show", "[DOMAIN]", 0, 1, NULL, cli_route_show,
+      "show the route of one domain, or of all",
+      "Shows where mail for DOMAIN is delivered; without DOMAIN, the routes of every domain." },
+    { "queue", "list", "", 0, 0, queue_list_options, cli_queue_list,
+      "list queued messages (needs moatd)",
+      "Lists the messages waiting for delivery, oldest first, a page at a time. The last line "
+      "tells how to fetch the next page." },
+    { "queue", "show", "QID", 1, 1, NULL, cli_queue_show,
+      "show one queued message (needs moatd)",
+      "Shows the envelope, the state of each recipient, the delivery attempts and the header "
+      "section of a queued message." },
+    { "queue", "retry", "[QID]", 0, 1, queue_retry_options, cli_queue_retry,
+      "retry a queued message now, or all with --all (needs moatd)",
+      "Schedules QID (or every message, with --all) for an immediate delivery attempt, "
+      "e.g. after a route or a destination was fixed." },
+    { "queue", "delete", "QID", 1, 1, NULL, cli_queue_delete,
+      "delete a queued message without notice (needs moatd)",
+      "Removes QID from the queue. No delivery status notification is sent: the sender is "
+      "not told. Use it for spam floods or test messages." },
+    { "status", NULL, "", 0, 0, NULL, cli_status,
+      "show whether moatd runs, and its counters",
+      "Asks the running moatd for its uptime, connections and queue size. Exits with status 1 "
+      "when moatd is not running." },
+};
+
+#define N_COMMANDS (sizeof cli_commands / sizeof cli_commands[0])
+
+static void print_synopsis(FILE *out, const struct cli_command *c)
+{
+    fprintf(out, "moat %s%s%s%s%s", c->noun, c->verb ? " " : "", c->verb ? c->verb : "",
+            c->args[0] ? " " : "", c->args);
+    for (const struct cli_option *o = c->options; o && o->name; o++)
+        fprintf(out, " [--%s%s%s]", o->name, o->arg ? " " : "", o->arg ? o->arg : "");
+}
+
+static void print_usage(FILE *out, const char *noun)
+{
+    fprintf(out, "usage: moat [--state-dir DIR] [--config FILE] [--json] COMMAND ...\n\n");
+    fprintf(out, "commands:\n");
+    for (size_t i = 0; i < N_COMMANDS; i++) {
+        const struct cli_command *c = &cli_commands[i];
+        if (noun != NULL && strcmp(noun, c->noun) != 0)
+            continue;
+        char left[128];
+        xsnprintf(left, sizeof left, "%s%s%s%s%s", c->noun, c->verb ? " " : "",
+                  c->verb ? c->verb : "", c->args[0] ? " " : "", c->args);
+        fprintf(out, "  %-32s %s\n", left, c->summary);
+    }
+    fprintf(out, "\nglobal options:\n"
+            "  --state-dir DIR   Moat's state directory (default: $MOAT_STATE_DIR, else\n"
+            "                    state_dir from the settings file, else /var/lib/moat)\n"
+            "  --config FILE     settings file (default: $MOAT_CONFIG, else %s)\n"
+            "  --json            machine-readable JSON output\n"
+            "  --help            this help; `moat COMMAND --help` for one command\n",
+            MOAT_DEFAULT_CONFIG);
+}
+
+/* print_wrapped - text word-wrapped at width columns, each line indented */
+static void print_wrapped(FILE *out, const char *text, int indent, int width)
+{
+    int col = 0;
+    while (*text != '\0') {
+        size_t word = strcspn(text, " ");
+        if (col > indent && col + 1 + (int)word > width) {
+            fputc('\n', out);
+            col = 0;
+        }
+        if (col == 0) {
+            fprintf(out, "%*s", indent, "");
+            col = indent;
+        } else {
+            fputc(' ', out);
+            col++;
+        }
+        fwrite(text, 1, word, out);
+        col += (int)word;
+        text += word;
+        while (*text == ' ')
+            text++;
+    }
+    fputc('\n', out);
+}
+
+static void print_command_help(FILE *out, const struct cli_command *c)
+{
+    fputs("usage: ", out);
+    print_synopsis(out, c);
+    fputs("\n\n", out);
+    print_wrapped(out, c->help, 0, 78);
+    if (c->options && c->options[0].name) {
+        fputs("\noptions:\n", out);
+        for (const struct cli_option *o = c->options; o->name; o++) {
+            char left[64];
+            xsnprintf(left, sizeof left, "--%s%s%s", o->name, o->arg ? " " : "",
+                      o->arg ? o->arg : "");
+            fprintf(out, "  %s\n", left);
+            print_wrapped(out, o->help, 6, 78);
+        }
+    }
+    fputs("\nSee `moat --help` for the global options.\n", out);
+}
+
+/* --- context helpers --- */
+
+static int option_index(const struct cli_command *c, const char *name, size_t len)
+{
+    int i = 0;
+    for (const struct cli_option *o = c->options; o && o->name; o++, i++)
+        if (strlen(o->name) == len && strncmp(o->name, name, len) == 0)
+            return i;
+    return -1;
+}
+
+const char *cli_opt(const struct cli_ctx *ctx, const char *name)
+{
+    int i = option_index(ctx->cmd, name, strlen(name));
+    return i >= 0 && ctx->opt_set[i] ? ctx->opt_value[i] : NULL;
+}
+
+bool cli_flag(const struct cli_ctx *ctx, const char *name)
+{
+    int i = option_index(ctx->cmd, name, strlen(name));
+    return i >= 0 && ctx->opt_set[i];
+}
+
+static void vprefix(const struct cli_ctx *ctx)
+{
+    if (ctx != NULL && ctx->cmd != NULL)
+        fprintf(stderr, "moat: %s%s%s: ", ctx->cmd->noun, ctx->cmd->verb ? " " : "",
+                ctx->cmd->verb ? ctx->cmd->verb : "");
+    else
+        fputs("moat: ", stderr);
+}
+
+int cli_fail(const struct cli_ctx *ctx, const char *fmt, ...)
+{
+    va_list ap;
+    fflush(stdout);
+    vprefix(ctx);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    return CLI_FAIL;
+}
+
+int cli_usage_error(const struct cli_ctx *ctx, const char *fmt, ...)
+{
+    va_list ap;
+    vprefix(ctx);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    if (ctx != NULL && ctx->cmd != NULL) {
+        fputs("usage: ", stderr);
+        print_synopsis(stderr, ctx->cmd);
+        fputc('\n', stderr);
+    } else {
+        fputs("try `moat --help`\n", stderr);
+    }
+    return CLI_USAGE;
+}
+
+void cli_warn(const char *fmt, ...)
+{
+    va_list ap;
+    fflush(stdout);
+    fputs("moat: warning: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
+/* --- settings --- */
+
+/* absolute - DIR made absolute against the working directory */
+static char *absolute(const char *dir)
+{
+    char cwd[PATH_MAX];
+    if (dir[0] == '/' || getcwd(cwd, sizeof cwd) == NULL)
+        return xstrdup(dir);
+    return xasprintf("%s/%s", cwd, dir);
+}
+
+static int load_settings(struct cli_ctx *ctx, const char *config, const char *state_dir)
+{
+    struct error err;
+    bool required = true;
+
+    settings_defaults(&ctx->settings);
+    if (config == NULL)
+        config = getenv("MOAT_CONFIG");
+    if (config == NULL || config[0] == '\0') {
+        config = MOAT_DEFAULT_CONFIG;
+        required = false;
+    }
+    if (settings_load_file(&ctx->settings, config, required, &err) < 0)
+        return cli_fail(NULL, "%s", err.msg);
+    if (state_dir == NULL) {
+        state_dir = getenv("MOAT_STATE_DIR");
+        if (state_dir != NULL && state_dir[0] == '\0')
+            state_dir = NULL;
+    }
+    if (state_dir != NULL) {
+        char *abs = absolute(state_dir);
+        int r = settings_set(&ctx->settings, "state_dir", abs, &err);
+        free(abs);
+        if (r < 0)
+            return cli_fail(NULL, "--state-dir: %s", err.msg);
+    }
+    /* the client never uses hostname; don't let an odd system host name
+     * (which moatd must reject) stop the CLI */
+    if (ctx->settings.hostname == NULL || ctx->settings.hostname[0] == '\0')
+        settings_set(&ctx->settings, "hostname", "localhost", &err);
+    if (settings_finish(&ctx->settings, &err) < 0)
+        return cli_fail(NULL, "%s: %s", config, err.msg);
+    ctx->socket_path = xasprintf("%s/moatd.sock", ctx->settings.state_dir);
+    return CLI_OK;
+}
+
+/* --- argument parsing --- */
+
+static const struct cli_command *find_command(const char *noun, const char *verb)
+{
+    for (size_t i = 0; i < N_COMMANDS; i++) {
+        const struct cli_command *c = &cli_commands[i];
+        if (strcmp(c->noun, noun) != 0)
+            continue;
+        if (c->verb == NULL || (verb != NULL && strcmp(c->verb, verb) == 0))
+            return c;
+    }
+    return NULL;
+}
+
+static bool noun_exists(const char *noun)
+{
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        if (strcmp(cli_commands[i].noun, noun) == 0)
+            return true;
+    return false;
+}
+
+/* take_value - "--name=value" or "--name value"; advances *i for the latter */
+static const char *take_value(int argc, char **argv, int *i, const char *eq)
+{
+    if (eq != NULL)
+        return eq + 1;
+    if (*i + 1 >= argc)
+        return NULL;
+    return argv[++*i];
+}
+
+int main(int argc, char **argv)
+{
+    struct cli_ctx ctx;
+    const char *config = NULL, *state_dir = NULL;
+    char *words[CLI_MAX_ARGS * 2];
+    bool literal[CLI_MAX_ARGS * 2];   /* after "--": never an option */
+    int n_words = 0;
+    bool help = false, dashdash = false;
+
+    memset(&ctx, 0, sizeof ctx);
+    log_set_level(LOG_WARN);   /* the store logs its changes at info: not for a terminal */
+
+    /* pass 1: global options anywhere; everything else in order */
+    for (int i = 1; i < argc; i++) {
+        char *a = argv[i];
+        if (n_words >= (int)(sizeof words / sizeof words[0]))
+            return cli_usage_error(NULL, "too many arguments");
+        if (dashdash || a[0] != '-' || a[1] == '\0') {
+            literal[n_words] = dashdash;
+            words[n_words++] = a;
+            continue;
+        }
+        if (strcmp(a, "--") == 0) {
+            dashdash = true;
+            continue;
+        }
+        const char *eq = strchr(a, '=');
+        size_t nlen = eq ? (size_t)(eq - a) : strlen(a);
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            help = true;
+        } else if (strcmp(a, "--json") == 0) {
+            ctx.json = true;
+        } else if (nlen == 11 && strncmp(a, "--state-dir", nlen) == 0) {
+            if ((state_dir = take_value(argc, argv, &i, eq)) == NULL || !state_dir[0])
+                return cli_usage_error(NULL, "--state-dir needs a directory");
+        } else if (nlen == 8 && strncmp(a, "--config", nlen) == 0) {
+            if ((config = take_value(argc, argv, &i, eq)) == NULL || !config[0])
+                return cli_usage_error(NULL, "--config needs a file");
+        } else {
+            /* a command option: it and its value are read in pass 2 */
+            literal[n_words] = false;
+            words[n_words++] = a;
+        }
+    }
+
+    if (n_words == 0 || strcmp(words[0], "help") == 0) {
+        if (n_words <= 1) {
+            print_usage(help || n_words == 1 ? stdout : stderr, NULL);
+            return help || n_words == 1 ? CLI_OK : CLI_USAGE;
+        }
+        /* "moat help domain add" == "moat domain add --help" */
+        memmove(words, words + 1, (size_t)(n_words - 1) * sizeof words[0]);
+        memmove(literal, literal + 1, (size_t)(n_words - 1) * sizeof literal[0]);
+        n_words--;
+        help = true;
+    }
+    if (words[0][0] == '-' && !literal[0])
+        return cli_usage_error(NULL, "unknown option %s", words[0]);
+    if (!noun_exists(words[0]))
+        return cli_usage_error(NULL, "unknown command \"%s\"", words[0]);
+    const char *verb = n_words > 1 && (words[1][0] != '-' || literal[1]) ? words[1] : NULL;
+    const struct cli_command *cmd = find_command(words[0], verb);
+    if (cmd == NULL) {
+        if (help || verb == NULL) {
+            print_usage(help ? stdout : stderr, words[0]);
+            return help ? CLI_OK : CLI_USAGE;
+        }
+        fprintf(stderr, "moat: %s: unknown subcommand \"%s\"\n\n", words[0], verb);
+        print_usage(stderr, words[0]);
+        return CLI_USAGE;
+    }
+    ctx.cmd = cmd;
+    if (help) {
+        print_command_help(stdout, cmd);
+        return CLI_OK;
+    }
+
+    /* pass 2: the command's own options and positional arguments */
+    for (int w = cmd->verb ? 2 : 1; w < n_words; w++) {
+        char *a = words[w];
+        if (a[0] != '-' || a[1] == '\0' || literal[w]) {
+            if (ctx.n_args >= CLI_MAX_ARGS || ctx.n_args >= cmd->max_args)
+                return cli_usage_error(&ctx, "unexpected argument \"%s\"", a);
+            ctx.args[ctx.n_args++] = a;
+            continue;
+        }
+        const char *name = a[1] == '-' ? a + 2 : a + 1;
+        const char *eq = strchr(name, '=');
+        int oi = option_index(cmd, name, eq ? (size_t)(eq - name) : strlen(name));
+        if (a[1] != '-' || oi < 0)
+            return cli_usage_error(&ctx, "unknown option %s", a);
+        const struct cli_option *o = &cmd->options[oi];
+        if (o->arg == NULL) {
+            if (eq != NULL)
+                return cli_usage_error(&ctx, "--%s takes no value", o->name);
+            ctx.opt_value[oi] = "";
+        } else if (eq != NULL) {
+            ctx.opt_value[oi] = eq + 1;
+        } else {
+            if (w + 1 >= n_words)
+                return cli_usage_error(&ctx, "--%s needs a value (%s)", o->name, o->arg);
+            ctx.opt_value[oi] = words[++w];
+        }
+        if (ctx.opt_set[oi])
+            return cli_usage_error(&ctx, "--%s given twice", o->name);
+        ctx.opt_set[oi] = true;
+    }
+    if (ctx.n_args < cmd->min_args)
+        return cli_usage_error(&ctx, "missing argument%s %s", cmd->max_args > 1 ? "s" : "",
+                               cmd->args);
+
+    int rc = load_settings(&ctx, config, state_dir);
+    if (rc == CLI_OK)
+        rc = cmd->fn(&ctx);
+    settings_free(&ctx.settings);
+    free(ctx.socket_path);
+    if (fflush(stdout) != 0 && rc == CLI_OK) {
+        fprintf(stderr, "moat: cannot write the output: %s\n", strerror(errno));
+        rc = CLI_FAIL;
+    }
+    return rc;
+}

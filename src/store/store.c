@@ -1,0 +1,696 @@
+/*
+ * store.c - the SQLite implementation of store.h: opening (WAL,
+ * synchronous=FULL, busy timeout, foreign keys), numbered schema migrations,
+ * the table of prepared statements, domains and their routes, and change
+ * detection for the daemon's snapshot reloads.
+ *
+ * Entry points: store_open, store_close, store_domain_add/remove/list,
+ * store_route_set/get, store_changed, domain_name_valid.  The snapshot lives
+ * in store_snapshot.c.
+ *
+ * Migrations: store_migrations[i] takes the schema from version i to i + 1;
+ * PRAGMA user_version holds the version.  Adding version 2 is adding one
+ * string to the table.  All pending migrations run in one IMMEDIATE
+ * transaction, so a crash leaves the old version intact and two processes
+ * opening a fresh database at once do not both migrate.
+ *
+ * Ownership: struct store owns the connection and every prepared statement;
+ * strings handed out (domain lists, routes) are owned by the caller.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include "store_priv.h"
+
+/* the CLI and the daemon share the file: wait this long for a lock */
+#define STORE_BUSY_TIMEOUT_MS 5000
+
+/* store_migrations - schema version i -> i + 1; append, never edit a shipped entry */
+const char *const store_migrations[] = {
+    /* 1: domains and their delivery routes */
+    "CREATE TABLE domains ("
+    "  name     TEXT PRIMARY KEY NOT NULL,"
+    "  verified INTEGER NOT NULL DEFAULT 0 CHECK (verified IN (0, 1)),"
+    "  created  INTEGER NOT NULL"
+    ");"
+    /* priority 0 is the primary route; backup routes will use 1, 2, ... */
+    "CREATE TABLE routes ("
+    "  domain   TEXT NOT NULL REFERENCES domains(name) ON DELETE CASCADE,"
+    "  priority INTEGER NOT NULL DEFAULT 0,"
+    "  host     TEXT NOT NULL,"
+    "  port     INTEGER NOT NULL CHECK (port BETWEEN 1 AND 65535),"
+    "  tls      TEXT NOT NULL CHECK (tls IN ('opportunistic', 'relaxed', 'strict')),"
+    "  PRIMARY KEY (domain, priority)"
+    ");",
+};
+const int store_schema_latest = (int)(sizeof store_migrations / sizeof store_migrations[0]);
+
+/* store_sql - the prepared statements, prepared once at open */
+static const char *const store_sql[STMT__COUNT] = {
+    [STMT_DATA_VERSION] = "PRAGMA data_version",
+    [STMT_DOMAIN_INSERT] = "INSERT INTO domains (name, verified, created) VALUES (?1, ?2, ?3)",
+    [STMT_DOMAIN_DELETE] = "DELETE FROM domains WHERE name = ?1",
+    [STMT_DOMAIN_EXISTS] = "SELECT 1 FROM domains WHERE name = ?1",
+    [STMT_DOMAIN_LIST] =
+        "SELECT d.name, d.verified, d.created, r.host, r.port, r.tls FROM domains d"
+        " LEFT JOIN routes r ON r.domain = d.name AND r.priority = 0 ORDER BY d.name",
+    [STMT_ROUTE_UPSERT] =
+        "INSERT INTO routes (domain, priority, host, port, tls) VALUES (?1, 0, ?2, ?3, ?4)"
+        " ON CONFLICT (domain, priority) DO UPDATE"
+        " SET host = excluded.host, port = excluded.port, tls = excluded.tls",
+    [STMT_ROUTE_DELETE] = "DELETE FROM routes WHERE domain = ?1 AND priority = 0",
+    [STMT_ROUTE_GET] =
+        "SELECT r.host, r.port, r.tls FROM domains d"
+        " LEFT JOIN routes r ON r.domain = d.name AND r.priority = 0 WHERE d.name = ?1",
+};
+
+static const char *const tls_mode_names[] = {
+    [STORE_TLS_OPPORTUNISTIC] = "opportunistic",
+    [STORE_TLS_RELAXED] = "relaxed",
+    [STORE_TLS_STRICT] = "strict",
+};
+
+/* --- small helpers --- */
+
+/* shown - a bounded, printable rendering of untrusted input for messages */
+static const char *shown(char *dst, size_t size, const char *s)
+{
+    size_t j = 0;
+    for (size_t i = 0; s[i] != '\0' && j + 4 < size; i++) {
+        unsigned char c = (unsigned char)s[i];
+        dst[j++] = (c < 0x20 || c == 0x7f) ? '?' : (char)c;
+        if (i >= 100) {
+            memcpy(dst + j, "...", 3);
+            j += 3;
+            break;
+        }
+    }
+    dst[j] = '\0';
+    return dst;
+}
+
+void store_db_error(struct store *st, struct error *err, const char *what)
+{
+    int code = sqlite3_extended_errcode(st->db);
+    if ((code & 0xff) == SQLITE_BUSY || (code & 0xff) == SQLITE_LOCKED)
+        error_set(err, "", "%s: the database is busy (another process holds a lock "
+                  "for more than %d s)", what, STORE_BUSY_TIMEOUT_MS / 1000);
+    else
+        error_set(err, "", "%s: database error: %s", what, sqlite3_errmsg(st->db));
+}
+
+sqlite3_stmt *store_stmt(struct store *st, enum store_stmt id)
+{
+    sqlite3_stmt *s = st->stmt[id];
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+    return s;
+}
+
+static int exec_sql(sqlite3 *db, const char *sql, struct error *err, const char *what)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+        error_set(err, "", "%s: %s", what, msg ? msg : sqlite3_errmsg(db));
+        sqlite3_free(msg);
+        return -1;
+    }
+    return 0;
+}
+
+static int pragma_int(sqlite3 *db, const char *sql, int64_t *out)
+{
+    sqlite3_stmt *s;
+    int rc = -1;
+    if (sqlite3_prepare_v2(db, sql, -1, &s, NULL) != SQLITE_OK)
+        return -1;
+    if (sqlite3_step(s) == SQLITE_ROW) {
+        *out = sqlite3_column_int64(s, 0);
+        rc = 0;
+    }
+    sqlite3_finalize(s);
+    return rc;
+}
+
+/* precreate - create the file mode 0600 (it will hold secrets: bind passwords,
+ * password hashes); when root creates it, give it to the owner of its directory
+ * so moatd still owns it after dropping privileges.  SQLite gives the -wal and
+ * -shm files the mode and owner of the database file. */
+static int precreate(const char *path, struct error *err)
+{
+    int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0) {
+        if (errno == EEXIST)
+            return 0;
+        error_set(err, "", "%s: cannot create: %s", path, strerror(errno));
+        return -1;
+    }
+    if (geteuid() == 0) {
+        char *copy = xstrdup(path);
+        struct stat dir;
+        if (stat(dirname(copy), &dir) == 0 && fchown(fd, dir.st_uid, dir.st_gid) < 0) {
+            error_set(err, "", "%s: chown: %s", path, strerror(errno));
+            free(copy);
+            close(fd);
+            return -1;
+        }
+        free(copy);
+    }
+    close(fd);
+    return 0;
+}
+
+/* migrate - bring the schema to version target inside one IMMEDIATE transaction */
+static int migrate(sqlite3 *db, const char *path, int target, struct error *err)
+{
+    int64_t version;
+    char sql[64];
+
+    if (exec_sql(db, "BEGIN IMMEDIATE", err, path) < 0)
+        return -1;
+    /* read inside the transaction: another process may have just migrated */
+    if (pragma_int(db, "PRAGMA user_version", &version) < 0) {
+        error_set(err, "", "%s: cannot read the schema version: %s", path, sqlite3_errmsg(db));
+        goto fail;
+    }
+    if (version > store_schema_latest) {
+        error_set(err, "", "%s: schema version %lld is newer than this program knows (%d); "
+                  "upgrade moat", path, (long long)version, store_schema_latest);
+        goto fail;
+    }
+    if (version < 0) {
+        error_set(err, "", "%s: invalid schema version %lld", path, (long long)version);
+        goto fail;
+    }
+    for (int v = (int)version; v < target; v++) {
+        char what[PATH_MAX + 64];
+        xsnprintf(what, sizeof what, "%s: migration to schema version %d", path, v + 1);
+        if (exec_sql(db, store_migrations[v], err, what) < 0)
+            goto fail;
+    }
+    if (version < target) {
+        xsnprintf(sql, sizeof sql, "PRAGMA user_version = %d", target);
+        if (exec_sql(db, sql, err, path) < 0)
+            goto fail;
+        log_info("event=store_migrated path=%s from=%lld to=%d", path, (long long)version, target);
+    }
+    if (exec_sql(db, "COMMIT", err, path) < 0)
+        goto fail;
+    return 0;
+fail:
+    sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    return -1;
+}
+
+/* open_db - connection with Moat's pragmas and the schema at version target */
+static struct store *open_db(const char *path, int target, struct error *err)
+{
+    sqlite3 *db = NULL;
+    char journal[32] = "";
+
+    memset(err, 0, sizeof *err);
+    if (strcmp(path, ":memory:") != 0 && precreate(path, err) < 0)
+        return NULL;
+    int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+                             SQLITE_OPEN_NOFOLLOW, NULL);
+    if (rc != SQLITE_OK) {
+        error_set(err, "", "%s: cannot open database: %s", path,
+                  db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+        sqlite3_close(db);
+        return NULL;
+    }
+    sqlite3_extended_result_codes(db, 1);
+    sqlite3_busy_timeout(db, STORE_BUSY_TIMEOUT_MS);
+
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(db, "PRAGMA journal_mode = WAL", -1, &s, NULL) == SQLITE_OK) {
+        if (sqlite3_step(s) == SQLITE_ROW)
+            str_copy(journal, sizeof journal, (const char *)sqlite3_column_text(s, 0));
+        sqlite3_finalize(s);
+    }
+    if (strcmp(journal, "wal") != 0 && strcmp(journal, "memory") != 0) {
+        error_set(err, "", "%s: cannot switch to WAL mode (journal_mode is \"%s\"): %s; "
+                  "put the database on a local file system", path, journal,
+                  sqlite3_errmsg(db));
+        sqlite3_close(db);
+        return NULL;
+    }
+    /* CONVENTIONS.md: synchronous=FULL for anything that backs a reply */
+    if (exec_sql(db, "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;", err, path) < 0 ||
+        migrate(db, path, target, err) < 0) {
+        sqlite3_close(db);
+        return NULL;
+    }
+    struct store *st = xcalloc(1, sizeof *st);
+    st->db = db;
+    return st;
+}
+
+struct store *store_open_at_version(const char *path, int version, struct error *err)
+{
+    if (version < 0 || version > store_schema_latest) {
+        error_set(err, "", "no schema version %d", version);
+        return NULL;
+    }
+    return open_db(path, version, err);
+}
+
+/* store_open - open (creating) the database at path and apply migrations */
+struct store *store_open(const char *path, struct error *err)
+{
+    struct store *st = open_db(path, store_schema_latest, err);
+    if (st == NULL)
+        return NULL;
+    for (int i = 0; i < STMT__COUNT; i++) {
+        if (store_sql[i] == NULL)
+            log_fatal("event=store_bug reason=\"statement %d has no SQL\"", i);
+        if (sqlite3_prepare_v3(st->db, store_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
+                               &st->stmt[i], NULL) != SQLITE_OK) {
+            error_set(err, "", "%s: cannot prepare statement %d: %s", path, i,
+                      sqlite3_errmsg(st->db));
+            store_close(st);
+            return NULL;
+        }
+    }
+    int64_t dv = 0;
+    pragma_int(st->db, "PRAGMA data_version", &dv);
+    st->data_version = dv;
+    return st;
+}
+
+void store_close(struct store *st)
+{
+    if (st == NULL)
+        return;
+    for (int i = 0; i < STMT__COUNT; i++)
+        sqlite3_finalize(st->stmt[i]);
+    /* close_v2 would leave a zombie handle if something were still open; we
+     * finalized everything, so plain close must succeed */
+    if (sqlite3_close(st->db) != SQLITE_OK)
+        log_error("event=store_close error=\"%s\"", sqlite3_errmsg(st->db));
+    free(st);
+}
+
+int store_schema_version(struct store *st)
+{
+    int64_t v = -1;
+    if (pragma_int(st->db, "PRAGMA user_version", &v) < 0)
+        return -1;
+    return (int)v;
+}
+
+/* --- names --- */
+
+/* name_check - DNS name syntax (RFC 1035 2.3.1 LDH, RFC 1123 2.1 leading digits);
+ * min_labels 2 for mail domains, 1 for route hosts; NULL or the reason */
+static const char *name_check(const char *name, int min_labels)
+{
+    size_t len = strnlen(name, 256), label = 0;
+    int labels = 0;
+    bool digits_only = true;
+
+    if (len == 0)
+        return "empty name";
+    if (len > 253)
+        return "longer than 253 characters";
+    for (size_t i = 0; i <= len; i++) {
+        unsigned char c = (unsigned char)name[i];
+        if (c == '.' || c == '\0') {
+            if (label == 0)
+                return "empty label (two dots in a row, or a leading or trailing dot)";
+            if (name[i - 1] == '-')
+                return "a label ends with a hyphen";
+            labels++;
+            if (c == '\0')
+                break;
+            label = 0;
+            digits_only = true;
+            continue;
+        }
+        if (c >= 0x80)
+            return "non-ASCII character: write internationalised names in A-label "
+                   "form (xn--...)";
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-'))
+            return "invalid character: use letters, digits, hyphens and dots";
+        if (label == 0 && c == '-')
+            return "a label starts with a hyphen";
+        if (!(c >= '0' && c <= '9'))
+            digits_only = false;
+        if (++label > 63)
+            return "a label is longer than 63 characters";
+    }
+    if (labels < min_labels)
+        return "needs at least two labels, like example.com";
+    /* RFC 3696 2: a top-level domain is never all-numeric; this also keeps
+     * IPv4 literals out of domain names */
+    if (digits_only)
+        return "the last label is all-numeric";
+    return NULL;
+}
+
+/* domain_name_valid - a mail domain: LDH labels of 1..63, total <= 253, and at
+ * least two labels (a gateway has no business with single-label domains) */
+bool domain_name_valid(const char *name)
+{
+    return name_check(name, 2) == NULL;
+}
+
+/* normalise_domain - lower-case copy without one trailing dot, or -1 with err */
+static int normalise_domain(const char *name, const char *field, char *out, size_t size,
+                            struct error *err)
+{
+    char tmp[128];
+    size_t len = strnlen(name, 300);
+
+    if (len > 0 && len < size && name[len - 1] == '.')
+        len--;
+    if (len >= size) {
+        error_set(err, field, "invalid domain name \"%s\": longer than 253 characters",
+                  shown(tmp, sizeof tmp, name));
+        return -1;
+    }
+    memcpy(out, name, len);
+    out[len] = '\0';
+    str_lower(out);
+    const char *why = name_check(out, 2);
+    if (why != NULL) {
+        error_set(err, field, "invalid domain name \"%s\": %s", shown(tmp, sizeof tmp, name), why);
+        return -1;
+    }
+    return 0;
+}
+
+/* --- domains --- */
+
+int store_domain_add(struct store *st, const char *name, struct error *err)
+{
+    char norm[256];
+
+    memset(err, 0, sizeof *err);
+    if (normalise_domain(name, "name", norm, sizeof norm, err) < 0)
+        return -1;
+    sqlite3_stmt *s = store_stmt(st, STMT_DOMAIN_INSERT);
+    sqlite3_bind_text(s, 1, norm, -1, SQLITE_TRANSIENT);
+    /* every added domain is internal until the Connect domains task adds
+     * DNS verification with tokens */
+    sqlite3_bind_int(s, 2, 1);
+    sqlite3_bind_int64(s, 3, (sqlite3_int64)time(NULL));
+    int rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    if (rc == SQLITE_DONE) {
+        st->own_commits++;
+        log_info("event=domain_added domain=%s", norm);
+        return 0;
+    }
+    if (rc == SQLITE_CONSTRAINT_PRIMARYKEY || rc == SQLITE_CONSTRAINT_UNIQUE)
+        error_set(err, "name", "domain %s already exists", norm);
+    else
+        store_db_error(st, err, "domain add");
+    return -1;
+}
+
+int store_domain_remove(struct store *st, const char *name, struct error *err)
+{
+    char norm[256];
+
+    memset(err, 0, sizeof *err);
+    if (normalise_domain(name, "name", norm, sizeof norm, err) < 0)
+        return -1;
+    sqlite3_stmt *s = store_stmt(st, STMT_DOMAIN_DELETE);
+    sqlite3_bind_text(s, 1, norm, -1, SQLITE_TRANSIENT);
+    int rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE) {
+        store_db_error(st, err, "domain remove");
+        return -1;
+    }
+    if (sqlite3_changes(st->db) == 0) {
+        error_set(err, "name", "no such domain %s", norm);
+        return -1;
+    }
+    st->own_commits++;
+    log_info("event=domain_removed domain=%s", norm);
+    return 0;
+}
+
+static void route_from_row(sqlite3_stmt *s, int col, struct store_route *r)
+{
+    memset(r, 0, sizeof *r);
+    r->port = 25;
+    if (sqlite3_column_type(s, col) == SQLITE_NULL)
+        return;
+    r->host = xstrdup((const char *)sqlite3_column_text(s, col));
+    r->port = sqlite3_column_int(s, col + 1);
+    enum store_tls_mode m = STORE_TLS_OPPORTUNISTIC;
+    const char *t = (const char *)sqlite3_column_text(s, col + 2);
+    if (t != NULL && store_tls_mode_parse(t, &m) < 0)
+        log_warn("event=store_bad_tls_mode host=%s tls=%s", r->host, t);
+    r->tls = m;
+}
+
+int store_domain_list(struct store *st, struct store_domain **out, size_t *n, struct error *err)
+{
+    struct store_domain *d = NULL;
+    size_t count = 0, cap = 0;
+    int rc;
+
+    memset(err, 0, sizeof *err);
+    sqlite3_stmt *s = store_stmt(st, STMT_DOMAIN_LIST);
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        if (count == cap) {
+            cap = cap ? cap * 2 : 16;
+            d = xreallocarray(d, cap, sizeof *d);
+        }
+        struct store_domain *e = &d[count++];
+        e->name = xstrdup((const char *)sqlite3_column_text(s, 0));
+        e->verified = sqlite3_column_int(s, 1) != 0;
+        e->created = sqlite3_column_int64(s, 2);
+        route_from_row(s, 3, &e->route);
+    }
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE) {
+        store_db_error(st, err, "domain list");
+        store_domains_free(d, count);
+        return -1;
+    }
+    *out = d;
+    *n = count;
+    return 0;
+}
+
+void store_domains_free(struct store_domain *d, size_t n)
+{
+    if (d == NULL)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        free(d[i].name);
+        store_route_clear(&d[i].route);
+    }
+    free(d);
+}
+
+/* --- routes --- */
+
+/* route_host_normalise - a host name (single label allowed: "localhost"), an
+ * IPv4 literal, or an IPv6 literal with or without brackets (stored without) */
+static int route_host_normalise(const char *host, char *out, size_t size, struct error *err)
+{
+    char tmp[128], v6[INET6_ADDRSTRLEN + 2];
+    struct in6_addr a6;
+    struct in_addr a4;
+    size_t len = strnlen(host, 300);
+
+    const char *h = host;
+    if (len >= 2 && host[0] == '[' && host[len - 1] == ']') {
+        h = host + 1;
+        len -= 2;
+    }
+    if (len > 0 && len < sizeof v6) {
+        memcpy(v6, h, len);
+        v6[len] = '\0';
+        if (inet_pton(AF_INET6, v6, &a6) == 1) {
+            inet_ntop(AF_INET6, &a6, out, (socklen_t)size);   /* canonical form */
+            return 0;
+        }
+        if (h == host && inet_pton(AF_INET, v6, &a4) == 1) {
+            inet_ntop(AF_INET, &a4, out, (socklen_t)size);
+            return 0;
+        }
+    }
+    if (h != host) {
+        error_set(err, "host", "invalid route host \"%s\": not an IPv6 address",
+                  shown(tmp, sizeof tmp, host));
+        return -1;
+    }
+    if (len > 0 && host[len - 1] == '.')
+        len--;
+    if (len >= size) {
+        error_set(err, "host", "invalid route host \"%s\": longer than 253 characters",
+                  shown(tmp, sizeof tmp, host));
+        return -1;
+    }
+    memcpy(out, host, len);
+    out[len] = '\0';
+    str_lower(out);
+    const char *why = name_check(out, 1);
+    if (why != NULL) {
+        error_set(err, "host", "invalid route host \"%s\": %s", shown(tmp, sizeof tmp, host),
+                  why);
+        return -1;
+    }
+    return 0;
+}
+
+static int domain_exists(struct store *st, const char *norm, struct error *err)
+{
+    sqlite3_stmt *s = store_stmt(st, STMT_DOMAIN_EXISTS);
+    sqlite3_bind_text(s, 1, norm, -1, SQLITE_TRANSIENT);
+    int rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    if (rc == SQLITE_ROW)
+        return 1;
+    if (rc == SQLITE_DONE)
+        return 0;
+    store_db_error(st, err, "domain lookup");
+    return -1;
+}
+
+/* store_route_set - set the primary route of a domain; r->host NULL removes it */
+int store_route_set(struct store *st, const char *domain, const struct store_route *r,
+                    struct error *err)
+{
+    char norm[256], host[256];
+    int rc;
+
+    memset(err, 0, sizeof *err);
+    if (normalise_domain(domain, "domain", norm, sizeof norm, err) < 0)
+        return -1;
+    if (r->host == NULL) {
+        int e = domain_exists(st, norm, err);
+        if (e <= 0) {
+            if (e == 0)
+                error_set(err, "domain", "no such domain %s", norm);
+            return -1;
+        }
+        sqlite3_stmt *s = store_stmt(st, STMT_ROUTE_DELETE);
+        sqlite3_bind_text(s, 1, norm, -1, SQLITE_TRANSIENT);
+        rc = sqlite3_step(s);
+        sqlite3_reset(s);
+        if (rc != SQLITE_DONE) {
+            store_db_error(st, err, "route delete");
+            return -1;
+        }
+        st->own_commits++;
+        log_info("event=route_removed domain=%s", norm);
+        return 0;
+    }
+    if (r->port < 1 || r->port > 65535) {
+        error_set(err, "port", "invalid port %d: must be 1..65535", r->port);
+        return -1;
+    }
+    if ((unsigned)r->tls > STORE_TLS_STRICT) {
+        error_set(err, "tls", "invalid TLS mode %d", (int)r->tls);
+        return -1;
+    }
+    if (route_host_normalise(r->host, host, sizeof host, err) < 0)
+        return -1;
+    sqlite3_stmt *s = store_stmt(st, STMT_ROUTE_UPSERT);
+    sqlite3_bind_text(s, 1, norm, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(s, 2, host, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int(s, 3, r->port);
+    sqlite3_bind_text(s, 4, tls_mode_names[r->tls], -1, SQLITE_STATIC);
+    rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    if (rc == SQLITE_CONSTRAINT_FOREIGNKEY) {
+        error_set(err, "domain", "no such domain %s", norm);
+        return -1;
+    }
+    if (rc != SQLITE_DONE) {
+        store_db_error(st, err, "route set");
+        return -1;
+    }
+    st->own_commits++;
+    log_info("event=route_set domain=%s host=%s port=%d tls=%s", norm, host, r->port,
+             tls_mode_names[r->tls]);
+    return 0;
+}
+
+/* store_route_get - the primary route; out->host NULL when the domain has none */
+int store_route_get(struct store *st, const char *domain, struct store_route *out,
+                    struct error *err)
+{
+    char norm[256];
+
+    memset(err, 0, sizeof *err);
+    memset(out, 0, sizeof *out);
+    if (normalise_domain(domain, "domain", norm, sizeof norm, err) < 0)
+        return -1;
+    sqlite3_stmt *s = store_stmt(st, STMT_ROUTE_GET);
+    sqlite3_bind_text(s, 1, norm, -1, SQLITE_TRANSIENT);
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW)
+        route_from_row(s, 0, out);
+    sqlite3_reset(s);
+    if (rc == SQLITE_DONE) {
+        error_set(err, "domain", "no such domain %s", norm);
+        return -1;
+    }
+    if (rc != SQLITE_ROW) {
+        store_db_error(st, err, "route get");
+        return -1;
+    }
+    return 0;
+}
+
+void store_route_clear(struct store_route *r)
+{
+    free(r->host);
+    r->host = NULL;
+}
+
+const char *store_tls_mode_name(enum store_tls_mode m)
+{
+    if ((unsigned)m > STORE_TLS_STRICT)
+        return "unknown";
+    return tls_mode_names[m];
+}
+
+int store_tls_mode_parse(const char *s, enum store_tls_mode *out)
+{
+    for (size_t i = 0; i < sizeof tls_mode_names / sizeof tls_mode_names[0]; i++) {
+        if (strcmp(s, tls_mode_names[i]) == 0) {
+            *out = (enum store_tls_mode)i;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* store_changed - PRAGMA data_version moves when another connection commits;
+ * our own commits are counted because data_version ignores them */
+bool store_changed(struct store *st)
+{
+    bool changed = false;
+    sqlite3_stmt *s = store_stmt(st, STMT_DATA_VERSION);
+    if (sqlite3_step(s) == SQLITE_ROW) {
+        int64_t dv = sqlite3_column_int64(s, 0);
+        if (dv != st->data_version) {
+            st->data_version = dv;
+            changed = true;
+        }
+    }
+    sqlite3_reset(s);
+    if (st->own_commits != st->seen_commits) {
+        st->seen_commits = st->own_commits;
+        changed = true;
+    }
+    return changed;
+}

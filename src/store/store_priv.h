@@ -1,0 +1,47 @@
+/*
+ * store_priv.h - private to src/store: the SQLite handle, its prepared
+ * statements, and test hooks for the migration tests.  Nothing outside
+ * src/store (and tests/unit/test_store.c) includes this.
+ */
+#ifndef MOAT_STORE_PRIV_H
+#define MOAT_STORE_PRIV_H
+
+#include <sqlite3.h>
+#include "store.h"
+
+/* one enum entry per prepared statement; SQL in store_sql[] (store.c) */
+enum store_stmt {
+    STMT_DATA_VERSION,
+    STMT_DOMAIN_INSERT,
+    STMT_DOMAIN_DELETE,
+    STMT_DOMAIN_EXISTS,
+    STMT_DOMAIN_LIST,
+    STMT_ROUTE_UPSERT,
+    STMT_ROUTE_DELETE,
+    STMT_ROUTE_GET,
+    STMT__COUNT
+};
+
+struct store {
+    sqlite3 *db;
+    sqlite3_stmt *stmt[STMT__COUNT];
+    int64_t data_version;     /* PRAGMA data_version at the last store_changed() */
+    uint64_t own_commits;     /* writes committed through this handle */
+    uint64_t seen_commits;    /* own_commits at the last store_changed() */
+};
+
+/* the migrations: store_migrations[i] takes the schema from version i to i + 1 */
+extern const char *const store_migrations[];
+extern const int store_schema_latest;
+
+/* store_open_at_version - test hook: open and migrate only up to version
+ * (0 = leave empty); statements are not prepared, so only store_close and
+ * store_schema_version may be used on the result */
+struct store *store_open_at_version(const char *path, int version, struct error *err);
+
+/* store_stmt - the prepared statement id, reset and unbound, ready to bind */
+sqlite3_stmt *store_stmt(struct store *st, enum store_stmt id);
+/* store_db_error - fill err from the handle's last SQLite error */
+void store_db_error(struct store *st, struct error *err, const char *what);
+
+#endif

@@ -1,0 +1,415 @@
+/*
+ * test_store.c - the SQLite store: migrations from every old schema version,
+ * refusal of a newer schema, domain and route CRUD with their error fields,
+ * name syntax, the routing snapshot (parents, case, trailing dot), change
+ * detection across two handles, and the pragmas that back durability.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <cmocka.h>
+#include <sqlite3.h>
+#include "store/store.h"
+#include "store/store_priv.h"
+
+struct fixture {
+    char dir[64];
+    char path[128];
+    struct store *st;
+};
+
+static int setup(void **state)
+{
+    struct fixture *f = xcalloc(1, sizeof *f);
+    xsnprintf(f->dir, sizeof f->dir, "/tmp/moat-test-store-XXXXXX");
+    if (mkdtemp(f->dir) == NULL)
+        return -1;
+    xsnprintf(f->path, sizeof f->path, "%s/moat.db", f->dir);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *f = *state;
+    char p[160];
+    store_close(f->st);
+    static const char *const suffix[] = { "", "-wal", "-shm" };
+    for (int i = 0; i < 3; i++) {
+        xsnprintf(p, sizeof p, "%s%s", f->path, suffix[i]);
+        unlink(p);
+    }
+    rmdir(f->dir);
+    free(f);
+    return 0;
+}
+
+static struct store *open_ok(struct fixture *f)
+{
+    struct error err;
+    struct store *st = store_open(f->path, &err);
+    if (st == NULL)
+        fail_msg("store_open: %s", err.msg);
+    return st;
+}
+
+/* every old version (0 = an empty file) migrates to the latest */
+static void test_migrations_from_every_version(void **state)
+{
+    struct fixture *f = *state;
+    struct error err;
+
+    assert_true(store_schema_latest >= 1);
+    for (int v = 0; v <= store_schema_latest; v++) {
+        char path[160];
+        xsnprintf(path, sizeof path, "%s/v%d.db", f->dir, v);
+        struct store *old = store_open_at_version(path, v, &err);
+        if (old == NULL)
+            fail_msg("open at version %d: %s", v, err.msg);
+        assert_int_equal(store_schema_version(old), v);
+        store_close(old);
+
+        struct store *st = store_open(path, &err);
+        if (st == NULL)
+            fail_msg("migrate from version %d: %s", v, err.msg);
+        assert_int_equal(store_schema_version(st), store_schema_latest);
+        /* the migrated schema works */
+        assert_int_equal(store_domain_add(st, "example.com", &err), 0);
+        struct store_route r = { .host = "mx.example.com", .port = 25 };
+        assert_int_equal(store_route_set(st, "example.com", &r, &err), 0);
+        store_close(st);
+        /* reopening applies nothing and keeps the data */
+        st = store_open(path, &err);
+        assert_non_null(st);
+        struct store_domain *d;
+        size_t n;
+        assert_int_equal(store_domain_list(st, &d, &n, &err), 0);
+        assert_int_equal(n, 1);
+        store_domains_free(d, n);
+        store_close(st);
+
+        static const char *const suffix[] = { "", "-wal", "-shm" };
+        for (int i = 0; i < 3; i++) {
+            char p[170];
+            xsnprintf(p, sizeof p, "%s%s", path, suffix[i]);
+            unlink(p);
+        }
+    }
+}
+
+static void test_newer_schema_refused(void **state)
+{
+    struct fixture *f = *state;
+    struct error err;
+    sqlite3 *db;
+
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    char sql[64];
+    xsnprintf(sql, sizeof sql, "PRAGMA user_version = %d", store_schema_latest + 1);
+    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    assert_null(store_open(f->path, &err));
+    assert_non_null(strstr(err.msg, "newer"));
+}
+
+static void test_pragmas_and_mode(void **state)
+{
+    struct fixture *f = *state;
+    f->st = open_ok(f);
+    struct stat sb;
+    assert_int_equal(stat(f->path, &sb), 0);
+    /* the database will hold secrets: never readable by others */
+    assert_int_equal(sb.st_mode & 077, 0);
+
+    sqlite3 *db;
+    sqlite3_stmt *s;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &s, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+    assert_string_equal((const char *)sqlite3_column_text(s, 0), "wal");
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    /* synchronous and foreign_keys are per connection: checked through behaviour
+     * (the cascade in test_domains_crud) */
+}
+
+static void test_domain_names(void **state)
+{
+    static const char *const good[] = {
+        "example.com", "a.b", "EXAMPLE.COM", "xn--bcher-kva.example", "1a.example.org",
+        "a-b.c-d.example", "123.example.com",
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.com", /* 63 */
+    };
+    static const char *const bad[] = {
+        "", "com", "localhost", ".example.com", "example..com", "example.com.",
+        "-a.example.com", "a-.example.com", "exa_mple.com", "exa mple.com", "b\xc3\xbc" "cher.de",
+        "1.2.3.4", "example.123",
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.com", /* 64 */
+    };
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++)
+        if (!domain_name_valid(good[i]))
+            fail_msg("rejected %s", good[i]);
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        if (domain_name_valid(bad[i]))
+            fail_msg("accepted %s", bad[i]);
+
+    /* 253 characters is the limit */
+    char name[300];
+    memset(name, 0, sizeof name);
+    for (int i = 0; i < 4; i++)
+        memcpy(name + i * 64, "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.", 64);
+    name[253] = '\0';   /* 3 x 64 + 61 */
+    assert_true(domain_name_valid(name));
+    name[253] = 'a';
+    name[254] = '\0';
+    assert_false(domain_name_valid(name));
+}
+
+static void test_domains_crud(void **state)
+{
+    struct fixture *f = *state;
+    struct error err;
+    struct store_domain *d;
+    size_t n;
+
+    f->st = open_ok(f);
+    assert_int_equal(store_domain_add(f->st, "Example.COM", &err), 0);
+    assert_int_equal(store_domain_add(f->st, "b.example.org.", &err), 0);
+
+    assert_int_equal(store_domain_add(f->st, "example.com", &err), -1);
+    assert_string_equal(err.field, "name");
+    assert_string_equal(err.msg, "domain example.com already exists");
+
+    assert_int_equal(store_domain_add(f->st, "not a domain", &err), -1);
+    assert_string_equal(err.field, "name");
+    assert_non_null(strstr(err.msg, "invalid domain name \"not a domain\""));
+    assert_int_equal(store_domain_add(f->st, "bad\x01name.com", &err), -1);
+    /* control characters never reach a message */
+    assert_null(strchr(err.msg, '\x01'));
+
+    assert_int_equal(store_domain_list(f->st, &d, &n, &err), 0);
+    assert_int_equal(n, 2);
+    assert_string_equal(d[0].name, "b.example.org");
+    assert_string_equal(d[1].name, "example.com");
+    assert_true(d[1].verified);
+    assert_true(d[1].created > 1700000000);
+    assert_null(d[1].route.host);
+    store_domains_free(d, n);
+
+    /* a route is removed with its domain (foreign key, ON DELETE CASCADE) */
+    struct store_route r = { .host = "10.0.0.5", .port = 2525, .tls = STORE_TLS_STRICT };
+    assert_int_equal(store_route_set(f->st, "example.com", &r, &err), 0);
+    assert_int_equal(store_domain_remove(f->st, "EXAMPLE.com", &err), 0);
+    assert_int_equal(store_domain_remove(f->st, "example.com", &err), -1);
+    assert_string_equal(err.field, "name");
+    assert_string_equal(err.msg, "no such domain example.com");
+    assert_int_equal(store_domain_add(f->st, "example.com", &err), 0);
+    struct store_route out;
+    assert_int_equal(store_route_get(f->st, "example.com", &out, &err), 0);
+    assert_null(out.host);
+}
+
+static void test_routes(void **state)
+{
+    struct fixture *f = *state;
+    struct error err;
+    struct store_route out;
+
+    f->st = open_ok(f);
+    assert_int_equal(store_domain_add(f->st, "example.com", &err), 0);
+
+    static const struct { const char *in; const char *stored; } hosts[] = {
+        { "MX.Example.COM", "mx.example.com" },
+        { "mx.example.com.", "mx.example.com" },
+        { "localhost", "localhost" },
+        { "192.0.2.25", "192.0.2.25" },
+        { "[2001:DB8::25]", "2001:db8::25" },
+        { "::1", "::1" },
+    };
+    for (size_t i = 0; i < sizeof hosts / sizeof hosts[0]; i++) {
+        struct store_route r = { .host = (char *)hosts[i].in, .port = 2525,
+                                 .tls = STORE_TLS_RELAXED };
+        if (store_route_set(f->st, "example.com", &r, &err) != 0)
+            fail_msg("route host %s: %s", hosts[i].in, err.msg);
+        assert_int_equal(store_route_get(f->st, "Example.com", &out, &err), 0);
+        assert_string_equal(out.host, hosts[i].stored);
+        assert_int_equal(out.port, 2525);
+        assert_int_equal(out.tls, STORE_TLS_RELAXED);
+        store_route_clear(&out);
+    }
+
+    static const struct { const char *host; int port; const char *field; } bad[] = {
+        { "mx.example.com", 0, "port" },
+        { "mx.example.com", 65536, "port" },
+        { "mx_1.example.com", 25, "host" },
+        { "[192.0.2.1]", 25, "host" },
+        { "[mx.example.com]", 25, "host" },
+        { "300.1.1.1", 25, "host" },
+        { "", 25, "host" },
+        { "mx example", 25, "host" },
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        struct store_route r = { .host = (char *)bad[i].host, .port = bad[i].port };
+        if (store_route_set(f->st, "example.com", &r, &err) == 0)
+            fail_msg("accepted route %s port %d", bad[i].host, bad[i].port);
+        assert_string_equal(err.field, bad[i].field);
+    }
+    /* the last good route is intact */
+    assert_int_equal(store_route_get(f->st, "example.com", &out, &err), 0);
+    assert_string_equal(out.host, "::1");
+    store_route_clear(&out);
+
+    struct store_route r = { .host = "mx.example.com", .port = 25 };
+    assert_int_equal(store_route_set(f->st, "unknown.example", &r, &err), -1);
+    assert_string_equal(err.field, "domain");
+    assert_string_equal(err.msg, "no such domain unknown.example");
+    assert_int_equal(store_route_get(f->st, "unknown.example", &out, &err), -1);
+    assert_string_equal(err.field, "domain");
+    assert_int_equal(store_route_set(f->st, "bad domain", &r, &err), -1);
+    assert_string_equal(err.field, "domain");
+
+    /* host NULL removes the route */
+    struct store_route none = { 0 };
+    assert_int_equal(store_route_set(f->st, "example.com", &none, &err), 0);
+    assert_int_equal(store_route_get(f->st, "example.com", &out, &err), 0);
+    assert_null(out.host);
+
+    /* TLS mode names round-trip */
+    for (int m = STORE_TLS_OPPORTUNISTIC; m <= STORE_TLS_STRICT; m++) {
+        enum store_tls_mode back;
+        assert_int_equal(store_tls_mode_parse(store_tls_mode_name(m), &back), 0);
+        assert_int_equal(back, m);
+    }
+    enum store_tls_mode x;
+    assert_int_equal(store_tls_mode_parse("encrypt", &x), -1);
+}
+
+static void test_snapshot(void **state)
+{
+    struct fixture *f = *state;
+    struct error err;
+
+    f->st = open_ok(f);
+    static const char *const names[] = { "example.com", "sub.example.org", "b.example.net",
+                                         "a.example.net", "zz.example" };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        assert_int_equal(store_domain_add(f->st, names[i], &err), 0);
+    struct store_route r = { .host = "mx.example.com", .port = 2525, .tls = STORE_TLS_STRICT };
+    assert_int_equal(store_route_set(f->st, "example.com", &r, &err), 0);
+
+    struct store_snapshot *snap = store_snapshot_load(f->st, &err);
+    assert_non_null(snap);
+    assert_int_equal(store_snapshot_count(snap), 5);
+
+    static const struct { const char *q; const char *want; } cases[] = {
+        { "example.com", "example.com" },
+        { "EXAMPLE.Com", "example.com" },
+        { "example.com.", "example.com" },
+        { "mail.example.com", "example.com" },
+        { "a.b.c.example.com", "example.com" },
+        { "sub.example.org", "sub.example.org" },
+        { "x.sub.example.org", "sub.example.org" },
+        { "example.org", NULL },
+        { "other.example.org", NULL },
+        { "notexample.com", NULL },
+        { "com", NULL },
+        { "a.example.net", "a.example.net" },
+        { "b.example.net", "b.example.net" },
+        { "c.example.net", NULL },
+        { "zz.example", "zz.example" },
+        { "", NULL },
+        { "[192.0.2.1]", NULL },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const struct store_domain *d = store_snapshot_find(snap, cases[i].q);
+        if (cases[i].want == NULL) {
+            if (d != NULL)
+                fail_msg("%s matched %s", cases[i].q, d->name);
+        } else {
+            if (d == NULL)
+                fail_msg("%s matched nothing", cases[i].q);
+            assert_string_equal(d->name, cases[i].want);
+        }
+    }
+    const struct store_domain *d = store_snapshot_find(snap, "host.example.com");
+    assert_string_equal(d->route.host, "mx.example.com");
+    assert_int_equal(d->route.port, 2525);
+    assert_int_equal(d->route.tls, STORE_TLS_STRICT);
+
+    /* the snapshot is a copy: later changes do not show in it */
+    assert_int_equal(store_domain_remove(f->st, "example.com", &err), 0);
+    assert_non_null(store_snapshot_find(snap, "example.com"));
+    store_snapshot_free(snap);
+
+    /* an unverified subdomain does not hide its verified parent */
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    assert_int_equal(sqlite3_exec(db, "INSERT INTO domains (name, verified, created) "
+                                  "VALUES ('pending.zz.example', 0, 1)", NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+    snap = store_snapshot_load(f->st, &err);
+    d = store_snapshot_find(snap, "x.pending.zz.example");
+    assert_non_null(d);
+    assert_string_equal(d->name, "zz.example");
+    store_snapshot_free(snap);
+
+    /* an empty store gives an empty snapshot */
+    assert_null(store_snapshot_find(NULL, "example.com"));
+}
+
+static void test_changed_across_handles(void **state)
+{
+    struct fixture *f = *state;
+    struct error err;
+
+    f->st = open_ok(f);
+    struct store *other = open_ok(f);
+    assert_false(store_changed(f->st));
+    assert_false(store_changed(other));
+
+    /* own commit */
+    assert_int_equal(store_domain_add(f->st, "example.com", &err), 0);
+    assert_true(store_changed(f->st));
+    assert_false(store_changed(f->st));
+    /* seen by the other handle (PRAGMA data_version) */
+    assert_true(store_changed(other));
+    assert_false(store_changed(other));
+
+    /* a failed write is no change */
+    assert_int_equal(store_domain_add(other, "example.com", &err), -1);
+    assert_false(store_changed(other));
+    assert_false(store_changed(f->st));
+
+    struct store_route r = { .host = "mx.example.com", .port = 25 };
+    assert_int_equal(store_route_set(other, "example.com", &r, &err), 0);
+    assert_true(store_changed(f->st));
+    assert_true(store_changed(other));
+    assert_int_equal(store_domain_remove(other, "example.com", &err), 0);
+    assert_true(store_changed(f->st));
+    assert_false(store_changed(f->st));
+    store_close(other);
+}
+
+int main(void)
+{
+    log_set_level(LOG_WARN);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_migrations_from_every_version, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_newer_schema_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pragmas_and_mode, setup, teardown),
+        cmocka_unit_test(test_domain_names),
+        cmocka_unit_test_setup_teardown(test_domains_crud, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_routes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_snapshot, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_changed_across_handles, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
