@@ -393,11 +393,12 @@ static int moatd_drop_privileges(struct moatd *m, struct error *err)
     if (geteuid() != 0)
         return 0;
     const char *user = m->settings.run_user;
-    if (user == NULL || *user == '\0') {
-        log_warn("event=privileges_kept reason=\"run_user is empty: moatd keeps running as root\"");
+    struct passwd *pw = getpwnam(user);
+    if (pw != NULL && pw->pw_uid == 0) {
+        /* an explicit choice (containers, test rigs); say it loudly */
+        log_warn("event=privileges_kept user=%s reason=\"run_user is root\"", user);
         return 0;
     }
-    struct passwd *pw = getpwnam(user);
     if (pw == NULL && strcmp(user, "moat") == 0) {
         log_warn("event=run_user_missing user=moat fallback=nobody");
         pw = getpwnam("nobody");

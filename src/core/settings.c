@@ -147,14 +147,14 @@ static const struct setting settings_table[] = {
       512, 65536, 0, 0, NULL, NULL, 0,
       "SMTP server limits",
       "Longest SMTP command line accepted, in octets including CRLF. RFC 5321 4.5.3.1.4 "
-      "requires at least 512; longer commands are answered with 500 5.5.2 and skipped to the "
+      "requires at least 512; longer commands are answered with 500 5.5.6 and skipped to the "
       "end of the line. Raise it only for clients that send very long MAIL FROM parameters." },
     { "smtp_max_text_line", SETTING_INT, OFF(smtp_max_text_line), 0, "1000",
       1000, 1048576, 0, 0, NULL, NULL, 0,
       "SMTP server limits",
       "Longest line of message text accepted during DATA, in octets including CRLF. "
       "RFC 5321 4.5.3.1.6 requires at least 1000. Messages with longer lines are refused "
-      "with 500 5.5.2 after the data is read; some broken senders need a larger value." },
+      "with 500 5.5.6 after the data is read; some broken senders need a larger value." },
     { "message_size_limit", SETTING_SIZE, OFF(message_size_limit), 0, "35M",
       1024, 2 * GiB, 0, 0, NULL, NULL, 0,
       "SMTP server limits",
@@ -175,7 +175,7 @@ static const struct setting settings_table[] = {
     { "smtp_max_errors", SETTING_INT, OFF(smtp_max_errors), 0, "10",
       1, 1000, 0, 0, NULL, NULL, 0,
       "SMTP server limits",
-      "Error replies (4xx/5xx) tolerated in one session before Moat answers 421 4.7.0 and "
+      "Error replies (5xx) tolerated in one session before Moat answers 421 4.7.0 and "
       "closes it; limits address harvesting and broken clients." },
     { "smtp_max_junk_commands", SETTING_INT, OFF(smtp_max_junk_commands), 0, "100",
       1, 100000, 0, 0, NULL, NULL, 0,

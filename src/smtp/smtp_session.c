@@ -1,0 +1,1160 @@
+/*
+ * smtp_session.c - one inbound SMTP connection: the state machine, the
+ * command table, ESMTP PIPELINING, STARTTLS, and DATA streamed to the spool.
+ *
+ * Entry points (smtp_server_private.h): smtp_session_start,
+ * smtp_session_begin_shutdown, smtp_session_destroy.
+ *
+ * Shape (CONVENTIONS.md, after Postfix smtpd.c and OpenSMTPD smtp_session.c):
+ * - commands are one table: verb, states allowed, flags, handler;
+ * - states are an enum, every transition goes through session_enter_state,
+ *   which logs "old -> new" at debug level;
+ * - policy decisions are asked of policy_evaluate(); this file only speaks
+ *   the protocol.
+ *
+ * PIPELINING (RFC 2920): every complete command line already in the input
+ * buffer is processed in one pass; replies are collected in s->replies and
+ * handed to the socket together when the input is exhausted or a command
+ * that must end a group (EHLO, HELO, DATA, VRFY, NOOP, QUIT, STARTTLS) was
+ * answered, so the client receives a group's replies in order and at once.
+ *
+ * Enhanced status codes (RFC 2034 3): every reply carries one except the
+ * 220 greeting, the 250 replies to HELO/EHLO and the 354 intermediate reply
+ * (RFC 3463 has no class 3).
+ *
+ * Bounds (all from struct moat_settings): command line length (500 5.5.6,
+ * the over-long line is skipped to its CRLF so the session stays in step),
+ * recipients (452 4.5.3), messages per session (421 4.7.0 at the MAIL
+ * beyond the limit, then close: the client reconnects and continues),
+ * errors (421 4.7.0 at the next command once smtp_max_errors 5xx replies
+ * were given), junk commands (beyond smtp_max_junk_commands each counts as
+ * an error), timeouts (421 4.4.2), and the DATA bounds in smtp_data.h.
+ *
+ * Lifetime: a session is freed in one place, session_free, only when its
+ * connection is gone and no spool commit callback is outstanding: a client
+ * that disconnects right after the final "." still gets its message stored
+ * (or aborted) through the callback, which then frees the session.
+ */
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include "../policy/policy.h"
+#include "../spool/spool.h"
+#include "smtp_data.h"
+#include "smtp_parse.h"
+#include "smtp_server_private.h"
+
+/* RFC 1870 6, RFC 3461 4, RFC 6152, RFC 6531 3.4: each offered MAIL/RCPT
+ * parameter lengthens the command line beyond RFC 5321's 512 octets
+ * (SIZE 26, BODY 14, SMTPUTF8 9, ENVID+RET 100, NOTIFY+ORCPT 500) */
+#define SMTP_PARAM_ALLOWANCE 650
+#define SMTP_OUTPUT_HIGH (64 * 1024)      /* stop reading while replies pile up */
+#define SMTP_SPOOL_CHUNK (64 * 1024)      /* canonical data handed to the spool at once */
+#define SMTP_INPUT_MIN_HIGH (64 * 1024)
+
+enum smtp_state {
+    SMTP_STATE_INIT = 0,   /* greeted, no HELO/EHLO yet (also right after TLS) */
+    SMTP_STATE_READY,      /* HELO/EHLO done, no transaction */
+    SMTP_STATE_MAIL,       /* MAIL accepted */
+    SMTP_STATE_RCPT,       /* at least one RCPT accepted */
+    SMTP_STATE_DATA,       /* reading message data */
+    SMTP_STATE_COMMIT,     /* waiting for the spool commit callback */
+    SMTP_STATE_TLS,        /* TLS handshake in progress */
+    SMTP_STATE_CLOSING,    /* last reply queued; close once it is written */
+};
+
+static const char *const smtp_state_names[] = {
+    "init", "ready", "mail", "rcpt", "data", "commit", "tls", "closing",
+};
+
+struct smtp_rcpt {
+    char *addr;
+    char *orcpt;          /* NULL when absent */
+    unsigned notify;
+};
+
+struct smtp_txn {
+    struct smtp_mail_args mail;
+    struct smtp_rcpt *rcpts;
+    size_t n_rcpts;
+    size_t cap_rcpts;
+    struct spool_txn *spool;      /* from DATA until commit/abort */
+    char qid[SPOOL_QID_LEN + 1];
+    struct smtp_data reader;
+    struct buf out;               /* canonical data not yet handed to the spool */
+    bool write_failed;
+};
+
+struct smtp_session {
+    struct smtp_server *srv;
+    const struct moat_settings *set;
+    struct smtp_session *prev, *next;
+    char id[24];
+    char addr[64];                /* "127.0.0.1", "::1" */
+    struct bufferevent *bev;      /* NULL once the connection is gone */
+    enum smtp_state state;
+    bool esmtp;
+    bool tls;
+    bool tls_required;            /* commands without SMTP_CMD_BEFORE_TLS get 530 */
+    bool skip_line;               /* discarding the rest of an over-long command line */
+    bool out_blocked;             /* reading paused until replies are written */
+    bool shutdown_pending;        /* the server is stopping: close after this step */
+    bool commit_pending;          /* a spool commit callback will arrive */
+    char helo[SMTP_HELO_MAX + 1];
+    struct buf replies;           /* replies of the current pipelined group */
+    uint64_t n_errors, n_junk, n_messages, n_commands;
+    struct smtp_txn txn;
+    struct event *grace_timer;    /* shutdown grace for a session in DATA */
+    struct event *finish_ev;      /* deferred close */
+    uint64_t close_deadline_ms;   /* give up writing the last replies after this */
+};
+
+/* --- the command table --- */
+#define SMTP_CMD_BEFORE_TLS 0x1   /* allowed when TLS is required but not active */
+#define SMTP_CMD_GROUP_END  0x2   /* must end a pipelined group (RFC 2920 3.1) */
+#define SMTP_CMD_JUNK       0x4   /* counts toward smtp_max_junk_commands */
+#define SMTP_CMD_NOT_IMPL   0x8   /* known verb we do not implement: 502 5.5.1 */
+#define SMTP_CMD_PARAMS     0x10  /* MAIL/RCPT: line may use SMTP_PARAM_ALLOWANCE */
+
+#define ST(x) (1u << (x))
+#define ST_CMD (ST(SMTP_STATE_INIT) | ST(SMTP_STATE_READY) | ST(SMTP_STATE_MAIL) | ST(SMTP_STATE_RCPT))
+
+struct smtp_command {
+    const char *verb;
+    unsigned states;
+    unsigned flags;
+    void (*handler)(struct smtp_session *s, const struct smtp_cmdline *cmd);
+};
+
+static void cmd_helo(struct smtp_session *s, const struct smtp_cmdline *cmd);
+static void cmd_ehlo(struct smtp_session *s, const struct smtp_cmdline *cmd);
+static void cmd_starttls(struct smtp_session *s, const struct smtp_cmdline *cmd);
+static void cmd_mail(struct smtp_session *s, const struct smtp_cmdline *cmd);
+static void cmd_rcpt(struct smtp_session *s, const struct smtp_cmdline *cmd);
+static void cmd_data(struct smtp_session *s, const struct smtp_cmdline *cmd);
+static void cmd_rset(struct smtp_session *s, const struct smtp_cmdline *cmd);
+static void cmd_noop(struct smtp_session *s, const struct smtp_cmdline *cmd);
+static void cmd_quit(struct smtp_session *s, const struct smtp_cmdline *cmd);
+static void cmd_vrfy(struct smtp_session *s, const struct smtp_cmdline *cmd);
+static void cmd_help(struct smtp_session *s, const struct smtp_cmdline *cmd);
+
+static const struct smtp_command smtp_commands[] = {
+    { "HELO",     ST_CMD, SMTP_CMD_BEFORE_TLS | SMTP_CMD_GROUP_END, cmd_helo },
+    { "EHLO",     ST_CMD, SMTP_CMD_BEFORE_TLS | SMTP_CMD_GROUP_END, cmd_ehlo },
+    { "STARTTLS", ST(SMTP_STATE_READY), SMTP_CMD_BEFORE_TLS | SMTP_CMD_GROUP_END, cmd_starttls },
+    { "MAIL",     ST(SMTP_STATE_READY), SMTP_CMD_PARAMS, cmd_mail },
+    { "RCPT",     ST(SMTP_STATE_MAIL) | ST(SMTP_STATE_RCPT), SMTP_CMD_PARAMS, cmd_rcpt },
+    { "DATA",     ST(SMTP_STATE_RCPT), SMTP_CMD_GROUP_END, cmd_data },
+    { "RSET",     ST_CMD, SMTP_CMD_BEFORE_TLS | SMTP_CMD_JUNK, cmd_rset },
+    { "NOOP",     ST_CMD, SMTP_CMD_BEFORE_TLS | SMTP_CMD_JUNK | SMTP_CMD_GROUP_END, cmd_noop },
+    { "QUIT",     ST_CMD, SMTP_CMD_BEFORE_TLS | SMTP_CMD_GROUP_END, cmd_quit },
+    { "VRFY",     ST_CMD, SMTP_CMD_JUNK | SMTP_CMD_GROUP_END, cmd_vrfy },
+    { "HELP",     ST_CMD, SMTP_CMD_BEFORE_TLS | SMTP_CMD_JUNK, cmd_help },
+    /* known to RFC 5321 and its extensions, not offered here */
+    { "EXPN",     ST_CMD, SMTP_CMD_JUNK | SMTP_CMD_GROUP_END | SMTP_CMD_NOT_IMPL, NULL },
+    { "TURN",     ST_CMD, SMTP_CMD_GROUP_END | SMTP_CMD_NOT_IMPL, NULL },
+    { "ETRN",     ST_CMD, SMTP_CMD_JUNK | SMTP_CMD_NOT_IMPL, NULL },
+    { "ATRN",     ST_CMD, SMTP_CMD_GROUP_END | SMTP_CMD_NOT_IMPL, NULL },
+    { "AUTH",     ST_CMD, SMTP_CMD_GROUP_END | SMTP_CMD_NOT_IMPL, NULL },
+    { "BDAT",     ST_CMD, SMTP_CMD_NOT_IMPL, NULL },
+    { "SEND",     ST_CMD, SMTP_CMD_NOT_IMPL, NULL },
+    { "SOML",     ST_CMD, SMTP_CMD_NOT_IMPL, NULL },
+    { "SAML",     ST_CMD, SMTP_CMD_NOT_IMPL, NULL },
+};
+
+static void session_process(struct smtp_session *s);
+static bool session_output_pending(struct smtp_session *s);
+static void session_close(struct smtp_session *s);
+static void session_lost(struct smtp_session *s);
+static void session_read_cb(struct bufferevent *bev, void *arg);
+static void session_write_cb(struct bufferevent *bev, void *arg);
+static void session_event_cb(struct bufferevent *bev, short what, void *arg);
+
+/* session_enter_state - the one place state changes (logged at debug) */
+static void session_enter_state(struct smtp_session *s, enum smtp_state st)
+{
+    if (s->state == st)
+        return;
+    log_debug("session=%s event=state old=%s new=%s", s->id, smtp_state_names[s->state],
+              smtp_state_names[st]);
+    s->state = st;
+}
+
+/* session_set_timeouts - RFC 5321 4.5.3.2: command or data-block timeout
+ * for reads; writes get the command timeout so a client that stops reading
+ * cannot hold the session forever */
+static void session_set_timeouts(struct smtp_session *s, int64_t read_sec)
+{
+    if (s->bev == NULL)
+        return;
+    struct timeval rd = { (time_t)read_sec, 0 };
+    struct timeval wr = { (time_t)s->set->smtp_timeout_command, 0 };
+    bufferevent_set_timeouts(s->bev, &rd, &wr);
+}
+
+/* session_replyv - queue one reply line (or the last line of a multi-line reply) */
+static void session_reply_raw(struct smtp_session *s, int code, char sep, const char *dsn,
+                              const char *fmt, va_list ap)
+{
+    char text[512];
+    if (vsnprintf(text, sizeof text, fmt, ap) < 0)
+        text[0] = '\0';
+    /* a reply is one line: nothing the client sent may break it */
+    for (char *p = text; *p; p++)
+        if ((unsigned char)*p < 32 || *p == 127)
+            *p = ' ';
+    if (dsn && dsn[0])
+        buf_printf(&s->replies, "%03d%c%s %s\r\n", code, sep, dsn, text);
+    else
+        buf_printf(&s->replies, "%03d%c%s\r\n", code, sep, text);
+}
+
+/* session_reply - queue a reply; 5xx replies count as client errors
+ * (smtp_max_errors).  4xx are our own temporary conditions: not counted. */
+static void session_reply(struct smtp_session *s, int code, const char *dsn, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void session_reply(struct smtp_session *s, int code, const char *dsn, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    session_reply_raw(s, code, ' ', dsn, fmt, ap);
+    va_end(ap);
+    if (code >= 500)
+        s->n_errors++;
+}
+
+/* session_reply_cont - a continuation line "ddd-..." of a multi-line reply */
+static void session_reply_cont(struct smtp_session *s, int code, const char *dsn, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void session_reply_cont(struct smtp_session *s, int code, const char *dsn, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    session_reply_raw(s, code, '-', dsn, fmt, ap);
+    va_end(ap);
+}
+
+/* session_flush - hand the group's replies to the connection (RFC 2920 3.2) */
+static void session_flush(struct smtp_session *s)
+{
+    if (s->replies.len == 0)
+        return;
+    if (s->bev != NULL)
+        bufferevent_write(s->bev, s->replies.data, s->replies.len);
+    buf_reset(&s->replies);
+}
+
+/* session_log_reject - one key=value line per refusal */
+static void session_log_reject(struct smtp_session *s, const char *stage, int code, const char *dsn,
+                               const char *reason, const char *rcpt)
+{
+    char r[300], from[300], to[300];
+    const char *qid = s->txn.qid[0] ? s->txn.qid : "NOQUEUE";
+    log_info("qid=%s session=%s client=%s event=reject stage=%s code=%d dsn=%s reason=%s from=%s to=%s",
+             qid, s->id, s->addr, stage, code, dsn, log_quote(r, sizeof r, reason),
+             log_quote(from, sizeof from, s->state >= SMTP_STATE_MAIL ? s->txn.mail.path.addr : ""),
+             log_quote(to, sizeof to, rcpt ? rcpt : ""));
+}
+
+/* --- transactions --- */
+
+/* txn_reset - forget the transaction (RSET, HELO, after the end of data);
+ * a spool txn still open is aborted: the client was never told 250 */
+static void txn_reset(struct smtp_session *s)
+{
+    struct smtp_txn *t = &s->txn;
+    if (t->spool != NULL) {
+        spool_txn_abort(t->spool);
+        t->spool = NULL;
+    }
+    for (size_t i = 0; i < t->n_rcpts; i++) {
+        free(t->rcpts[i].addr);
+        free(t->rcpts[i].orcpt);
+    }
+    t->n_rcpts = 0;
+    memset(&t->mail, 0, sizeof t->mail);
+    t->qid[0] = '\0';
+    t->write_failed = false;
+    buf_reset(&t->out);
+}
+
+/* session_policy - ask the pipeline; fills v */
+static void session_policy(struct smtp_session *s, enum policy_stage stage, const char *rcpt,
+                           struct policy_verdict *v)
+{
+    struct policy_request req = {
+        .stage = stage,
+        .client_addr = s->addr,
+        .helo = s->helo,
+        .tls = s->tls,
+        .sender = s->txn.mail.path.addr,
+        .rcpt = rcpt,
+        .n_rcpts = s->txn.n_rcpts,
+        .snapshot = s->srv->cfg.snapshot ? *s->srv->cfg.snapshot : NULL,
+    };
+    policy_evaluate(&req, v);
+}
+
+/* session_policy_refused - reply and log a REJECT/TEMPFAIL verdict; true if refused */
+static bool session_policy_refused(struct smtp_session *s, const char *stage,
+                                   const struct policy_verdict *v, const char *rcpt)
+{
+    if (v->action != POLICY_REJECT && v->action != POLICY_TEMPFAIL)
+        return false;
+    session_reply(s, v->code, v->dsn, "%s", v->text);
+    session_log_reject(s, stage, v->code, v->dsn, v->text, rcpt);
+    return true;
+}
+
+/* --- command handlers --- */
+
+/* helo_common - HELO and EHLO: RFC 5321 4.1.4, a new HELO/EHLO resets the transaction */
+static bool helo_common(struct smtp_session *s, const struct smtp_cmdline *cmd)
+{
+    struct smtp_parse_error err;
+    char helo[SMTP_HELO_MAX + 1];
+    if (smtp_parse_helo(cmd->args, cmd->args_len, helo, sizeof helo, &err) < 0) {
+        session_reply(s, err.code, err.dsn, "Syntax: %s hostname", cmd->verb);
+        return false;
+    }
+    txn_reset(s);
+    (void)str_copy(s->helo, sizeof s->helo, helo);
+    struct policy_verdict v;
+    session_policy(s, POLICY_HELO, NULL, &v);
+    if (session_policy_refused(s, "helo", &v, NULL)) {
+        s->helo[0] = '\0';
+        session_enter_state(s, SMTP_STATE_INIT);
+        return false;
+    }
+    session_enter_state(s, SMTP_STATE_READY);
+    char h[300];
+    log_info("session=%s client=%s event=%s helo=%s tls=%s", s->id, s->addr,
+             cmd->verb[0] == 'E' ? "ehlo" : "helo", log_quote(h, sizeof h, helo), s->tls ? "yes" : "no");
+    return true;
+}
+
+static void cmd_helo(struct smtp_session *s, const struct smtp_cmdline *cmd)
+{
+    if (!helo_common(s, cmd))
+        return;
+    s->esmtp = false;
+    session_reply(s, 250, NULL, "%s", s->srv->hostname);
+}
+
+static void cmd_ehlo(struct smtp_session *s, const struct smtp_cmdline *cmd)
+{
+    if (!helo_common(s, cmd))
+        return;
+    s->esmtp = true;
+    /* RFC 5321 4.1.1.1 ehlo-greet, then one keyword a line */
+    const char *ext[10];
+    char size[40];
+    size_t n = 0;
+    (void)xsnprintf(size, sizeof size, "SIZE %" PRId64, s->set->message_size_limit);
+    ext[n++] = "PIPELINING";                 /* RFC 2920 */
+    ext[n++] = size;                         /* RFC 1870 */
+    /* RFC 3207 4.2: not offered again once TLS is active */
+    if (!s->tls && s->srv->cfg.tls != NULL)
+        ext[n++] = "STARTTLS";
+    ext[n++] = "ENHANCEDSTATUSCODES";        /* RFC 2034 */
+    ext[n++] = "8BITMIME";                   /* RFC 6152 */
+    ext[n++] = "DSN";                        /* RFC 3461 */
+    ext[n++] = "SMTPUTF8";                   /* RFC 6531 */
+    ext[n++] = "HELP";
+    session_reply_cont(s, 250, NULL, "%s", s->srv->hostname);
+    for (size_t i = 0; i + 1 < n; i++)
+        session_reply_cont(s, 250, NULL, "%s", ext[i]);
+    session_reply(s, 250, NULL, "%s", ext[n - 1]);
+}
+
+/* cmd_starttls - RFC 3207 4.2: after "220 Ready", the TLS handshake
+ * starts on the same connection; the filter bufferevent replaces ours */
+static void cmd_starttls(struct smtp_session *s, const struct smtp_cmdline *cmd)
+{
+    if (cmd->args_len != 0) {
+        session_reply(s, 501, "5.5.4", "Syntax: STARTTLS");
+        return;
+    }
+    if (s->tls) {
+        session_reply(s, 503, "5.5.1", "TLS already active");
+        return;
+    }
+    if (s->srv->cfg.tls == NULL) {
+        session_reply(s, 454, "4.7.0", "TLS not available");
+        return;
+    }
+    SSL *ssl = SSL_new(s->srv->cfg.tls);
+    if (ssl == NULL) {
+        ERR_clear_error();
+        session_reply(s, 454, "4.7.0", "TLS not available due to a temporary reason");
+        return;
+    }
+    /* CVE-2011-0411 class: whatever the client sent after STARTTLS in clear
+     * text must never be read as if it came over TLS.  It is discarded
+     * unanswered before the handshake starts. */
+    struct evbuffer *in = bufferevent_get_input(s->bev);
+    size_t junk = evbuffer_get_length(in);
+    if (junk > 0) {
+        evbuffer_drain(in, junk);
+        log_warn("session=%s client=%s event=starttls_pipelining discarded=%zu", s->id, s->addr, junk);
+    }
+    session_reply(s, 220, "2.0.0", "Ready to start TLS");
+    session_flush(s);
+    struct bufferevent *tls = bufferevent_openssl_filter_new(bufferevent_get_base(s->bev), s->bev, ssl,
+                                                             BUFFEREVENT_SSL_ACCEPTING,
+                                                             BEV_OPT_CLOSE_ON_FREE);
+    if (tls == NULL) {
+        SSL_free(ssl);
+        log_warn("session=%s client=%s event=tls_failed error=\"filter setup failed\"", s->id, s->addr);
+        session_close(s);
+        return;
+    }
+    s->bev = tls;
+    bufferevent_openssl_set_allow_dirty_shutdown(tls, 1);
+    bufferevent_setcb(tls, session_read_cb, session_write_cb, session_event_cb, s);
+    size_t high = (size_t)s->set->smtp_max_command_line + SMTP_PARAM_ALLOWANCE;
+    bufferevent_setwatermark(tls, EV_READ, 0, high * 2 > SMTP_INPUT_MIN_HIGH ? high * 2 : SMTP_INPUT_MIN_HIGH);
+    struct timeval hs = { (time_t)s->set->smtp_timeout_tls_handshake, 0 };
+    bufferevent_set_timeouts(tls, &hs, &hs);
+    bufferevent_enable(tls, EV_READ | EV_WRITE);
+    session_enter_state(s, SMTP_STATE_TLS);
+}
+
+/* session_tls_done - handshake complete: RFC 3207 4.2, forget everything
+ * learnt before TLS; the client must EHLO again */
+static void session_tls_done(struct smtp_session *s)
+{
+    SSL *ssl = bufferevent_openssl_get_ssl(s->bev);
+    s->tls = true;
+    s->esmtp = false;
+    s->helo[0] = '\0';
+    txn_reset(s);
+    session_enter_state(s, SMTP_STATE_INIT);
+    session_set_timeouts(s, s->set->smtp_timeout_command);
+    log_info("session=%s client=%s event=tls version=%s cipher=%s", s->id, s->addr,
+             ssl ? SSL_get_version(ssl) : "?", ssl ? SSL_get_cipher_name(ssl) : "?");
+}
+
+static void cmd_mail(struct smtp_session *s, const struct smtp_cmdline *cmd)
+{
+    struct smtp_parse_error err;
+    struct smtp_mail_args m;
+    if (s->n_messages >= (uint64_t)s->set->smtp_max_messages) {
+        session_reply(s, 421, "4.7.0", "%s Too many messages in this session, reconnect to send more",
+                      s->srv->hostname);
+        log_info("session=%s client=%s event=limit limit=smtp_max_messages", s->id, s->addr);
+        session_close(s);
+        return;
+    }
+    if (smtp_parse_mail(cmd->args, cmd->args_len, &m, &err) < 0) {
+        session_reply(s, err.code, err.dsn, "%s", err.text);
+        session_log_reject(s, "mail", err.code, err.dsn, err.text, NULL);
+        return;
+    }
+    /* RFC 5321 4.1.1.11 / RFC 1869: parameters only after EHLO */
+    if (!s->esmtp && (m.size >= 0 || m.body || m.smtputf8 || m.ret || m.envid[0])) {
+        session_reply(s, 555, "5.5.4", "MAIL parameters are not recognized after HELO, use EHLO");
+        return;
+    }
+    /* RFC 1870 6.1 */
+    if (m.size > s->set->message_size_limit) {
+        session_reply(s, 552, "5.3.4", "Message size exceeds fixed maximum message size");
+        session_log_reject(s, "mail", 552, "5.3.4", "declared SIZE above message_size_limit", NULL);
+        return;
+    }
+    s->txn.mail = m;
+    struct policy_verdict v;
+    session_policy(s, POLICY_MAIL, NULL, &v);
+    if (session_policy_refused(s, "mail", &v, NULL)) {
+        memset(&s->txn.mail, 0, sizeof s->txn.mail);
+        return;
+    }
+    session_enter_state(s, SMTP_STATE_MAIL);
+    session_reply(s, 250, "2.1.0", "Ok");
+}
+
+static void cmd_rcpt(struct smtp_session *s, const struct smtp_cmdline *cmd)
+{
+    struct smtp_parse_error err;
+    struct smtp_rcpt_args r;
+    struct smtp_txn *t = &s->txn;
+    if (t->n_rcpts >= (size_t)s->set->smtp_max_recipients) {
+        /* RFC 5321 4.5.3.1.10: 452, the client sends the rest in another transaction */
+        session_reply(s, 452, "4.5.3", "Too many recipients");
+        return;
+    }
+    if (smtp_parse_rcpt(cmd->args, cmd->args_len, t->mail.smtputf8, &r, &err) < 0) {
+        session_reply(s, err.code, err.dsn, "%s", err.text);
+        session_log_reject(s, "rcpt", err.code, err.dsn, err.text, NULL);
+        s->srv->stats.rcpts_rejected++;
+        return;
+    }
+    if ((r.notify || r.orcpt[0]) && !s->esmtp) {
+        session_reply(s, 555, "5.5.4", "RCPT parameters are not recognized after HELO, use EHLO");
+        return;
+    }
+    struct policy_verdict v;
+    session_policy(s, POLICY_RCPT, r.path.addr, &v);
+    if (session_policy_refused(s, "rcpt", &v, r.path.addr)) {
+        s->srv->stats.rcpts_rejected++;
+        return;
+    }
+    if (t->n_rcpts == t->cap_rcpts) {
+        t->cap_rcpts = t->cap_rcpts ? t->cap_rcpts * 2 : 8;
+        t->rcpts = xreallocarray(t->rcpts, t->cap_rcpts, sizeof *t->rcpts);
+    }
+    struct smtp_rcpt *rc = &t->rcpts[t->n_rcpts++];
+    rc->addr = xstrdup(r.path.addr);
+    rc->orcpt = r.orcpt[0] ? xstrdup(r.orcpt) : NULL;
+    rc->notify = r.notify;
+    session_enter_state(s, SMTP_STATE_RCPT);
+    session_reply(s, 250, "2.1.5", "Ok");
+}
+
+/* session_received - RFC 5321 4.4 trace header, prepended to the data */
+static void session_received(struct smtp_session *s)
+{
+    struct smtp_txn *t = &s->txn;
+    char date[64];
+    time_rfc5322(date, sizeof date, time(NULL));
+    /* RFC 3848 / RFC 6531 3.7.3 "with" protocol names */
+    const char *with;
+    if (t->mail.smtputf8)
+        with = s->tls ? "UTF8SMTPS" : "UTF8SMTP";
+    else if (s->esmtp)
+        with = s->tls ? "ESMTPS" : "ESMTP";
+    else
+        with = s->tls ? "SMTPS" : "SMTP";
+    bool v6 = strchr(s->addr, ':') != NULL;
+    buf_printf(&t->out, "Received: from %s ([%s%s])\r\n\tby %s (Moat) with %s id %s",
+               s->helo, v6 ? "IPv6:" : "", s->addr, s->srv->hostname, with, t->qid);
+    if (s->tls) {
+        SSL *ssl = bufferevent_openssl_get_ssl(s->bev);
+        if (ssl != NULL)
+            buf_printf(&t->out, "\r\n\t(using %s with cipher %s)", SSL_get_version(ssl),
+                       SSL_get_cipher_name(ssl));
+    }
+    /* one recipient only: naming several would disclose Bcc recipients */
+    if (t->n_rcpts == 1)
+        buf_printf(&t->out, "\r\n\tfor <%s>", t->rcpts[0].addr);
+    buf_printf(&t->out, "; %s\r\n", date);
+}
+
+static void cmd_data(struct smtp_session *s, const struct smtp_cmdline *cmd)
+{
+    struct smtp_txn *t = &s->txn;
+    if (cmd->args_len != 0) {
+        session_reply(s, 501, "5.5.4", "Syntax: DATA");
+        return;
+    }
+    struct policy_verdict v;
+    session_policy(s, POLICY_DATA, NULL, &v);
+    if (session_policy_refused(s, "data", &v, NULL))
+        return;
+    t->spool = spool_txn_begin(s->srv->cfg.spool);
+    (void)str_copy(t->qid, sizeof t->qid, spool_txn_id(t->spool));
+    struct smtp_data_limits lim = {
+        .max_line = (size_t)s->set->smtp_max_text_line,
+        .max_size = (uint64_t)s->set->message_size_limit,
+        .max_header = (size_t)s->set->smtp_max_header_size,
+        .max_received = (unsigned)s->set->smtp_max_received_headers,
+    };
+    smtp_data_init(&t->reader, &lim);
+    buf_reset(&t->out);
+    session_received(s);
+    char from[300];
+    log_info("qid=%s session=%s client=%s event=data from=%s nrcpt=%zu", t->qid, s->id, s->addr,
+             log_quote(from, sizeof from, t->mail.path.addr), t->n_rcpts);
+    session_enter_state(s, SMTP_STATE_DATA);
+    session_set_timeouts(s, s->set->smtp_timeout_data_block);
+    /* RFC 5321 4.2.2: 354 is intermediate, it has no enhanced code (RFC 3463 has no class 3) */
+    session_reply(s, 354, NULL, "End data with <CR><LF>.<CR><LF>");
+}
+
+static void cmd_rset(struct smtp_session *s, const struct smtp_cmdline *cmd)
+{
+    if (cmd->args_len != 0) {
+        session_reply(s, 501, "5.5.4", "Syntax: RSET");
+        return;
+    }
+    txn_reset(s);
+    if (s->state != SMTP_STATE_INIT)
+        session_enter_state(s, SMTP_STATE_READY);
+    session_reply(s, 250, "2.0.0", "Ok");
+}
+
+static void cmd_noop(struct smtp_session *s, const struct smtp_cmdline *cmd)
+{
+    /* RFC 5321 4.1.1.9: a string argument is allowed and ignored */
+    session_reply(s, 250, "2.0.0", "Ok");
+}
+
+static void cmd_quit(struct smtp_session *s, const struct smtp_cmdline *cmd)
+{
+    if (cmd->args_len != 0) {
+        session_reply(s, 501, "5.5.4", "Syntax: QUIT");
+        return;
+    }
+    session_reply(s, 221, "2.0.0", "%s Bye", s->srv->hostname);
+    session_close(s);
+}
+
+static void cmd_vrfy(struct smtp_session *s, const struct smtp_cmdline *cmd)
+{
+    if (cmd->args_len == 0) {
+        session_reply(s, 501, "5.5.4", "Syntax: VRFY address");
+        return;
+    }
+    /* RFC 5321 3.5.3 / 7.3: no address harvesting */
+    session_reply(s, 252, "2.5.0", "Cannot VRFY user, but will accept message and attempt delivery");
+}
+
+static void cmd_help(struct smtp_session *s, const struct smtp_cmdline *cmd)
+{
+    session_reply_cont(s, 214, "2.0.0", "Moat SMTP server; RFC 5321 with ESMTP extensions");
+    session_reply(s, 214, "2.0.0", "Commands: HELO EHLO STARTTLS MAIL RCPT DATA RSET NOOP QUIT VRFY HELP");
+}
+
+/* session_sequence_error - the precise reply for a command out of order (RFC 5321 4.1.4) */
+static void session_sequence_error(struct smtp_session *s, const struct smtp_command *c)
+{
+    const char *v = c->verb;
+    if (s->state == SMTP_STATE_INIT && (strcmp(v, "MAIL") == 0 || strcmp(v, "STARTTLS") == 0))
+        session_reply(s, 503, "5.5.1", "Error: send EHLO first");
+    else if (strcmp(v, "MAIL") == 0)
+        session_reply(s, 503, "5.5.1", "Error: nested MAIL command");
+    else if (strcmp(v, "RCPT") == 0)
+        session_reply(s, 503, "5.5.1", "Error: need MAIL command");
+    else if (strcmp(v, "DATA") == 0 && s->state == SMTP_STATE_MAIL)
+        session_reply(s, 554, "5.5.1", "Error: no valid recipients");   /* RFC 5321 3.3 */
+    else if (strcmp(v, "DATA") == 0)
+        session_reply(s, 503, "5.5.1", "Error: need RCPT command");
+    else if (strcmp(v, "STARTTLS") == 0)
+        session_reply(s, 503, "5.5.1", "Error: STARTTLS is not allowed inside a mail transaction");
+    else
+        session_reply(s, 503, "5.5.1", "Error: bad sequence of commands");
+}
+
+/* session_dispatch - one complete command line (without CRLF) */
+static void session_dispatch(struct smtp_session *s, const char *line, size_t len)
+{
+    const struct moat_settings *set = s->set;
+    struct smtp_parse_error err;
+    struct smtp_cmdline cmd;
+    s->n_commands++;
+    /* Postfix smtpd_hard_error_limit: the command after the limit gets 421 */
+    if (s->n_errors >= (uint64_t)set->smtp_max_errors) {
+        session_reply(s, 421, "4.7.0", "%s Too many errors, closing connection", s->srv->hostname);
+        log_info("session=%s client=%s event=limit limit=smtp_max_errors errors=%" PRIu64,
+                 s->id, s->addr, s->n_errors);
+        session_close(s);
+        return;
+    }
+    if (smtp_parse_command(line, len, &cmd, &err) < 0) {
+        session_reply(s, err.code, err.dsn, "%s", err.text);
+        return;
+    }
+    const struct smtp_command *c = NULL;
+    for (size_t i = 0; i < sizeof smtp_commands / sizeof smtp_commands[0]; i++)
+        if (strcmp(smtp_commands[i].verb, cmd.verb) == 0) {
+            c = &smtp_commands[i];
+            break;
+        }
+    if (c == NULL) {
+        session_reply(s, 500, "5.5.2", "Error: command not recognized");
+        return;
+    }
+    /* RFC 5321 4.5.3.1.4: 512 octets incl. CRLF, extended for MAIL/RCPT parameters */
+    size_t limit = (size_t)set->smtp_max_command_line + ((c->flags & SMTP_CMD_PARAMS) ? SMTP_PARAM_ALLOWANCE : 0);
+    if (len + 2 > limit) {
+        session_reply(s, 500, "5.5.6", "Error: line too long");
+        return;
+    }
+    if (c->flags & SMTP_CMD_JUNK) {
+        /* Postfix smtpd_junk_command_limit: beyond it, each one is an error */
+        if (++s->n_junk > (uint64_t)set->smtp_max_junk_commands)
+            s->n_errors++;
+    }
+    if (c->flags & SMTP_CMD_NOT_IMPL) {
+        session_reply(s, 502, "5.5.1", "Error: command not implemented");
+        return;
+    }
+    if (s->tls_required && !s->tls && !(c->flags & SMTP_CMD_BEFORE_TLS)) {
+        session_reply(s, 530, "5.7.0", "Must issue a STARTTLS command first");
+        return;
+    }
+    if (!(c->states & ST(s->state))) {
+        session_sequence_error(s, c);
+        return;
+    }
+    c->handler(s, &cmd);
+    if (c->flags & SMTP_CMD_GROUP_END)
+        session_flush(s);
+}
+
+/* --- DATA --- */
+
+/* session_spool_write - hand buffered canonical data to the spool */
+static void session_spool_write(struct smtp_session *s)
+{
+    struct smtp_txn *t = &s->txn;
+    if (t->out.len == 0)
+        return;
+    if (!t->write_failed && spool_txn_write(t->spool, t->out.data, t->out.len) < 0) {
+        t->write_failed = true;
+        log_error("qid=%s session=%s event=spool_write_failed", t->qid, s->id);
+    }
+    buf_reset(&t->out);
+}
+
+/* session_commit_cb - the spool's answer: only now may the client hear 250 */
+static void session_commit_cb(void *arg, const char *qid, int status)
+{
+    struct smtp_session *s = arg;
+    struct smtp_txn *t = &s->txn;
+    char from[300];
+    s->commit_pending = false;
+    if (status == 0) {
+        s->srv->stats.messages_accepted++;
+        s->n_messages++;
+        s->n_junk = 0;
+        log_info("qid=%s session=%s client=%s event=queued from=%s nrcpt=%zu size=%" PRIu64, qid, s->id,
+                 s->addr, log_quote(from, sizeof from, t->mail.path.addr), t->n_rcpts, t->reader.size);
+        if (s->bev != NULL)
+            session_reply(s, 250, "2.0.0", "Ok: queued as %s", qid);
+    } else {
+        log_error("qid=%s session=%s client=%s event=commit_failed", qid, s->id, s->addr);
+        if (s->bev != NULL)
+            session_reply(s, 452, "4.3.1", "Insufficient system storage");
+    }
+    t->spool = NULL;     /* consumed by spool_txn_commit */
+    txn_reset(s);
+    if (s->bev == NULL) {
+        session_lost(s);
+        return;
+    }
+    session_enter_state(s, SMTP_STATE_READY);
+    session_set_timeouts(s, s->set->smtp_timeout_command);
+    if (s->shutdown_pending) {
+        session_reply(s, 421, "4.3.2", "%s Service shutting down", s->srv->hostname);
+        session_close(s);
+        return;
+    }
+    bufferevent_enable(s->bev, EV_READ);
+    session_process(s);     /* commands pipelined after the final "." */
+}
+
+/* session_data_end - CRLF.CRLF seen: refuse, or commit and wait */
+static void session_data_end(struct smtp_session *s)
+{
+    struct smtp_txn *t = &s->txn;
+    int code;
+    const char *dsn, *text;
+    session_set_timeouts(s, s->set->smtp_timeout_command);
+    if (smtp_data_verdict(&t->reader, &code, &dsn, &text) < 0 || t->write_failed) {
+        if (t->write_failed && code == 0) {
+            code = 452;
+            dsn = "4.3.1";
+            text = "Insufficient system storage";
+        }
+        session_reply(s, code, dsn, "%s", text);
+        session_log_reject(s, "data", code, dsn, text, NULL);
+        s->srv->stats.messages_rejected++;
+        txn_reset(s);        /* aborts the spool txn */
+        session_enter_state(s, SMTP_STATE_READY);
+        if (s->shutdown_pending) {
+            session_reply(s, 421, "4.3.2", "%s Service shutting down", s->srv->hostname);
+            session_close(s);
+        }
+        return;
+    }
+    session_spool_write(s);
+    if (t->write_failed) {
+        session_reply(s, 452, "4.3.1", "Insufficient system storage");
+        txn_reset(s);
+        session_enter_state(s, SMTP_STATE_READY);
+        return;
+    }
+    struct spool_rcpt *rc = xcalloc(t->n_rcpts, sizeof *rc);
+    for (size_t i = 0; i < t->n_rcpts; i++) {
+        rc[i].addr = t->rcpts[i].addr;
+        rc[i].orcpt = t->rcpts[i].orcpt;
+        rc[i].notify = t->rcpts[i].notify;
+        rc[i].state = SPOOL_RCPT_PENDING;
+    }
+    struct spool_envelope env = {
+        .sender = t->mail.path.addr,
+        .rcpts = rc,
+        .n_rcpts = t->n_rcpts,
+        .client_addr = s->addr,
+        .helo = s->helo,
+        .envid = t->mail.envid[0] ? t->mail.envid : NULL,
+        .ret = t->mail.ret == SMTP_RET_FULL ? SPOOL_RET_FULL
+             : t->mail.ret == SMTP_RET_HDRS ? SPOOL_RET_HDRS : SPOOL_RET_DEFAULT,
+        .flags = (t->mail.body == SMTP_BODY_8BITMIME ? SPOOL_F_8BITMIME : 0) |
+                 (t->mail.smtputf8 ? SPOOL_F_SMTPUTF8 : 0) | (s->tls ? SPOOL_F_TLS : 0),
+        .received_ms = (int64_t)time_wall_ms(),
+    };
+    struct spool_txn *st = t->spool;
+    t->spool = NULL;
+    s->commit_pending = true;
+    session_enter_state(s, SMTP_STATE_COMMIT);
+    bufferevent_disable(s->bev, EV_READ);
+    spool_txn_commit(st, &env, session_commit_cb, s);   /* env is copied */
+    free(rc);
+}
+
+/* session_data_read - feed buffered input to the DATA reader; true when the end was reached */
+static bool session_data_read(struct smtp_session *s, struct evbuffer *in)
+{
+    struct smtp_txn *t = &s->txn;
+    while (evbuffer_get_length(in) > 0) {
+        struct evbuffer_iovec v[8];
+        int n = evbuffer_peek(in, -1, NULL, v, 8);
+        if (n > 8)
+            n = 8;
+        size_t used = 0;
+        bool done = false;
+        for (int i = 0; i < n && !done; i++) {
+            used += smtp_data_feed(&t->reader, v[i].iov_base, v[i].iov_len, &t->out);
+            done = smtp_data_done(&t->reader);
+        }
+        evbuffer_drain(in, used);
+        if (t->out.len >= SMTP_SPOOL_CHUNK)
+            session_spool_write(s);
+        if (done)
+            return true;
+    }
+    return false;
+}
+
+/* --- the input loop --- */
+
+/* session_process - everything that can be done with the buffered input */
+static void session_process(struct smtp_session *s)
+{
+    const struct moat_settings *set = s->set;
+    size_t hard = (size_t)set->smtp_max_command_line + SMTP_PARAM_ALLOWANCE;
+    char *line = NULL;
+    while (s->bev != NULL) {
+        struct evbuffer *in = bufferevent_get_input(s->bev);
+        if (s->state == SMTP_STATE_DATA) {
+            if (!session_data_read(s, in))
+                break;
+            session_data_end(s);
+            continue;
+        }
+        if (s->state != SMTP_STATE_INIT && s->state != SMTP_STATE_READY &&
+            s->state != SMTP_STATE_MAIL && s->state != SMTP_STATE_RCPT)
+            break;       /* COMMIT, TLS, CLOSING: input waits */
+        if (evbuffer_get_length(bufferevent_get_output(s->bev)) > SMTP_OUTPUT_HIGH) {
+            /* the client does not read its replies: stop reading its commands */
+            s->out_blocked = true;
+            bufferevent_disable(s->bev, EV_READ);
+            break;
+        }
+        size_t eol_len = 0;
+        struct evbuffer_ptr p = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_CRLF_STRICT);
+        if (p.pos < 0) {
+            size_t have = evbuffer_get_length(in);
+            if (s->skip_line || have >= hard) {
+                /* over-long line: drop what we have, keep a trailing CR (half of a CRLF) */
+                size_t drop = have;
+                if (drop > 0) {
+                    unsigned char last;
+                    struct evbuffer_ptr lp;
+                    evbuffer_ptr_set(in, &lp, drop - 1, EVBUFFER_PTR_SET);
+                    if (evbuffer_copyout_from(in, &lp, &last, 1) == 1 && last == '\r')
+                        drop--;
+                }
+                evbuffer_drain(in, drop);
+                s->skip_line = true;
+            }
+            break;
+        }
+        size_t len = (size_t)p.pos;
+        if (s->skip_line || len + 2 > hard) {
+            evbuffer_drain(in, len + 2);
+            s->skip_line = false;
+            s->n_commands++;
+            session_reply(s, 500, "5.5.6", "Error: line too long");
+            continue;
+        }
+        if (line == NULL)
+            line = xmalloc(hard);
+        evbuffer_remove(in, line, len + 2);
+        session_dispatch(s, line, len);
+    }
+    free(line);
+    session_flush(s);
+}
+
+static void session_read_cb(struct bufferevent *bev, void *arg)
+{
+    session_process(arg);
+}
+
+static void session_write_cb(struct bufferevent *bev, void *arg)
+{
+    struct smtp_session *s = arg;
+    if (s->state == SMTP_STATE_CLOSING) {
+        if (session_output_pending(s)) {
+            struct timeval tv = { 0, 20000 };
+            event_add(s->finish_ev, &tv);
+        } else {
+            session_lost(s);
+        }
+        return;
+    }
+    if (s->out_blocked) {
+        s->out_blocked = false;
+        bufferevent_enable(bev, EV_READ);
+        session_process(s);
+    }
+}
+
+static void session_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    struct smtp_session *s = arg;
+    if (what & BEV_EVENT_CONNECTED) {
+        /* the TLS handshake finished */
+        session_tls_done(s);
+        session_process(s);
+        return;
+    }
+    if (what & BEV_EVENT_TIMEOUT) {
+        if (s->state == SMTP_STATE_TLS || s->state == SMTP_STATE_CLOSING || (what & BEV_EVENT_WRITING)) {
+            log_info("session=%s client=%s event=timeout state=%s", s->id, s->addr, smtp_state_names[s->state]);
+            session_lost(s);
+            return;
+        }
+        /* RFC 5321 4.5.3.2: the server may close after its timeout, with 421 */
+        bool in_data = s->state == SMTP_STATE_DATA;
+        log_info("%s%s%ssession=%s client=%s event=timeout state=%s", in_data ? "qid=" : "",
+                 in_data ? s->txn.qid : "", in_data ? " " : "", s->id, s->addr, smtp_state_names[s->state]);
+        txn_reset(s);
+        session_reply(s, 421, "4.4.2", "%s Error: timeout exceeded", s->srv->hostname);
+        session_close(s);
+        return;
+    }
+    if (what & BEV_EVENT_ERROR) {
+        unsigned long e = s->bev ? bufferevent_get_openssl_error(s->bev) : 0;
+        char buf[256] = "";
+        if (e)
+            ERR_error_string_n(e, buf, sizeof buf);
+        ERR_clear_error();
+        log_info("session=%s client=%s event=%s state=%s error=\"%s\"", s->id, s->addr,
+                 s->state == SMTP_STATE_TLS ? "tls_failed" : "io_error", smtp_state_names[s->state],
+                 e ? buf : "connection error");
+    }
+    session_lost(s);
+}
+
+/* --- closing and freeing --- */
+
+/* session_free - the one place a session is released */
+static void session_free(struct smtp_session *s)
+{
+    struct smtp_server *srv = s->srv;
+    log_info("session=%s client=%s event=disconnect commands=%" PRIu64 " messages=%" PRIu64
+             " errors=%" PRIu64, s->id, s->addr, s->n_commands, s->n_messages, s->n_errors);
+    txn_reset(s);
+    free(s->txn.rcpts);
+    buf_free(&s->txn.out);
+    buf_free(&s->replies);
+    if (s->grace_timer)
+        event_free(s->grace_timer);
+    if (s->finish_ev)
+        event_free(s->finish_ev);
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        srv->sessions = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    srv->n_sessions--;
+    srv->stats.connections_now--;
+    free(s);
+    smtp_server_session_gone(srv);
+}
+
+/* session_lost - the connection is over (or must be dropped now); the
+ * session itself lives on while a commit callback is outstanding */
+static void session_lost(struct smtp_session *s)
+{
+    if (s->bev != NULL) {
+        bufferevent_free(s->bev);
+        s->bev = NULL;
+    }
+    if (s->state == SMTP_STATE_DATA)
+        log_info("qid=%s session=%s client=%s event=abort reason=\"connection lost during DATA\"",
+                 s->txn.qid, s->id, s->addr);
+    if (s->commit_pending)
+        return;           /* session_commit_cb finishes the job */
+    session_free(s);
+}
+
+/* session_output_pending - replies not yet handed to the kernel; with TLS the
+ * filter's output drains into the socket bufferevent's, which must drain too */
+static bool session_output_pending(struct smtp_session *s)
+{
+    if (s->bev == NULL)
+        return false;
+    if (evbuffer_get_length(bufferevent_get_output(s->bev)) > 0)
+        return true;
+    struct bufferevent *under = bufferevent_get_underlying(s->bev);
+    return under != NULL && evbuffer_get_length(bufferevent_get_output(under)) > 0;
+}
+
+/* session_finish_cb - close once the last reply left; polled while a TLS
+ * connection still drains (bounded by the command timeout) */
+static void session_finish_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct smtp_session *s = arg;
+    if (session_output_pending(s) && time_mono_ms() < s->close_deadline_ms) {
+        struct timeval tv = { 0, 20000 };
+        event_add(s->finish_ev, &tv);
+        return;
+    }
+    session_lost(s);
+}
+
+/* session_close - flush the last replies, close once they are written */
+static void session_close(struct smtp_session *s)
+{
+    session_enter_state(s, SMTP_STATE_CLOSING);
+    if (s->bev == NULL)
+        return;
+    s->close_deadline_ms = time_mono_ms() + (uint64_t)s->set->smtp_timeout_command * 1000;
+    bufferevent_disable(s->bev, EV_READ);
+    session_flush(s);
+    if (evbuffer_get_length(bufferevent_get_output(s->bev)) == 0) {
+        /* nothing left to write: finish from the loop, never from inside a handler */
+        struct timeval zero = { 0, 0 };
+        event_add(s->finish_ev, &zero);
+    }
+}
+
+static void session_grace_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct smtp_session *s = arg;
+    if (s->state != SMTP_STATE_DATA)
+        return;
+    log_info("qid=%s session=%s client=%s event=abort reason=\"shutdown grace expired during DATA\"",
+             s->txn.qid, s->id, s->addr);
+    txn_reset(s);
+    session_reply(s, 421, "4.3.2", "%s Service shutting down", s->srv->hostname);
+    session_close(s);
+}
+
+void smtp_session_begin_shutdown(struct smtp_session *s)
+{
+    if (s->shutdown_pending)
+        return;
+    s->shutdown_pending = true;
+    switch (s->state) {
+    case SMTP_STATE_INIT:
+    case SMTP_STATE_READY:
+    case SMTP_STATE_MAIL:
+    case SMTP_STATE_RCPT:
+        txn_reset(s);
+        session_reply(s, 421, "4.3.2", "%s Service shutting down", s->srv->hostname);
+        session_close(s);
+        break;
+    case SMTP_STATE_DATA: {
+        struct timeval tv = { (time_t)s->set->smtp_timeout_shutdown, 0 };
+        evtimer_add(s->grace_timer, &tv);
+        break;
+    }
+    case SMTP_STATE_TLS: {
+        struct timeval zero = { 0, 0 };
+        session_enter_state(s, SMTP_STATE_CLOSING);
+        event_add(s->finish_ev, &zero);
+        break;
+    }
+    case SMTP_STATE_COMMIT:      /* session_commit_cb replies, then closes */
+    case SMTP_STATE_CLOSING:
+        break;
+    }
+}
+
+void smtp_session_destroy(struct smtp_session *s)
+{
+    if (s->bev != NULL) {
+        bufferevent_free(s->bev);
+        s->bev = NULL;
+    }
+    if (s->commit_pending) {
+        /* the spool still holds s as its callback argument: leaking is the only safe choice */
+        log_error("session=%s event=destroy_with_commit_pending", s->id);
+        return;
+    }
+    session_free(s);
+}
+
+struct smtp_session *smtp_session_next(struct smtp_session *s)
+{
+    return s->next;
+}
+
+const char *smtp_session_client_addr(const struct smtp_session *s)
+{
+    return s->addr;
+}
+
+void smtp_session_start(struct smtp_server *srv, evutil_socket_t fd, const char *client_addr)
+{
+    struct smtp_session *s = xcalloc(1, sizeof *s);
+    struct event_base *base = srv->cfg.base;
+    s->srv = srv;
+    s->set = srv->set;
+    (void)xsnprintf(s->id, sizeof s->id, "%012" PRIX64, srv->next_id++);
+    (void)str_copy(s->addr, sizeof s->addr, client_addr);
+    buf_init(&s->replies);
+    buf_init(&s->txn.out);
+    s->state = SMTP_STATE_INIT;
+    s->grace_timer = evtimer_new(base, session_grace_cb, s);
+    s->finish_ev = evtimer_new(base, session_finish_cb, s);
+    s->bev = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
+    if (s->grace_timer == NULL || s->finish_ev == NULL || s->bev == NULL)
+        log_fatal("event=alloc_failed what=\"smtp session\"");
+    s->next = srv->sessions;
+    if (srv->sessions)
+        srv->sessions->prev = s;
+    srv->sessions = s;
+    srv->n_sessions++;
+    srv->stats.connections_now++;
+    srv->stats.connections_total++;
+
+    bufferevent_setcb(s->bev, session_read_cb, session_write_cb, session_event_cb, s);
+    /* bounded input: at most this much is buffered before reading pauses */
+    size_t high = (size_t)s->set->smtp_max_command_line + SMTP_PARAM_ALLOWANCE;
+    bufferevent_setwatermark(s->bev, EV_READ, 0, high * 2 > SMTP_INPUT_MIN_HIGH ? high * 2 : SMTP_INPUT_MIN_HIGH);
+    session_set_timeouts(s, s->set->smtp_timeout_command);
+    log_info("session=%s client=%s event=connect", s->id, s->addr);
+
+    struct policy_verdict v;
+    session_policy(s, POLICY_CONNECT, NULL, &v);
+    if (v.action == POLICY_REJECT || v.action == POLICY_TEMPFAIL) {
+        session_reply(s, v.code, v.dsn, "%s", v.text);
+        session_log_reject(s, "connect", v.code, v.dsn, v.text, NULL);
+        bufferevent_enable(s->bev, EV_WRITE);
+        session_close(s);
+        return;
+    }
+    /* RFC 5321 4.2 / 3.1: the greeting carries no enhanced code (RFC 2034 3) */
+    session_reply(s, 220, NULL, "%s ESMTP Moat", srv->hostname);
+    session_flush(s);
+    bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+}
