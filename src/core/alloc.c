@@ -64,6 +64,8 @@ char *xstrndup(const char *s, size_t n)
 
 char *xasprintf(const char *fmt, ...)
 {
+    if (fmt == NULL)   /* also tells the compiler, quieting a UBSan-build false warning */
+        alloc_die("asprintf-null", 0, 0);
     va_list ap, ap2;
     va_start(ap, fmt);
     va_copy(ap2, ap);

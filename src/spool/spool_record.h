@@ -85,4 +85,8 @@ void spool_rcpt_encode(struct buf *b, uint32_t idx, enum spool_rcpt_state st, co
 int spool_rcpt_decode(const uint8_t *p, size_t len, uint32_t *idx,
                       enum spool_rcpt_state *st, char **diag);
 
+/* spool_set_compact_age - tests: how long a segment must have been closed
+ * before compaction may rewrite its messages (default 60 s) */
+void spool_set_compact_age(struct spool *sp, uint64_t ms);
+
 #endif

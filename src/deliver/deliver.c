@@ -1,0 +1,1544 @@
+/*
+ * deliver.c - the delivery engine (see deliver.h).
+ *
+ * Scheduling.  Every live spool message has a struct dmsg in its user slot
+ * with the wall-clock time of its next attempt; the dmsgs wait in a binary
+ * min-heap, and one timer is armed for the earliest.  An attempt splits the
+ * pending recipients by destination (the internal domain's route from the
+ * routing snapshot, or the MX of any other domain) into jobs of at most
+ * delivery_max_rcpts_per_txn recipients.  When all jobs of an attempt are
+ * back, attempt_done() records outcomes, sends DSNs, and either finishes the
+ * message or puts it back in the heap for the next retry.
+ *
+ * Destinations.  A struct dest (hash table by key) holds the queue of jobs
+ * for one next hop, its resolved addresses (cached for a minute) and its
+ * connections, at most delivery_concurrency_per_route.  A connection takes
+ * the next queued job when it is ready and after every transaction
+ * (connection reuse); with nothing queued it QUITs.
+ *
+ * Durability of bounces.  A recipient that failed permanently stays PENDING
+ * in the spool until the DSN about it is durable; only then is it marked
+ * FAILED (and the message finished).  A crash in between repeats the
+ * attempt and the DSN; it never loses the bounce.
+ *
+ * Everything runs on the event loop; there is no per-message thread or
+ * process.
+ */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <event2/event.h>
+#include "deliver.h"
+#include "deliver_dsn.h"
+#include "../dns/dns.h"
+#include "../spool/spool.h"
+#include "../smtp/smtp_client.h"
+
+#define DELIVER_ADDR_TTL_MS (60 * 1000)   /* resolved addresses are reused this long */
+#define DELIVER_MAX_MX 10                 /* MX hosts tried per domain */
+#define DELIVER_MAX_ADDRS 20
+#define DELIVER_MAX_INFLIGHT 20000        /* messages in attempt at once */
+#define DELIVER_BATCH 1000                /* attempts started per timer tick */
+#define DELIVER_DSN_FULL_DEFAULT (100 * 1024)       /* RET not given: full message up to this */
+#define DELIVER_DSN_FULL_MAX (10 * 1024 * 1024)     /* RET=FULL: full message up to this */
+#define DELIVER_HEADERS_MAX (256 * 1024)
+
+struct dest;
+
+/* the scheduler's per-message state, in the spool message's user slot */
+struct dmsg {
+    struct deliver *d;
+    struct spool_msg *m;
+    char qid[SPOOL_QID_LEN + 1];
+    size_t heap_idx;             /* SIZE_MAX when not queued */
+    int64_t next_ms;
+    unsigned attempts;
+    int inflight;                /* jobs out */
+    bool busy;                   /* in an attempt or waiting for a DSN commit */
+    bool deleted;                /* an administrator deleted it during an attempt */
+    char *last_error;
+    /* per recipient, for this attempt */
+    unsigned char *outcome;      /* enum rcpt_outcome */
+    char **remote;               /* the host that answered, for Remote-MTA */
+};
+
+enum rcpt_outcome { OUT_NONE, OUT_DELIVERED, OUT_DEFERRED, OUT_FAILED };
+
+struct job {
+    struct dmsg *dm;
+    struct dest *ds;
+    struct job *next;
+    size_t n;
+    size_t *idx;                 /* recipient indexes in the envelope */
+    struct smtp_client_rcpt *rc;
+    struct smtp_client_msg msg;
+};
+
+struct daddr {
+    struct sockaddr_storage sa;
+    socklen_t len;
+    char *host;
+};
+
+struct slot {                    /* one connection of a destination */
+    struct dest *ds;
+    struct smtp_conn *conn;
+    struct job *job;
+    size_t addr_i;
+    bool tls_fallback;           /* opportunistic TLS failed here: retry in clear */
+    int best_rank;               /* how far the most informative failure got */
+    char best[SMTP_DIAG_MAX];
+    int64_t job_start_ms;
+};
+
+struct dest {
+    struct deliver *d;
+    char *key;
+    struct dest *hnext;
+    bool is_mx;
+    char *host;                  /* route host, or the domain for MX */
+    int port;
+    enum smtp_client_tls tls;
+    struct job *qhead, **qtail;
+    size_t qlen;
+    int n_conns, n_connecting;
+    struct daddr *addrs;
+    size_t n_addrs;
+    int64_t addrs_until;
+    /* resolution in progress */
+    bool resolving;
+    int dns_pending;
+    struct dns_query **queries;
+    size_t n_queries;
+    char **mx_hosts;
+    size_t n_mx;
+    bool res_tempfail;
+    char res_why[300];
+    int res_code;                /* failure code when resolution ends without addresses */
+};
+
+struct deliver {
+    struct deliver_config cfg;
+    struct smtp_client_config ccfg;
+    struct dmsg **heap;
+    size_t n_heap, cap_heap;
+    struct event *timer;
+    struct event *gc_ev;
+    bool shutdown_scheduled;
+    struct dest **dbuckets;
+    size_t n_dbuckets, n_dests;
+    size_t inflight_msgs;
+    bool started, shutting_down;
+    void (*shutdown_done)(void *);
+    void *shutdown_arg;
+    struct deliver_stats stats;
+};
+
+static void dest_pump(struct dest *ds);
+static void attempt_done(struct dmsg *dm);
+static void sched_arm(struct deliver *d);
+
+/* --- the heap --- */
+
+static void heap_swap(struct deliver *d, size_t a, size_t b)
+{
+    struct dmsg *t = d->heap[a];
+    d->heap[a] = d->heap[b];
+    d->heap[b] = t;
+    d->heap[a]->heap_idx = a;
+    d->heap[b]->heap_idx = b;
+}
+
+static void heap_up(struct deliver *d, size_t i)
+{
+    while (i > 0) {
+        size_t p = (i - 1) / 2;
+        if (d->heap[p]->next_ms <= d->heap[i]->next_ms)
+            break;
+        heap_swap(d, p, i);
+        i = p;
+    }
+}
+
+static void heap_down(struct deliver *d, size_t i)
+{
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < d->n_heap && d->heap[l]->next_ms < d->heap[m]->next_ms)
+            m = l;
+        if (r < d->n_heap && d->heap[r]->next_ms < d->heap[m]->next_ms)
+            m = r;
+        if (m == i)
+            break;
+        heap_swap(d, m, i);
+        i = m;
+    }
+}
+
+static void heap_remove(struct deliver *d, struct dmsg *dm)
+{
+    size_t i = dm->heap_idx;
+    if (i == SIZE_MAX)
+        return;
+    d->n_heap--;
+    if (i != d->n_heap) {
+        d->heap[i] = d->heap[d->n_heap];
+        d->heap[i]->heap_idx = i;
+        heap_down(d, i);
+        heap_up(d, i);
+    }
+    dm->heap_idx = SIZE_MAX;
+}
+
+/* sched_at - (re)queue dm for an attempt at ms */
+static void sched_at(struct deliver *d, struct dmsg *dm, int64_t ms)
+{
+    dm->next_ms = ms;
+    if (dm->heap_idx != SIZE_MAX) {
+        heap_down(d, dm->heap_idx);
+        heap_up(d, dm->heap_idx);
+    } else {
+        if (d->n_heap == d->cap_heap) {
+            d->cap_heap = d->cap_heap ? d->cap_heap * 2 : 256;
+            d->heap = xreallocarray(d->heap, d->cap_heap, sizeof(*d->heap));
+        }
+        dm->heap_idx = d->n_heap;
+        d->heap[d->n_heap++] = dm;
+        heap_up(d, dm->heap_idx);
+    }
+    sched_arm(d);
+}
+
+static void sched_arm(struct deliver *d)
+{
+    if (!d->timer || d->shutting_down || !d->n_heap)
+        return;
+    int64_t now = (int64_t)time_wall_ms(), due = d->heap[0]->next_ms;
+    int64_t delay = due > now ? due - now : 0;
+    if (d->inflight_msgs >= DELIVER_MAX_INFLIGHT)
+        return;   /* re-armed when an attempt ends */
+    struct timeval tv = { .tv_sec = (time_t)(delay / 1000), .tv_usec = (suseconds_t)(delay % 1000) * 1000 };
+    evtimer_add(d->timer, &tv);
+}
+
+/* --- helpers --- */
+
+static const char *addr_domain(const char *addr)
+{
+    const char *at = strrchr(addr, '@');
+    return at ? at + 1 : "";
+}
+
+static void dmsg_free(struct dmsg *dm)
+{
+    if (!dm)
+        return;
+    size_t n = dm->m ? spool_msg_envelope(dm->m)->n_rcpts : 0;
+    for (size_t i = 0; i < n && dm->remote; i++)
+        free(dm->remote[i]);
+    free(dm->remote);
+    free(dm->outcome);
+    free(dm->last_error);
+    free(dm);
+}
+
+static void set_last_error(struct dmsg *dm, const char *e)
+{
+    free(dm->last_error);
+    dm->last_error = e ? xstrdup(e) : NULL;
+}
+
+static int code_of(const char *diag)
+{
+    if (diag && diag[0] >= '2' && diag[0] <= '5' && diag[1] >= '0' && diag[1] <= '9' && diag[2] >= '0' &&
+        diag[2] <= '9')
+        return (diag[0] - '0') * 100 + (diag[1] - '0') * 10 + (diag[2] - '0');
+    return 0;
+}
+
+/* finish - the message has nothing left to do */
+static void finish(struct deliver *d, struct dmsg *dm)
+{
+    heap_remove(d, dm);
+    struct spool_msg *m = dm->m;
+    spool_msg_set_user(m, NULL);
+    log_debug("qid=%s event=removed", dm->qid);
+    dmsg_free(dm);
+    spool_msg_done(d->cfg.spool, m);
+}
+
+/* --- recording outcomes --- */
+
+static void log_outcome(struct deliver *d, struct dmsg *dm, size_t i, const char *event,
+                        const char *relay, const char *tls, const char *diag)
+{
+    const struct spool_envelope *env = spool_msg_envelope(dm->m);
+    char q[SMTP_DIAG_MAX + 8];
+    int64_t delay = (int64_t)time_wall_ms() - env->received_ms;
+    log_info("qid=%s event=%s rcpt=<%s> relay=%s code=%d tls=%s delay=%.2f diag=%s", dm->qid, event,
+             env->rcpts[i].addr, relay && *relay ? relay : "none", code_of(diag), tls ? tls : "none",
+             delay > 0 ? (double)delay / 1000.0 : 0.0, log_quote(q, sizeof(q), diag ? diag : ""));
+}
+
+/* rcpt_result - one recipient's result of this attempt */
+static void rcpt_result(struct deliver *d, struct dmsg *dm, size_t i, int code, const char *diag,
+                        const char *relay, const char *tls)
+{
+    struct spool *sp = d->cfg.spool;
+    if (code >= 200 && code < 300) {
+        dm->outcome[i] = OUT_DELIVERED;
+        spool_msg_set_rcpt(sp, dm->m, i, SPOOL_RCPT_DELIVERED, diag);
+        d->stats.delivered++;
+        log_outcome(d, dm, i, "delivered", relay, tls, diag);
+    } else if (code >= 500) {
+        /* stays PENDING (with its reason) until the DSN about it is durable */
+        dm->outcome[i] = OUT_FAILED;
+        spool_msg_set_rcpt(sp, dm->m, i, SPOOL_RCPT_PENDING, diag);
+        set_last_error(dm, diag);
+        log_outcome(d, dm, i, "bounced", relay, tls, diag);
+    } else {
+        dm->outcome[i] = OUT_DEFERRED;
+        spool_msg_set_rcpt(sp, dm->m, i, SPOOL_RCPT_PENDING, diag);
+        set_last_error(dm, diag);
+        d->stats.deferred++;
+        log_outcome(d, dm, i, "deferred", relay, tls, diag);
+    }
+    if (relay) {
+        /* Remote-MTA is the host name part of "host[addr]:port" */
+        free(dm->remote[i]);
+        size_t hl = strcspn(relay, "[");
+        dm->remote[i] = xstrndup(relay, hl);
+    }
+}
+
+static void job_free(struct job *j)
+{
+    free(j->idx);
+    free(j->rc);
+    free(j);
+}
+
+/* job_done - every recipient of the job has a result */
+static void job_done(struct deliver *d, struct job *j)
+{
+    struct dmsg *dm = j->dm;
+    job_free(j);
+    if (--dm->inflight == 0)
+        attempt_done(dm);
+}
+
+/* job_fail_all - a whole job fails with one reason (DNS, connection) */
+static void job_fail_all(struct deliver *d, struct job *j, int code, const char *diag, const char *relay)
+{
+    char full[SMTP_DIAG_MAX];
+    if (code_of(diag))
+        str_copy(full, sizeof(full), diag);
+    else
+        xsnprintf(full, sizeof(full), "%d %s", code, diag);
+    for (size_t k = 0; k < j->n; k++)
+        rcpt_result(d, j->dm, j->idx[k], code, full, relay, NULL);
+    job_done(d, j);
+}
+
+/* --- destinations --- */
+
+static uint64_t str_hash(const char *s)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
+static struct dest *dest_get(struct deliver *d, const char *key, bool is_mx, const char *host, int port,
+                             enum smtp_client_tls tls)
+{
+    if (!d->n_dbuckets) {
+        d->n_dbuckets = 256;
+        d->dbuckets = xcalloc(d->n_dbuckets, sizeof(*d->dbuckets));
+    }
+    size_t b = str_hash(key) & (d->n_dbuckets - 1);
+    for (struct dest *ds = d->dbuckets[b]; ds; ds = ds->hnext)
+        if (strcmp(ds->key, key) == 0)
+            return ds;
+    if (d->n_dests >= d->n_dbuckets * 2) {
+        size_t nb = d->n_dbuckets * 4;
+        struct dest **nbk = xcalloc(nb, sizeof(*nbk));
+        for (size_t i = 0; i < d->n_dbuckets; i++) {
+            struct dest *ds = d->dbuckets[i];
+            while (ds) {
+                struct dest *nx = ds->hnext;
+                size_t s = str_hash(ds->key) & (nb - 1);
+                ds->hnext = nbk[s];
+                nbk[s] = ds;
+                ds = nx;
+            }
+        }
+        free(d->dbuckets);
+        d->dbuckets = nbk;
+        d->n_dbuckets = nb;
+        b = str_hash(key) & (nb - 1);
+    }
+    struct dest *ds = xcalloc(1, sizeof(*ds));
+    ds->d = d;
+    ds->key = xstrdup(key);
+    ds->is_mx = is_mx;
+    ds->host = xstrdup(host);
+    ds->port = port;
+    ds->tls = tls;
+    ds->qtail = &ds->qhead;
+    ds->hnext = d->dbuckets[b];
+    d->dbuckets[b] = ds;
+    d->n_dests++;
+    return ds;
+}
+
+static void dest_clear_addrs(struct dest *ds)
+{
+    for (size_t i = 0; i < ds->n_addrs; i++)
+        free(ds->addrs[i].host);
+    free(ds->addrs);
+    ds->addrs = NULL;
+    ds->n_addrs = 0;
+}
+
+static void dest_clear_resolution(struct dest *ds)
+{
+    for (size_t i = 0; i < ds->n_queries; i++)
+        if (ds->queries[i])
+            dns_cancel(ds->d->cfg.dns, ds->queries[i]);
+    free(ds->queries);
+    ds->queries = NULL;
+    ds->n_queries = 0;
+    for (size_t i = 0; i < ds->n_mx; i++)
+        free(ds->mx_hosts[i]);
+    free(ds->mx_hosts);
+    ds->mx_hosts = NULL;
+    ds->n_mx = 0;
+    ds->dns_pending = 0;
+    ds->resolving = false;
+}
+
+static struct job *dest_pop(struct dest *ds);
+
+static void dest_destroy(struct dest *ds)
+{
+    struct job *j;
+    while ((j = dest_pop(ds)))
+        job_free(j);
+    dest_clear_addrs(ds);
+    dest_clear_resolution(ds);
+    free(ds->key);
+    free(ds->host);
+    free(ds);
+}
+
+/* gc_cb - forget idle destinations.  Destinations are freed only here, at
+ * the end of a loop turn, so no frame ever holds a freed one. */
+static void gc_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct deliver *d = arg;
+    for (size_t b = 0; b < d->n_dbuckets; b++) {
+        struct dest **pp = &d->dbuckets[b];
+        while (*pp) {
+            struct dest *ds = *pp;
+            if (!ds->qhead && !ds->n_conns && !ds->resolving) {
+                *pp = ds->hnext;
+                d->n_dests--;
+                dest_destroy(ds);
+            } else {
+                pp = &ds->hnext;
+            }
+        }
+    }
+}
+
+/* dest_maybe_free - an idle destination is forgotten at the end of the turn */
+static void dest_maybe_free(struct dest *ds)
+{
+    if (!ds->qhead && !ds->n_conns && !ds->resolving)
+        event_active(ds->d->gc_ev, EV_TIMEOUT, 0);
+}
+
+static void job_free(struct job *j);
+
+static struct job *dest_pop(struct dest *ds)
+{
+    struct job *j = ds->qhead;
+    if (j) {
+        ds->qhead = j->next;
+        if (!ds->qhead)
+            ds->qtail = &ds->qhead;
+        ds->qlen--;
+        j->next = NULL;
+    }
+    return j;
+}
+
+static void dest_push(struct dest *ds, struct job *j)
+{
+    j->next = NULL;
+    *ds->qtail = j;
+    ds->qtail = &j->next;
+    ds->qlen++;
+}
+
+/* dest_fail_queue - every queued job fails with one reason */
+static void dest_fail_queue(struct dest *ds, int code, const char *diag)
+{
+    struct job *j;
+    while ((j = dest_pop(ds)))
+        job_fail_all(ds->d, j, code, diag, NULL);
+}
+
+static bool add_addr(struct dest *ds, const char *ip, const char *host)
+{
+    if (ds->n_addrs >= DELIVER_MAX_ADDRS)
+        return false;
+    struct daddr a = { 0 };
+    struct sockaddr_in *s4 = (struct sockaddr_in *)&a.sa;
+    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&a.sa;
+    if (inet_pton(AF_INET, ip, &s4->sin_addr) == 1) {
+        s4->sin_family = AF_INET;
+        s4->sin_port = htons((uint16_t)ds->port);
+        a.len = sizeof(*s4);
+    } else if (inet_pton(AF_INET6, ip, &s6->sin6_addr) == 1) {
+        s6->sin6_family = AF_INET6;
+        s6->sin6_port = htons((uint16_t)ds->port);
+        a.len = sizeof(*s6);
+    } else {
+        return false;
+    }
+    for (size_t i = 0; i < ds->n_addrs; i++)
+        if (ds->addrs[i].len == a.len && memcmp(&ds->addrs[i].sa, &a.sa, a.len) == 0)
+            return true;
+    a.host = xstrdup(host);
+    ds->addrs = xreallocarray(ds->addrs, ds->n_addrs + 1, sizeof(*ds->addrs));
+    ds->addrs[ds->n_addrs++] = a;
+    return true;
+}
+
+/* literal_ip - "1.2.3.4", "[1.2.3.4]", "[IPv6:::1]", "::1" -> address text */
+static bool literal_ip(const char *host, char *dst, size_t size)
+{
+    unsigned char tmp[16];
+    const char *h = host;
+    size_t n = strlen(h);
+    if (n >= 2 && h[0] == '[' && h[n - 1] == ']') {
+        h++;
+        n -= 2;
+        if (n > 5 && strncasecmp(h, "IPv6:", 5) == 0) {
+            h += 5;
+            n -= 5;
+        }
+    }
+    if (n == 0 || n >= size)
+        return false;
+    memcpy(dst, h, n);
+    dst[n] = '\0';
+    return inet_pton(AF_INET, dst, tmp) == 1 || inet_pton(AF_INET6, dst, tmp) == 1;
+}
+
+/* resolution_end - addresses are known (or not): serve the queue */
+static void resolution_end(struct dest *ds)
+{
+    dest_clear_resolution(ds);
+    if (ds->n_addrs) {
+        ds->addrs_until = (int64_t)time_mono_ms() + DELIVER_ADDR_TTL_MS;
+        dest_pump(ds);
+        return;
+    }
+    ds->addrs_until = 0;
+    char why[SMTP_DIAG_MAX];
+    if (ds->res_code >= 500 && !ds->res_tempfail) {
+        str_copy(why, sizeof(why), ds->res_why);
+        dest_fail_queue(ds, ds->res_code, why);
+    } else {
+        if (ds->res_why[0])
+            str_copy(why, sizeof(why), ds->res_why);
+        else
+            xsnprintf(why, sizeof(why), "4.4.3 no address found for %s", ds->host);
+        dest_fail_queue(ds, 451, why);
+    }
+    dest_maybe_free(ds);
+}
+
+struct addr_q {
+    struct dest *ds;
+    size_t slot;
+    char *host;
+};
+
+static void addr_cb(void *arg, const struct dns_result *r)
+{
+    struct addr_q *aq = arg;
+    struct dest *ds = aq->ds;
+    ds->queries[aq->slot] = NULL;
+    if (r->status == DNS_OK) {
+        for (size_t i = 0; i < r->n; i++)
+            add_addr(ds, r->rr[i].text, aq->host);
+    } else if (r->status == DNS_TEMPFAIL || r->status == DNS_BOGUS) {
+        ds->res_tempfail = true;
+        xsnprintf(ds->res_why, sizeof(ds->res_why), "4.4.3 address lookup for %s failed: %s", aq->host,
+                  r->why[0] ? r->why : dns_status_name(r->status));
+    }
+    free(aq->host);
+    free(aq);
+    if (--ds->dns_pending == 0)
+        resolution_end(ds);
+}
+
+static void query_addrs(struct dest *ds, const char *host)
+{
+    static const enum dns_type types[2] = { DNS_T_A, DNS_T_AAAA };
+    for (int t = 0; t < 2; t++) {
+        struct addr_q *aq = xcalloc(1, sizeof(*aq));
+        aq->ds = ds;
+        aq->host = xstrdup(host);
+        aq->slot = ds->n_queries;
+        ds->queries = xreallocarray(ds->queries, ds->n_queries + 1, sizeof(*ds->queries));
+        ds->queries[ds->n_queries++] = NULL;
+        ds->dns_pending++;
+        ds->queries[aq->slot] = dns_query(ds->d->cfg.dns, host, types[t], addr_cb, aq);
+    }
+}
+
+static int cmp_mx(const void *a, const void *b)
+{
+    const struct dns_record *x = a, *y = b;
+    return x->pref - y->pref;
+}
+
+static void mx_cb(void *arg, const struct dns_result *r)
+{
+    struct dest *ds = arg;
+    ds->queries[0] = NULL;
+    ds->dns_pending--;
+    if (r->status == DNS_OK) {
+        struct dns_record *rr = xcalloc(r->n, sizeof(*rr));
+        memcpy(rr, r->rr, r->n * sizeof(*rr));
+        qsort(rr, r->n, sizeof(*rr), cmp_mx);
+        /* RFC 7505: a single MX of "." means the domain accepts no mail */
+        if (r->n == 1 && rr[0].text[0] == '\0') {
+            free(rr);
+            ds->res_code = 556;
+            xsnprintf(ds->res_why, sizeof(ds->res_why), "556 5.1.10 domain %s does not accept mail (null MX)",
+                      ds->host);
+            resolution_end(ds);
+            return;
+        }
+        for (size_t i = 0; i < r->n && ds->n_mx < DELIVER_MAX_MX; i++) {
+            if (!rr[i].text[0])
+                continue;
+            ds->mx_hosts = xreallocarray(ds->mx_hosts, ds->n_mx + 1, sizeof(*ds->mx_hosts));
+            ds->mx_hosts[ds->n_mx++] = xstrdup(rr[i].text);
+        }
+        free(rr);
+        /* queries complete in any order: addresses are kept in MX order by
+         * querying one host after another would be slow, so each host's
+         * answers are merged as they come; equal preference is fine either way */
+        for (size_t i = 0; i < ds->n_mx; i++)
+            query_addrs(ds, ds->mx_hosts[i]);
+        if (ds->dns_pending == 0)
+            resolution_end(ds);
+        return;
+    }
+    if (r->status == DNS_NODATA) {
+        /* RFC 5321 5.1: no MX, the domain itself is the implicit MX */
+        query_addrs(ds, ds->host);
+        return;
+    }
+    if (r->status == DNS_NXDOMAIN) {
+        ds->res_code = 550;
+        xsnprintf(ds->res_why, sizeof(ds->res_why), "550 5.1.2 domain %s not found", ds->host);
+    } else {
+        ds->res_tempfail = true;
+        xsnprintf(ds->res_why, sizeof(ds->res_why), "4.4.3 MX lookup for %s failed: %s", ds->host,
+                  r->why[0] ? r->why : dns_status_name(r->status));
+    }
+    resolution_end(ds);
+}
+
+static void dest_resolve(struct dest *ds)
+{
+    dest_clear_addrs(ds);
+    ds->resolving = true;
+    ds->res_tempfail = false;
+    ds->res_code = 0;
+    ds->res_why[0] = '\0';
+    char ip[64];
+    if (literal_ip(ds->host, ip, sizeof(ip))) {
+        add_addr(ds, ip, ip);
+        resolution_end(ds);
+        return;
+    }
+    if (!ds->d->cfg.dns) {
+        ds->res_tempfail = true;
+        xsnprintf(ds->res_why, sizeof(ds->res_why), "4.4.3 no resolver configured to look up %s", ds->host);
+        resolution_end(ds);
+        return;
+    }
+    if (ds->is_mx) {
+        ds->queries = xcalloc(1, sizeof(*ds->queries));
+        ds->n_queries = 1;
+        ds->dns_pending = 1;
+        ds->queries[0] = dns_query(ds->d->cfg.dns, ds->host, DNS_T_MX, mx_cb, ds);
+    } else {
+        query_addrs(ds, ds->host);
+    }
+}
+
+/* --- connections --- */
+
+static void slot_connect(struct slot *s);
+
+static void slot_end(struct slot *s)
+{
+    struct dest *ds = s->ds;
+    ds->n_conns--;
+    free(s);
+    dest_pump(ds);
+    dest_maybe_free(ds);
+}
+
+static ssize_t job_read(void *arg, uint64_t off, void *buf, size_t len)
+{
+    struct job *j = arg;
+    return spool_msg_read(j->dm->d->cfg.spool, j->dm->m, off, buf, len);
+}
+
+static void slot_next_job(struct slot *s, struct smtp_conn *c);
+
+static void send_done(void *arg, struct smtp_conn *c, const struct smtp_send_result *res)
+{
+    struct slot *s = arg;
+    struct job *j = s->job;
+    struct deliver *d = s->ds->d;
+    s->job = NULL;
+    const char *relay = c ? smtp_conn_peer(c) : NULL;
+    const char *tls = c ? smtp_conn_tls_version(c) : NULL;
+    char relay_copy[300] = "", tls_copy[32] = "";
+    if (!c && s->addr_i < s->ds->n_addrs) {
+        /* the connection is gone; name the peer from our own records */
+        struct daddr *a = &s->ds->addrs[s->addr_i];
+        char ip[INET6_ADDRSTRLEN] = "?";
+        if (a->sa.ss_family == AF_INET)
+            inet_ntop(AF_INET, &((struct sockaddr_in *)&a->sa)->sin_addr, ip, sizeof(ip));
+        else
+            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&a->sa)->sin6_addr, ip, sizeof(ip));
+        xsnprintf(relay_copy, sizeof(relay_copy), "%s[%s]:%d", a->host, ip, s->ds->port);
+        relay = relay_copy;
+    } else if (relay) {
+        str_copy(relay_copy, sizeof(relay_copy), relay);
+        relay = relay_copy;
+        if (tls) {
+            str_copy(tls_copy, sizeof(tls_copy), tls);
+            tls = tls_copy;
+        }
+    }
+    for (size_t k = 0; k < j->n; k++)
+        rcpt_result(d, j->dm, j->idx[k], res->codes[k], res->diags[k], relay, tls);
+    job_done(d, j);
+    if (c && res->usable) {
+        slot_next_job(s, c);
+    } else {
+        s->conn = NULL;
+        slot_end(s);
+    }
+}
+
+/* slot_next_job - reuse the connection for the next queued job, or QUIT */
+static void slot_next_job(struct slot *s, struct smtp_conn *c)
+{
+    struct dest *ds = s->ds;
+    struct job *j = ds->d->shutting_down ? NULL : dest_pop(ds);
+    if (!j) {
+        smtp_conn_quit(c);
+        s->conn = NULL;
+        slot_end(s);
+        return;
+    }
+    s->job = j;
+    s->job_start_ms = (int64_t)time_mono_ms();
+    smtp_conn_send(c, &j->msg, send_done, s);
+}
+
+static void conn_ready(void *arg, struct smtp_conn *c, enum smtp_conn_error err, int code, const char *diag)
+{
+    struct slot *s = arg;
+    struct dest *ds = s->ds;
+    if (err == SMTP_CONN_OK) {
+        ds->n_connecting--;
+        s->conn = c;
+        ds->d->stats.connections++;
+        slot_next_job(s, c);
+        return;
+    }
+    s->conn = NULL;
+    log_info("event=connect_failed dest=%s addr_index=%zu error=%d diag=\"%s\"", ds->key, s->addr_i, err, diag);
+    if (err == SMTP_CONN_TLS && ds->tls == SMTP_CLIENT_TLS_MAY && !s->tls_fallback) {
+        /* opportunistic TLS that fails is not a reason to stop: retry in clear (RFC 7435 4) */
+        s->tls_fallback = true;
+        slot_connect(s);
+        return;
+    }
+    /* report the failure that got furthest (a TLS or greeting problem says
+     * more than "connection refused" on a backup address) */
+    int rank = err == SMTP_CONN_NETWORK ? 1 : 2;
+    if (rank > s->best_rank) {
+        s->best_rank = rank;
+        str_copy(s->best, sizeof(s->best), diag);
+    }
+    s->tls_fallback = false;
+    if (++s->addr_i < ds->n_addrs) {
+        slot_connect(s);   /* RFC 5321 5.1: try the next address */
+        return;
+    }
+    ds->n_connecting--;
+    /* nothing of this destination answered: the queued jobs wait for the next retry */
+    if (ds->n_conns == 1) {
+        char why[SMTP_DIAG_MAX];
+        str_copy(why, sizeof(why), s->best);
+        /* a 5xx greeting is still a temporary condition for the whole destination */
+        dest_fail_queue(ds, 451, why);
+        ds->addrs_until = 0;   /* resolve again next time */
+    }
+    slot_end(s);
+}
+
+static void slot_connect(struct slot *s)
+{
+    struct dest *ds = s->ds;
+    struct deliver *d = ds->d;
+    struct daddr *a = &ds->addrs[s->addr_i];
+    enum smtp_client_tls tls = s->tls_fallback ? SMTP_CLIENT_TLS_NONE : ds->tls;
+    struct smtp_conn *c = smtp_conn_open(&d->ccfg, (struct sockaddr *)&a->sa, a->len, a->host, tls,
+                                         conn_ready, s);
+    (void)c;   /* reported through conn_ready */
+}
+
+/* dest_pump - start connections for queued jobs, within the limits */
+static void dest_pump(struct dest *ds)
+{
+    struct deliver *d = ds->d;
+    if (!ds->qhead || ds->resolving || d->shutting_down)
+        return;
+    if (!ds->n_addrs || ds->addrs_until <= (int64_t)time_mono_ms()) {
+        if (ds->n_conns == 0) {
+            dest_resolve(ds);
+            return;
+        }
+        if (!ds->n_addrs)
+            return;
+    }
+    int64_t limit = d->cfg.settings->delivery_concurrency_per_route > 0
+                        ? d->cfg.settings->delivery_concurrency_per_route : 10;
+    while (ds->qhead && ds->n_conns < limit && (size_t)ds->n_connecting < ds->qlen) {
+        struct slot *s = xcalloc(1, sizeof(*s));
+        s->ds = ds;
+        ds->n_conns++;
+        ds->n_connecting++;
+        slot_connect(s);
+    }
+}
+
+/* --- attempts --- */
+
+static enum smtp_client_tls tls_of(enum store_tls_mode m)
+{
+    switch (m) {
+    case STORE_TLS_RELAXED: return SMTP_CLIENT_TLS_ENCRYPT;
+    case STORE_TLS_STRICT: return SMTP_CLIENT_TLS_VERIFY;
+    default: return SMTP_CLIENT_TLS_MAY;
+    }
+}
+
+/* dest_for - the destination of a recipient domain; NULL with *why when none */
+static struct dest *dest_for(struct deliver *d, const char *domain, char *why, size_t whysz)
+{
+    char key[600], dom[300];
+    str_copy(dom, sizeof(dom), domain);
+    str_lower(dom);
+    const struct store_domain *sd = NULL;
+    if (d->cfg.snapshot && *d->cfg.snapshot)
+        sd = store_snapshot_find(*d->cfg.snapshot, dom);
+    if (sd) {
+        if (!sd->route.host || !*sd->route.host) {
+            /* internal but unrouted: wait for the administrator, never bounce */
+            xsnprintf(why, whysz, "4.4.0 no delivery route for %s", sd->name);
+            return NULL;
+        }
+        int port = sd->route.port > 0 ? sd->route.port : 25;
+        xsnprintf(key, sizeof(key), "route:%s:%d:%d", sd->route.host, port, (int)sd->route.tls);
+        return dest_get(d, key, false, sd->route.host, port, tls_of(sd->route.tls));
+    }
+    if (!dom[0]) {
+        xsnprintf(why, whysz, "5.1.3 recipient address has no domain");
+        return NULL;
+    }
+    int port = d->cfg.settings->delivery_port > 0 ? (int)d->cfg.settings->delivery_port : 25;
+    xsnprintf(key, sizeof(key), "mx:%s:%d", dom, port);
+    return dest_get(d, key, true, dom, port, SMTP_CLIENT_TLS_MAY);
+}
+
+static struct job *job_new(struct dmsg *dm, struct dest *ds, size_t cap)
+{
+    const struct spool_envelope *env = spool_msg_envelope(dm->m);
+    struct job *j = xcalloc(1, sizeof(*j));
+    j->dm = dm;
+    j->ds = ds;
+    j->idx = xcalloc(cap, sizeof(*j->idx));
+    j->rc = xcalloc(cap, sizeof(*j->rc));
+    j->msg.qid = dm->qid;
+    j->msg.sender = env->sender;
+    j->msg.rcpts = j->rc;
+    j->msg.envid = env->envid;
+    j->msg.ret = (int)env->ret;
+    j->msg.flags = (env->flags & SPOOL_F_8BITMIME ? SMTP_MSG_8BIT : 0) |
+                   (env->flags & SPOOL_F_SMTPUTF8 ? SMTP_MSG_SMTPUTF8 : 0);
+    j->msg.size = env->size;
+    j->msg.read = job_read;
+    j->msg.read_arg = j;
+    return j;
+}
+
+/* attempt_start - send every pending recipient towards its destination */
+static void attempt_start(struct deliver *d, struct dmsg *dm)
+{
+    const struct spool_envelope *env = spool_msg_envelope(dm->m);
+    size_t n = env->n_rcpts;
+    size_t max = d->cfg.settings->delivery_max_rcpts_per_txn > 0
+                     ? (size_t)d->cfg.settings->delivery_max_rcpts_per_txn : 100;
+    dm->busy = true;
+    dm->attempts++;
+    d->inflight_msgs++;
+    d->stats.active++;
+    memset(dm->outcome, OUT_NONE, n);
+    dm->inflight = 1;   /* held until every job is handed out */
+    /* group recipients by destination; jobs of one destination fill up in order */
+    struct dest **dsts = xcalloc(n ? n : 1, sizeof(*dsts));
+    for (size_t i = 0; i < n; i++) {
+        if (env->rcpts[i].state != SPOOL_RCPT_PENDING)
+            continue;
+        char why[SMTP_DIAG_MAX];
+        dsts[i] = dest_for(d, addr_domain(env->rcpts[i].addr), why, sizeof(why));
+        if (!dsts[i]) {
+            char diag[SMTP_DIAG_MAX];
+            int code = why[0] == '5' ? 550 : 451;
+            xsnprintf(diag, sizeof(diag), "%d %s", code, why);
+            rcpt_result(d, dm, i, code, diag, NULL, NULL);
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!dsts[i])
+            continue;
+        struct dest *ds = dsts[i];
+        struct job *j = NULL;
+        for (size_t k = i; k < n; k++) {
+            if (dsts[k] != ds)
+                continue;
+            if (!j)
+                j = job_new(dm, ds, max);
+            j->idx[j->n] = k;
+            j->rc[j->n].addr = env->rcpts[k].addr;
+            j->rc[j->n].orcpt = env->rcpts[k].orcpt;
+            j->rc[j->n].notify = env->rcpts[k].notify;
+            j->n++;
+            dsts[k] = NULL;
+            if (j->n == max) {
+                j->msg.n_rcpts = j->n;
+                dm->inflight++;
+                dest_push(ds, j);
+                j = NULL;
+            }
+        }
+        if (j) {
+            j->msg.n_rcpts = j->n;
+            dm->inflight++;
+            dest_push(ds, j);
+        }
+        dest_pump(ds);
+    }
+    free(dsts);
+    if (--dm->inflight == 0)
+        attempt_done(dm);
+}
+
+static void timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct deliver *d = arg;
+    int64_t now = (int64_t)time_wall_ms();
+    int started = 0;
+    while (d->n_heap && d->heap[0]->next_ms <= now && started < DELIVER_BATCH &&
+           d->inflight_msgs < DELIVER_MAX_INFLIGHT && !d->shutting_down) {
+        struct dmsg *dm = d->heap[0];
+        heap_remove(d, dm);
+        attempt_start(d, dm);
+        started++;
+    }
+    sched_arm(d);
+}
+
+/* --- DSNs --- */
+
+struct dsn_ctx {
+    struct deliver *d;
+    struct dmsg *dm;
+    size_t *failed;             /* recipients to mark FAILED once the DSN is durable */
+    size_t n_failed;
+    size_t n_reported;
+    bool warned;                /* mark the delay warning sent */
+};
+
+static void msg_after_attempt(struct deliver *d, struct dmsg *dm);
+
+static void dsn_committed(void *arg, const char *dsn_qid, int status)
+{
+    struct dsn_ctx *x = arg;
+    struct deliver *d = x->d;
+    struct dmsg *dm = x->dm;
+    const struct spool_envelope *env = spool_msg_envelope(dm->m);
+    if (status == 0) {
+        log_info("qid=%s event=dsn dsn_qid=%s rcpts=%zu failed=%zu%s", dm->qid, dsn_qid, x->n_reported,
+                 x->n_failed, x->warned ? " delay_warning=yes" : "");
+        d->stats.dsn_sent++;
+        for (size_t k = 0; k < x->n_failed; k++) {
+            size_t i = x->failed[k];
+            spool_msg_set_rcpt(d->cfg.spool, dm->m, i, SPOOL_RCPT_FAILED, env->rcpts[i].diag);
+            d->stats.bounced++;
+        }
+        if (x->warned)
+            spool_msg_set_warned(d->cfg.spool, dm->m);
+    } else {
+        /* not stored (disk full): the recipients stay pending and are tried
+         * again; the bounce is produced by a later attempt */
+        log_error("qid=%s event=dsn_failed reason=\"spool write failed\"", dm->qid);
+    }
+    free(x->failed);
+    free(x);
+    msg_after_attempt(d, dm);
+}
+
+/* read_original - the returned content: whole message or its header section */
+static char *read_original(struct deliver *d, struct dmsg *dm, bool full, size_t *len)
+{
+    const struct spool_envelope *env = spool_msg_envelope(dm->m);
+    size_t cap = full ? (size_t)env->size : (env->size < DELIVER_HEADERS_MAX ? (size_t)env->size : DELIVER_HEADERS_MAX);
+    char *p = xmalloc(cap + 1);
+    size_t got = 0;
+    while (got < cap) {
+        ssize_t r = spool_msg_read(d->cfg.spool, dm->m, got, p + got, cap - got);
+        if (r <= 0)
+            break;
+        got += (size_t)r;
+    }
+    if (!full) {
+        /* RFC 5322 2.1: the header section ends at the first empty line */
+        for (size_t i = 0; i + 3 < got; i++) {
+            if (p[i] == '\r' && p[i + 1] == '\n' && p[i + 2] == '\r' && p[i + 3] == '\n') {
+                got = i + 2;
+                break;
+            }
+        }
+    }
+    *len = got;
+    return p;
+}
+
+/* send_dsn - build and inject one DSN; returns false when none is needed */
+static bool send_dsn(struct deliver *d, struct dmsg *dm, const size_t *rc_idx, const enum dsn_action *acts,
+                     size_t n, size_t *failed, size_t n_failed, bool warned)
+{
+    const struct spool_envelope *env = spool_msg_envelope(dm->m);
+    int64_t now = (int64_t)time_wall_ms();
+    struct dsn_rcpt *dr = xcalloc(n, sizeof(*dr));
+    char (*status)[16] = xcalloc(n, sizeof(*status));
+    bool any_failed = false;
+    for (size_t k = 0; k < n; k++) {
+        size_t i = rc_idx[k];
+        const struct spool_rcpt *r = &env->rcpts[i];
+        dr[k].addr = r->addr;
+        dr[k].orcpt = r->orcpt;
+        dr[k].action = acts[k];
+        dr[k].diag = r->diag;
+        dr[k].remote_mta = dm->remote[i];
+        dr[k].last_attempt_ms = now;
+        deliver_dsn_status(r->diag, code_of(r->diag), status[k], sizeof(status[k]));
+        if (acts[k] == DSN_ACTION_DELIVERED)
+            str_copy(status[k], sizeof(status[k]), "2.0.0");
+        else if (acts[k] == DSN_ACTION_DELAYED && status[k][0] != '4')
+            str_copy(status[k], sizeof(status[k]), "4.0.0");
+        dr[k].status = status[k];
+        any_failed |= acts[k] == DSN_ACTION_FAILED;
+    }
+    /* RFC 3461 4.3: RET=HDRS asks for headers only; without RET we return
+     * the message when it is small; delay and success reports carry headers */
+    bool full = any_failed && (env->ret == SPOOL_RET_FULL ? env->size <= DELIVER_DSN_FULL_MAX
+                               : env->ret == SPOOL_RET_DEFAULT && env->size <= DELIVER_DSN_FULL_DEFAULT);
+    size_t olen;
+    char *orig = read_original(d, dm, full, &olen);
+    char boundary[64], msgid[300];
+    xsnprintf(boundary, sizeof(boundary), "%s.%lld/%s", dm->qid, (long long)now, "moat");
+    xsnprintf(msgid, sizeof(msgid), "<%s.%lld.dsn@%.200s>", dm->qid, (long long)now, d->cfg.hostname);
+    struct dsn_input in = {
+        .reporting_mta = d->cfg.hostname,
+        .qid = dm->qid,
+        .envid = env->envid,
+        .sender = env->sender,
+        .arrival_ms = env->received_ms,
+        .now_ms = now,
+        .retry_until_ms = env->received_ms + d->cfg.settings->queue_lifetime * 1000,
+        .boundary = boundary,
+        .message_id = msgid,
+        .rcpts = dr,
+        .n_rcpts = n,
+        .orig = orig,
+        .orig_len = olen,
+        .orig_full = full,
+        .orig_8bit = (env->flags & SPOOL_F_8BITMIME) != 0,
+    };
+    struct buf b;
+    buf_init(&b);
+    deliver_dsn_build(&in, &b);
+    free(orig);
+    free(status);
+    free(dr);
+
+    struct spool_rcpt to = { .addr = env->sender, .notify = SPOOL_NOTIFY_NEVER };
+    struct spool_envelope denv = {
+        .sender = "",
+        .rcpts = &to,
+        .n_rcpts = 1,
+        .client_addr = "127.0.0.1",
+        .helo = (char *)d->cfg.hostname,
+        .flags = SPOOL_F_BOUNCE | (in.orig_8bit && full ? SPOOL_F_8BITMIME : 0),
+        .received_ms = now,
+    };
+    struct dsn_ctx *x = xcalloc(1, sizeof(*x));
+    x->d = d;
+    x->dm = dm;
+    x->failed = failed;
+    x->n_failed = n_failed;
+    x->n_reported = n;
+    x->warned = warned;
+    spool_inject(d->cfg.spool, &denv, b.data, b.len, dsn_committed, x);
+    buf_free(&b);
+    return true;
+}
+
+static void shutdown_now(evutil_socket_t fd, short what, void *arg)
+{
+    struct deliver *d = arg;
+    if (d->shutdown_done) {
+        void (*done)(void *) = d->shutdown_done;
+        d->shutdown_done = NULL;
+        done(d->shutdown_arg);
+    }
+}
+
+/* shutdown_schedule - call the shutdown callback once, from the loop */
+static void shutdown_schedule(struct deliver *d)
+{
+    if (d->shutdown_scheduled || !d->shutdown_done)
+        return;
+    d->shutdown_scheduled = true;
+    event_base_once(d->cfg.base, -1, EV_TIMEOUT, shutdown_now, d, NULL);
+}
+
+/* msg_after_attempt - finish the message or schedule its next attempt */
+static void msg_after_attempt(struct deliver *d, struct dmsg *dm)
+{
+    const struct spool_envelope *env = spool_msg_envelope(dm->m);
+    dm->busy = false;
+    d->inflight_msgs--;
+    d->stats.active--;
+    bool pending = false;
+    for (size_t i = 0; i < env->n_rcpts; i++)
+        pending |= env->rcpts[i].state == SPOOL_RCPT_PENDING;
+    if (!pending || dm->deleted) {
+        if (dm->deleted)
+            log_info("qid=%s event=deleted", dm->qid);
+        finish(d, dm);
+    } else if (!d->shutting_down) {
+        const struct moat_settings *s = d->cfg.settings;
+        unsigned k = dm->attempts ? dm->attempts - 1 : 0;
+        int64_t delay = s->n_retry_schedule > 0
+                            ? s->retry_schedule[k < (unsigned)s->n_retry_schedule ? k : (unsigned)s->n_retry_schedule - 1]
+                            : 300;
+        int64_t next = (int64_t)time_wall_ms() + delay * 1000;
+        /* never retry past the expiry: the last attempt happens at expiry */
+        int64_t expiry = env->received_ms + s->queue_lifetime * 1000;
+        if (next > expiry && expiry > (int64_t)time_wall_ms())
+            next = expiry;
+        sched_at(d, dm, next);
+    }
+    if (d->shutting_down && d->inflight_msgs == 0)
+        shutdown_schedule(d);
+    sched_arm(d);
+}
+
+static bool notify_allows(unsigned notify, unsigned bit)
+{
+    if (notify & SPOOL_NOTIFY_NEVER)
+        return false;
+    if (notify == 0)   /* RFC 3461 4.1: default FAILURE (and DELAY at our discretion) */
+        return bit == SPOOL_NOTIFY_FAILURE || bit == SPOOL_NOTIFY_DELAY;
+    return (notify & bit) != 0;
+}
+
+/* attempt_done - every job of the attempt is back */
+static void attempt_done(struct dmsg *dm)
+{
+    struct deliver *d = dm->d;
+    struct spool *sp = d->cfg.spool;
+    const struct spool_envelope *env = spool_msg_envelope(dm->m);
+    const struct moat_settings *s = d->cfg.settings;
+    int64_t now = (int64_t)time_wall_ms();
+    size_t n = env->n_rcpts;
+    bool can_dsn = env->sender[0] != '\0' && !(env->flags & SPOOL_F_BOUNCE);
+    bool expired = now - env->received_ms >= s->queue_lifetime * 1000;
+
+    size_t *rep = xcalloc(n ? n : 1, sizeof(*rep));
+    enum dsn_action *act = xcalloc(n ? n : 1, sizeof(*act));
+    size_t *failed = xcalloc(n ? n : 1, sizeof(*failed));
+    size_t n_rep = 0, n_failed = 0;
+    bool want_delay = false;
+
+    for (size_t i = 0; i < n; i++) {
+        const struct spool_rcpt *r = &env->rcpts[i];
+        if (dm->outcome[i] == OUT_DEFERRED || (r->state == SPOOL_RCPT_PENDING && dm->outcome[i] == OUT_NONE)) {
+            if (expired) {
+                /* RFC 5321 4.5.4.1: give up after the queue lifetime */
+                char diag[SMTP_DIAG_MAX], life[32];
+                if (s->queue_lifetime % 86400 == 0)
+                    xsnprintf(life, sizeof(life), "%lld days", (long long)(s->queue_lifetime / 86400));
+                else if (s->queue_lifetime % 3600 == 0)
+                    xsnprintf(life, sizeof(life), "%lld hours", (long long)(s->queue_lifetime / 3600));
+                else
+                    xsnprintf(life, sizeof(life), "%lld seconds", (long long)s->queue_lifetime);
+                xsnprintf(diag, sizeof(diag), "4.4.7 delivery time expired after %s; last error: %s", life,
+                          r->diag ? r->diag : "none");
+                spool_msg_set_rcpt(sp, dm->m, i, SPOOL_RCPT_PENDING, diag);
+                log_info("qid=%s event=expired rcpt=<%s> diag=\"%s\"", dm->qid, r->addr, diag);
+                dm->outcome[i] = OUT_FAILED;
+            }
+        }
+        if (dm->outcome[i] == OUT_FAILED) {
+            if (can_dsn && notify_allows(r->notify, SPOOL_NOTIFY_FAILURE)) {
+                rep[n_rep] = i;
+                act[n_rep++] = DSN_ACTION_FAILED;
+                failed[n_failed++] = i;
+            } else {
+                spool_msg_set_rcpt(sp, dm->m, i, SPOOL_RCPT_FAILED, r->diag);
+                d->stats.bounced++;
+                if (!can_dsn)
+                    log_info("qid=%s event=bounce_suppressed rcpt=<%s> reason=\"%s\"", dm->qid, r->addr,
+                             env->sender[0] ? "message is a DSN" : "null sender");
+            }
+        } else if (dm->outcome[i] == OUT_DELIVERED) {
+            if (can_dsn && (r->notify & SPOOL_NOTIFY_SUCCESS) && !(r->notify & SPOOL_NOTIFY_NEVER)) {
+                rep[n_rep] = i;
+                act[n_rep++] = DSN_ACTION_DELIVERED;
+            }
+        }
+    }
+    /* one delay warning per message (RFC 3464 2.3.3 "delayed") */
+    if (!expired && can_dsn && !env->warned && s->delay_warning_after > 0 &&
+        now - env->received_ms >= s->delay_warning_after * 1000) {
+        for (size_t i = 0; i < n; i++) {
+            if (env->rcpts[i].state == SPOOL_RCPT_PENDING && dm->outcome[i] != OUT_FAILED &&
+                notify_allows(env->rcpts[i].notify, SPOOL_NOTIFY_DELAY)) {
+                rep[n_rep] = i;
+                act[n_rep++] = DSN_ACTION_DELAYED;
+                want_delay = true;
+            }
+        }
+    }
+    free(dm->outcome);
+    dm->outcome = xcalloc(n ? n : 1, 1);
+    if (n_rep && !dm->deleted) {
+        send_dsn(d, dm, rep, act, n_rep, failed, n_failed, want_delay);
+        free(rep);
+        free(act);
+        return;   /* continues in dsn_committed */
+    }
+    free(rep);
+    free(act);
+    free(failed);
+    msg_after_attempt(d, dm);
+}
+
+/* --- the listener --- */
+
+static void on_message(void *arg, struct spool_msg *m)
+{
+    struct deliver *d = arg;
+    const struct spool_envelope *env = spool_msg_envelope(m);
+    struct dmsg *dm = xcalloc(1, sizeof(*dm));
+    dm->d = d;
+    dm->m = m;
+    str_copy(dm->qid, sizeof(dm->qid), spool_msg_id(m));
+    dm->heap_idx = SIZE_MAX;
+    dm->outcome = xcalloc(env->n_rcpts ? env->n_rcpts : 1, 1);
+    dm->remote = xcalloc(env->n_rcpts ? env->n_rcpts : 1, sizeof(*dm->remote));
+    spool_msg_set_user(m, dm);
+    bool pending = false;
+    for (size_t i = 0; i < env->n_rcpts; i++)
+        pending |= env->rcpts[i].state == SPOOL_RCPT_PENDING;
+    if (!pending) {
+        /* recovered after its last outcome but before its DONE record */
+        finish(d, dm);
+        return;
+    }
+    sched_at(d, dm, (int64_t)time_wall_ms());
+}
+
+/* --- public --- */
+
+struct deliver *deliver_create(const struct deliver_config *cfg, struct error *err)
+{
+    if (!cfg->base || !cfg->settings || !cfg->spool) {
+        error_set(err, "deliver", "deliver_create needs an event base, settings and a spool");
+        return NULL;
+    }
+    struct deliver *d = xcalloc(1, sizeof(*d));
+    d->cfg = *cfg;
+    if (!d->cfg.hostname || !*d->cfg.hostname)
+        d->cfg.hostname = cfg->settings->hostname && *cfg->settings->hostname ? cfg->settings->hostname : "localhost";
+    d->ccfg.base = cfg->base;
+    d->ccfg.tls_ctx = cfg->tls_client;
+    d->ccfg.helo_name = d->cfg.hostname;
+    d->ccfg.timeout_connect = (int)cfg->settings->delivery_timeout_connect;
+    d->ccfg.timeout_command = (int)cfg->settings->delivery_timeout_command;
+    d->ccfg.timeout_data = (int)cfg->settings->delivery_timeout_data;
+    d->timer = evtimer_new(cfg->base, timer_cb, d);
+    d->gc_ev = event_new(cfg->base, -1, 0, gc_cb, d);
+    if (!d->timer || !d->gc_ev) {
+        error_set(err, "deliver", "cannot create the scheduler events");
+        if (d->timer)
+            event_free(d->timer);
+        free(d);
+        return NULL;
+    }
+    return d;
+}
+
+void deliver_start(struct deliver *d)
+{
+    d->started = true;
+    spool_set_listener(d->cfg.spool, on_message, d);
+}
+
+
+void deliver_shutdown(struct deliver *d, void (*done)(void *arg), void *arg)
+{
+    d->shutting_down = true;
+    d->shutdown_done = done;
+    d->shutdown_arg = arg;
+    evtimer_del(d->timer);
+    if (d->cfg.spool)
+        spool_set_listener(d->cfg.spool, NULL, NULL);
+    /* queued jobs that have no connection yet are given back as deferred */
+    for (size_t b = 0; b < d->n_dbuckets; b++)
+        for (struct dest *ds = d->dbuckets[b]; ds; ds = ds->hnext) {
+            if (ds->resolving)
+                dest_clear_resolution(ds);
+            struct job *j;
+            while ((j = dest_pop(ds)))
+                job_fail_all(d, j, 451, "4.3.2 delivery stopped: shutting down", NULL);
+        }
+    log_info("event=deliver_shutdown in_flight=%zu", d->inflight_msgs);
+    if (d->inflight_msgs == 0)
+        shutdown_schedule(d);
+}
+
+static int free_user(void *arg, struct spool_msg *m)
+{
+    struct dmsg *dm = spool_msg_user(m);
+    if (dm) {
+        spool_msg_set_user(m, NULL);
+        dmsg_free(dm);
+    }
+    return 0;
+}
+
+void deliver_free(struct deliver *d)
+{
+    if (!d)
+        return;
+    if (d->cfg.spool) {
+        spool_set_listener(d->cfg.spool, NULL, NULL);
+        spool_foreach(d->cfg.spool, free_user, d);
+    }
+    for (size_t b = 0; b < d->n_dbuckets; b++) {
+        struct dest *ds = d->dbuckets[b];
+        while (ds) {
+            struct dest *nx = ds->hnext;
+            dest_destroy(ds);
+            ds = nx;
+        }
+    }
+    free(d->dbuckets);
+    free(d->heap);
+    if (d->timer)
+        event_free(d->timer);
+    if (d->gc_ev)
+        event_free(d->gc_ev);
+    free(d);
+}
+
+void deliver_get_stats(const struct deliver *d, struct deliver_stats *out)
+{
+    *out = d->stats;
+}
+
+/* --- queue administration --- */
+
+static json_t *msg_json(struct deliver *d, struct spool_msg *m)
+{
+    const struct spool_envelope *env = spool_msg_envelope(m);
+    struct dmsg *dm = spool_msg_user(m);
+    char t[40];
+    json_t *o = json_object();
+    json_object_set_new(o, "id", json_string(spool_msg_id(m)));
+    json_object_set_new(o, "sender", json_string(env->sender));
+    time_iso8601(t, sizeof(t), (time_t)(env->received_ms / 1000));
+    json_object_set_new(o, "received", json_string(t));
+    json_object_set_new(o, "size", json_integer((json_int_t)env->size));
+    json_object_set_new(o, "bounce", json_boolean(env->flags & SPOOL_F_BOUNCE));
+    json_t *rc = json_array();
+    for (size_t i = 0; i < env->n_rcpts; i++) {
+        const struct spool_rcpt *r = &env->rcpts[i];
+        json_t *x = json_object();
+        json_object_set_new(x, "addr", json_string(r->addr));
+        json_object_set_new(x, "state", json_string(r->state == SPOOL_RCPT_PENDING ? "pending"
+                                                    : r->state == SPOOL_RCPT_DELIVERED ? "delivered" : "failed"));
+        json_object_set_new(x, "diag", r->diag ? json_string(r->diag) : json_null());
+        json_array_append_new(rc, x);
+    }
+    json_object_set_new(o, "rcpts", rc);
+    json_object_set_new(o, "attempts", json_integer(dm ? dm->attempts : 0));
+    if (dm && dm->heap_idx != SIZE_MAX) {
+        time_iso8601(t, sizeof(t), (time_t)(dm->next_ms / 1000));
+        json_object_set_new(o, "next_attempt", json_string(t));
+    } else {
+        json_object_set_new(o, "next_attempt", json_null());
+    }
+    json_object_set_new(o, "in_progress", json_boolean(dm && dm->busy));
+    json_object_set_new(o, "last_error", dm && dm->last_error ? json_string(dm->last_error) : json_null());
+    return o;
+}
+
+struct list_ctx {
+    struct deliver *d;
+    json_t *arr;
+    size_t limit;
+    const char *cursor;
+    bool passed;
+};
+
+static int list_one(void *arg, struct spool_msg *m)
+{
+    struct list_ctx *x = arg;
+    if (!x->passed) {
+        if (strcmp(spool_msg_id(m), x->cursor) == 0)
+            x->passed = true;
+        return 0;
+    }
+    json_array_append_new(x->arr, msg_json(x->d, m));
+    return json_array_size(x->arr) >= x->limit;
+}
+
+json_t *deliver_queue_list(struct deliver *d, size_t limit, const char *cursor)
+{
+    struct list_ctx x = { .d = d, .arr = json_array(), .limit = limit ? limit : 100,
+                          .cursor = cursor, .passed = cursor == NULL || *cursor == '\0' };
+    spool_foreach(d->cfg.spool, list_one, &x);
+    return x.arr;
+}
+
+json_t *deliver_queue_show(struct deliver *d, const char *qid)
+{
+    struct spool_msg *m = spool_msg_find(d->cfg.spool, qid);
+    if (!m)
+        return NULL;
+    json_t *o = msg_json(d, m);
+    const struct spool_envelope *env = spool_msg_envelope(m);
+    size_t cap = env->size < 65536 ? (size_t)env->size : 65536, got = 0;
+    char *p = xmalloc(cap + 1);
+    while (got < cap) {
+        ssize_t r = spool_msg_read(d->cfg.spool, m, got, p + got, cap - got);
+        if (r <= 0)
+            break;
+        got += (size_t)r;
+    }
+    for (size_t i = 0; i + 3 < got; i++)
+        if (memcmp(p + i, "\r\n\r\n", 4) == 0) {
+            got = i + 2;
+            break;
+        }
+    json_t *h = json_stringn(p, got);
+    if (!h) {
+        /* not UTF-8: show the octets above 127 as '?' */
+        for (size_t i = 0; i < got; i++)
+            if ((unsigned char)p[i] >= 0x80 || p[i] == '\0')
+                p[i] = '?';
+        h = json_stringn(p, got);
+    }
+    json_object_set_new(o, "headers", h ? h : json_string(""));
+    json_object_set_new(o, "client_addr", json_string(env->client_addr));
+    json_object_set_new(o, "helo", json_string(env->helo));
+    free(p);
+    return o;
+}
+
+struct retry_ctx {
+    struct deliver *d;
+    int n;
+};
+
+static int retry_one(void *arg, struct spool_msg *m)
+{
+    struct retry_ctx *x = arg;
+    struct dmsg *dm = spool_msg_user(m);
+    if (dm && !dm->busy) {
+        sched_at(x->d, dm, (int64_t)time_wall_ms());
+        x->n++;
+    }
+    return 0;
+}
+
+int deliver_queue_retry(struct deliver *d, const char *qid)
+{
+    struct retry_ctx x = { .d = d };
+    if (qid) {
+        struct spool_msg *m = spool_msg_find(d->cfg.spool, qid);
+        if (m)
+            retry_one(&x, m);
+        return x.n;
+    }
+    spool_foreach(d->cfg.spool, retry_one, &x);
+    return x.n;
+}
+
+int deliver_queue_delete(struct deliver *d, const char *qid)
+{
+    struct spool_msg *m = spool_msg_find(d->cfg.spool, qid);
+    if (!m)
+        return 0;
+    struct dmsg *dm = spool_msg_user(m);
+    if (dm && dm->busy) {
+        dm->deleted = true;   /* finished when the attempt ends */
+        return 1;
+    }
+    log_info("qid=%s event=deleted", qid);
+    if (dm) {
+        finish(d, dm);
+    } else {
+        spool_msg_done(d->cfg.spool, m);
+    }
+    return 1;
+}

@@ -1,0 +1,455 @@
+/*
+ * test_spool.c - the durable spool: record encoding, commit callbacks,
+ * recovery (committed kept, uncommitted dropped, torn tails set aside),
+ * recipient states and DONE across reopen, segment roll-over and removal,
+ * compaction.  Each test works in its own temporary directory.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <event2/event.h>
+#include "spool/spool.h"
+#include "spool/spool_record.h"
+
+struct fixture {
+    char dir[64];
+    struct event_base *base;
+};
+
+static int setup(void **state)
+{
+    struct fixture *f = xcalloc(1, sizeof(*f));
+    str_copy(f->dir, sizeof(f->dir), "/tmp/moat-test-spool-XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    f->base = event_base_new();
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *f = *state;
+    char cmd[128];
+    xsnprintf(cmd, sizeof(cmd), "rm -rf %s", f->dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "cleanup of %s failed\n", f->dir);
+    event_base_free(f->base);
+    free(f);
+    return 0;
+}
+
+struct commit_result {
+    int calls;
+    int status;
+    char qid[SPOOL_QID_LEN + 1];
+};
+
+static void on_commit(void *arg, const char *qid, int status)
+{
+    struct commit_result *r = arg;
+    r->calls++;
+    r->status = status;
+    str_copy(r->qid, sizeof(r->qid), qid);
+}
+
+/* run - turn the loop until *flag reaches want (bounded) */
+static void run(struct event_base *base, int *flag, int want)
+{
+    for (int i = 0; i < 2000 && *flag < want; i++) {
+        event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+        if (*flag < want)
+            usleep(1000);
+    }
+    assert_true(*flag >= want);
+}
+
+static struct spool *open_spool(struct fixture *f, uint64_t segsize)
+{
+    struct spool_options o = { .segment_size = segsize };
+    struct error err = { 0 };
+    struct spool *sp = spool_open(f->dir, &o, f->base, &err);
+    if (!sp)
+        fprintf(stderr, "spool_open: %s\n", err.msg);
+    assert_non_null(sp);
+    return sp;
+}
+
+static void make_env(struct spool_envelope *env, struct spool_rcpt *rc, size_t n)
+{
+    memset(env, 0, sizeof(*env));
+    for (size_t i = 0; i < n; i++) {
+        memset(&rc[i], 0, sizeof(rc[i]));
+        rc[i].addr = i == 0 ? "alice@example.com" : "bob@example.com";
+    }
+    env->sender = "sender@ext.test";
+    env->rcpts = rc;
+    env->n_rcpts = n;
+    env->client_addr = "127.0.0.1";
+    env->helo = "client.ext.test";
+    env->received_ms = 1700000000000;
+}
+
+/* commit_msg - one message of size octets ('a'..'z' pattern); returns its qid */
+static void commit_msg(struct fixture *f, struct spool *sp, size_t size, char *qid_out)
+{
+    struct spool_envelope env;
+    struct spool_rcpt rc[2];
+    make_env(&env, rc, 2);
+    struct spool_txn *t = spool_txn_begin(sp);
+    char block[4096];
+    for (size_t i = 0; i < sizeof(block); i++)
+        block[i] = (char)('a' + i % 26);
+    size_t left = size;
+    while (left) {
+        size_t n = left < sizeof(block) ? left : sizeof(block);
+        assert_int_equal(spool_txn_write(t, block, n), 0);
+        left -= n;
+    }
+    assert_int_equal(spool_txn_size(t), size);
+    struct commit_result r = { 0 };
+    spool_txn_commit(t, &env, on_commit, &r);
+    assert_int_equal(r.calls, 0);   /* never from inside commit */
+    run(f->base, &r.calls, 1);
+    assert_int_equal(r.status, 0);
+    assert_int_equal(strlen(r.qid), SPOOL_QID_LEN);
+    if (qid_out)
+        memcpy(qid_out, r.qid, SPOOL_QID_LEN + 1);
+}
+
+static void check_data(struct spool *sp, struct spool_msg *m, size_t size)
+{
+    char buf[5000];
+    uint64_t off = 0;
+    for (;;) {
+        ssize_t n = spool_msg_read(sp, m, off, buf, sizeof(buf));
+        assert_true(n >= 0);
+        if (n == 0)
+            break;
+        for (ssize_t i = 0; i < n; i++)
+            assert_int_equal(buf[i], (char)('a' + ((off + (uint64_t)i) % 4096) % 26));
+        off += (uint64_t)n;
+    }
+    assert_int_equal(off, size);
+}
+
+struct seen {
+    int n;
+    char qids[16][SPOOL_QID_LEN + 1];
+};
+
+static void on_msg(void *arg, struct spool_msg *m)
+{
+    struct seen *s = arg;
+    if (s->n < 16)
+        str_copy(s->qids[s->n], sizeof(s->qids[0]), spool_msg_id(m));
+    s->n++;
+}
+
+static int count_files(const char *dir, const char *suffix)
+{
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    int n = 0;
+    struct dirent *de;
+    while ((de = readdir(d)))
+        if (de->d_name[0] != '.' && (!suffix || str_has_suffix_ci(de->d_name, suffix)))
+            n++;
+    closedir(d);
+    return n;
+}
+
+/* --- tests --- */
+
+static void test_record_roundtrip(void **state)
+{
+    struct spool_envelope env;
+    struct spool_rcpt rc[2];
+    make_env(&env, rc, 2);
+    rc[1].orcpt = "rfc822;bob@example.com";
+    rc[1].notify = SPOOL_NOTIFY_FAILURE | SPOOL_NOTIFY_DELAY;
+    rc[1].diag = "450 4.2.0 busy";
+    env.envid = "ENV1";
+    env.ret = SPOOL_RET_HDRS;
+    env.flags = SPOOL_F_8BITMIME;
+    env.size = 30;
+    struct spool_extent ext[2] = { { .seg = 3, .off = 10, .len = 10 }, { .seg = 4, .off = 20, .len = 20 } };
+    struct buf b;
+    buf_init(&b);
+    spool_env_encode(&b, &env, ext, 2);
+    struct spool_envelope out;
+    struct spool_extent *oe;
+    size_t ne;
+    assert_int_equal(spool_env_decode((const uint8_t *)b.data, b.len, &out, &oe, &ne), 0);
+    assert_string_equal(out.sender, "sender@ext.test");
+    assert_string_equal(out.envid, "ENV1");
+    assert_int_equal(out.ret, SPOOL_RET_HDRS);
+    assert_int_equal(out.n_rcpts, 2);
+    assert_string_equal(out.rcpts[1].orcpt, "rfc822;bob@example.com");
+    assert_string_equal(out.rcpts[1].diag, "450 4.2.0 busy");
+    assert_null(out.rcpts[0].diag);
+    assert_int_equal(ne, 2);
+    assert_int_equal(oe[1].off, 20);
+    spool_env_clear(&out);
+    free(oe);
+    /* every truncation is refused */
+    for (size_t cut = 0; cut < b.len; cut++)
+        assert_int_equal(spool_env_decode((const uint8_t *)b.data, cut, &out, &oe, &ne), -1);
+
+    /* a record validates; a flipped byte or a short read does not */
+    uint8_t rec[128];
+    const char *qid = "0123456789ABCDEF";
+    const void *parts[2] = { qid, "hello" };
+    size_t lens[2] = { 16, 5 };
+    spool_rec_header(rec, SPOOL_REC_DATA, parts, lens, 2);
+    memcpy(rec + SPOOL_REC_HDR, qid, 16);
+    memcpy(rec + SPOOL_REC_HDR + 16, "hello", 5);
+    spool_rec_trailer(rec + SPOOL_REC_HDR + 21);
+    size_t total;
+    int type;
+    const uint8_t *pl;
+    uint32_t plen;
+    assert_int_equal(spool_rec_check(rec, SPOOL_REC_HDR + 25, &type, &pl, &plen, &total), 1);
+    assert_int_equal(type, SPOOL_REC_DATA);
+    assert_int_equal(plen, 21);
+    assert_int_equal(spool_rec_check(rec, SPOOL_REC_HDR + 24, &type, &pl, &plen, &total), 0);
+    rec[SPOOL_REC_HDR + 18] ^= 1;
+    assert_int_equal(spool_rec_check(rec, SPOOL_REC_HDR + 25, &type, &pl, &plen, &total), -1);
+    buf_free(&b);
+
+    uint64_t v;
+    char q[17];
+    spool_qid_format(q, 0xABCDEF0123456789ull);
+    assert_string_equal(q, "ABCDEF0123456789");
+    assert_int_equal(spool_qid_parse(q, &v), 0);
+    assert_true(v == 0xABCDEF0123456789ull);
+    assert_int_equal(spool_qid_parse("abcdef0123456789", &v), -1);
+}
+
+static void test_commit_and_read(void **state)
+{
+    struct fixture *f = *state;
+    struct spool *sp = open_spool(f, 0);
+    struct seen s = { 0 };
+    spool_set_listener(sp, on_msg, &s);
+    char q1[17], q2[17];
+    commit_msg(f, sp, 1000, q1);
+    commit_msg(f, sp, 700000, q2);   /* several data chunks */
+    assert_int_equal(s.n, 2);
+    assert_string_equal(s.qids[0], q1);
+    assert_true(strcmp(q1, q2) < 0);
+    struct spool_msg *m = spool_msg_find(sp, q2);
+    assert_non_null(m);
+    assert_int_equal(spool_msg_envelope(m)->size, 700000);
+    assert_string_equal(spool_msg_envelope(m)->sender, "sender@ext.test");
+    check_data(sp, m, 700000);
+    check_data(sp, spool_msg_find(sp, q1), 1000);
+    struct spool_stats st;
+    spool_get_stats(sp, &st);
+    assert_int_equal(st.messages, 2);
+    assert_int_equal(st.recipients_pending, 4);
+    assert_true(st.commits >= 1);
+    spool_close(sp);
+}
+
+static void test_recovery(void **state)
+{
+    struct fixture *f = *state;
+    struct spool *sp = open_spool(f, 0);
+    char q1[17];
+    commit_msg(f, sp, 300000, q1);
+    /* an uncommitted transaction with a chunk on disk, and an aborted one */
+    struct spool_txn *t = spool_txn_begin(sp);
+    char big[SPOOL_CHUNK_MAX + 10];
+    memset(big, 'x', sizeof(big));
+    assert_int_equal(spool_txn_write(t, big, sizeof(big)), 0);
+    struct spool_txn *t2 = spool_txn_begin(sp);
+    assert_int_equal(spool_txn_write(t2, big, sizeof(big)), 0);
+    spool_txn_abort(t2);
+    /* t's chunk is on disk without a commit record, as after a crash mid-DATA */
+    spool_txn_abort(t);
+    spool_close(sp);
+
+    sp = open_spool(f, 0);
+    struct seen s = { 0 };
+    spool_set_listener(sp, on_msg, &s);
+    assert_int_equal(s.n, 1);
+    assert_string_equal(s.qids[0], q1);
+    check_data(sp, spool_msg_find(sp, q1), 300000);
+    /* new ids stay above recovered ones */
+    char q2[17];
+    commit_msg(f, sp, 10, q2);
+    assert_true(strcmp(q2, q1) > 0);
+    spool_close(sp);
+}
+
+static void corrupt_last_segment(struct fixture *f, int how)
+{
+    char path[128];
+    int last = 0;
+    DIR *d = opendir(f->dir);
+    struct dirent *de;
+    while ((de = readdir(d)))
+        if (str_has_suffix_ci(de->d_name, ".seg") && atoi(de->d_name) > last)
+            last = atoi(de->d_name);
+    closedir(d);
+    xsnprintf(path, sizeof(path), "%s/%010d.seg", f->dir, last);
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    if (how == 0) {
+        assert_int_equal(truncate(path, st.st_size - 7), 0);
+    } else {
+        int fd = open(path, O_RDWR);
+        char c;
+        assert_int_equal(pread(fd, &c, 1, st.st_size - 30), 1);
+        c ^= 0x40;
+        assert_int_equal(pwrite(fd, &c, 1, st.st_size - 30), 1);
+        close(fd);
+    }
+}
+
+static void torn_tail(void **state, int how)
+{
+    struct fixture *f = *state;
+    struct spool *sp = open_spool(f, 0);
+    char q1[17], q2[17];
+    commit_msg(f, sp, 5000, q1);
+    commit_msg(f, sp, 6000, q2);
+    spool_close(sp);
+    corrupt_last_segment(f, how);
+
+    sp = open_spool(f, 0);
+    struct seen s = { 0 };
+    spool_set_listener(sp, on_msg, &s);
+    assert_int_equal(s.n, 1);
+    assert_string_equal(s.qids[0], q1);
+    assert_null(spool_msg_find(sp, q2));
+    struct spool_stats st;
+    spool_get_stats(sp, &st);
+    assert_int_equal(st.torn_tails, 1);
+    char cdir[128];
+    xsnprintf(cdir, sizeof(cdir), "%s/corrupt", f->dir);
+    assert_int_equal(count_files(cdir, NULL), 1);
+    /* appending after the cut works and survives another reopen */
+    char q3[17];
+    commit_msg(f, sp, 100, q3);
+    spool_close(sp);
+    sp = open_spool(f, 0);
+    spool_get_stats(sp, &st);
+    assert_int_equal(st.torn_tails, 0);
+    assert_int_equal(st.messages, 2);
+    assert_non_null(spool_msg_find(sp, q3));
+    spool_close(sp);
+}
+
+static void test_torn_truncated(void **state) { torn_tail(state, 0); }
+static void test_torn_flipped(void **state) { torn_tail(state, 1); }
+
+static void test_rcpt_done_survive(void **state)
+{
+    struct fixture *f = *state;
+    struct spool *sp = open_spool(f, 0);
+    char q1[17], q2[17];
+    commit_msg(f, sp, 100, q1);
+    commit_msg(f, sp, 100, q2);
+    struct spool_msg *m = spool_msg_find(sp, q1);
+    assert_int_equal(spool_msg_set_rcpt(sp, m, 0, SPOOL_RCPT_DELIVERED, "250 2.0.0 ok"), 0);
+    assert_int_equal(spool_msg_set_rcpt(sp, m, 1, SPOOL_RCPT_PENDING, "451 4.3.0 later"), 0);
+    assert_int_equal(spool_msg_set_warned(sp, m), 0);
+    assert_int_equal(spool_msg_done(sp, spool_msg_find(sp, q2)), 0);
+    spool_close(sp);
+
+    sp = open_spool(f, 0);
+    assert_null(spool_msg_find(sp, q2));
+    m = spool_msg_find(sp, q1);
+    assert_non_null(m);
+    const struct spool_envelope *e = spool_msg_envelope(m);
+    assert_int_equal(e->rcpts[0].state, SPOOL_RCPT_DELIVERED);
+    assert_string_equal(e->rcpts[0].diag, "250 2.0.0 ok");
+    assert_int_equal(e->rcpts[1].state, SPOOL_RCPT_PENDING);
+    assert_string_equal(e->rcpts[1].diag, "451 4.3.0 later");
+    assert_true(e->warned);
+    struct spool_stats st;
+    spool_get_stats(sp, &st);
+    assert_int_equal(st.recipients_pending, 1);
+    spool_close(sp);
+}
+
+static void test_segments(void **state)
+{
+    struct fixture *f = *state;
+    struct spool *sp = open_spool(f, 64 * 1024);
+    char q[12][17];
+    for (int i = 0; i < 12; i++)
+        commit_msg(f, sp, 20000, q[i]);
+    assert_true(count_files(f->dir, ".seg") >= 4);
+    for (int i = 0; i < 12; i++)
+        assert_int_equal(spool_msg_done(sp, spool_msg_find(sp, q[i])), 0);
+    /* everything but the current segment is gone */
+    assert_int_equal(count_files(f->dir, ".seg"), 1);
+    spool_close(sp);
+    sp = open_spool(f, 64 * 1024);
+    struct spool_stats st;
+    spool_get_stats(sp, &st);
+    assert_int_equal(st.messages, 0);
+    spool_close(sp);
+}
+
+static void test_compaction(void **state)
+{
+    struct fixture *f = *state;
+    struct spool *sp = open_spool(f, 64 * 1024);
+    spool_set_compact_age(sp, 0);
+    char keep[17], q[10][17];
+    commit_msg(f, sp, 3000, keep);
+    spool_msg_set_rcpt(sp, spool_msg_find(sp, keep), 0, SPOOL_RCPT_DELIVERED, "250 ok");
+    for (int i = 0; i < 10; i++)
+        commit_msg(f, sp, 20000, q[i]);
+    int before = count_files(f->dir, ".seg");
+    assert_true(before >= 3);
+    for (int i = 0; i < 10; i++)
+        spool_msg_done(sp, spool_msg_find(sp, q[i]));
+    /* the oldest segment pins only "keep": it is rewritten, then removed */
+    for (int i = 0; i < 2000 && count_files(f->dir, ".seg") > 1; i++) {
+        event_base_loop(f->base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+        usleep(1000);
+    }
+    assert_int_equal(count_files(f->dir, ".seg"), 1);
+    check_data(sp, spool_msg_find(sp, keep), 3000);
+    spool_close(sp);
+
+    sp = open_spool(f, 64 * 1024);
+    struct spool_msg *m = spool_msg_find(sp, keep);
+    assert_non_null(m);
+    check_data(sp, m, 3000);
+    assert_int_equal(spool_msg_envelope(m)->rcpts[0].state, SPOOL_RCPT_DELIVERED);
+    assert_int_equal(spool_msg_envelope(m)->rcpts[1].state, SPOOL_RCPT_PENDING);
+    struct spool_stats st;
+    spool_get_stats(sp, &st);
+    assert_int_equal(st.messages, 1);
+    spool_close(sp);
+}
+
+int main(void)
+{
+    log_set_level(LOG_WARN);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_record_roundtrip),
+        cmocka_unit_test_setup_teardown(test_commit_and_read, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_recovery, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_torn_truncated, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_torn_flipped, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rcpt_done_survive, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_segments, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_compaction, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
