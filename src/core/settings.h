@@ -68,6 +68,17 @@ struct moat_settings {
     int64_t queue_lifetime;            /* seconds: bounce after this */
     int64_t delay_warning_after;       /* seconds: warn the sender once; 0 = never */
 
+    /* HTTP API */
+    char *http_tls_cert;               /* "" = plain HTTP (loopback only unless http_allow_plain) */
+    char *http_tls_key;
+    bool http_allow_plain;             /* plain HTTP on a non-loopback address (behind a proxy) */
+    int64_t http_max_body;             /* octets of a request body */
+    int64_t http_threads;              /* worker threads */
+    int64_t session_lifetime;          /* seconds, absolute */
+    int64_t session_idle_timeout;      /* seconds */
+    int64_t login_max_failures;        /* per account and per client IP in the window */
+    int64_t login_failure_window;      /* seconds */
+
     /* spool */
     int64_t spool_segment_size;        /* octets before a new log segment */
 };

@@ -1,0 +1,108 @@
+/*
+ * api.h - the HTTP API under /api/v1 (libmicrohttpd, jansson).
+ *
+ * One route table (api_routes.c) lists every route: method, path pattern,
+ * the permission it needs (auth.h), and its handler.  The server checks the
+ * permission in one place before any handler runs, so a route cannot exist
+ * without one; a test walks the table with every role.
+ *
+ * Handlers run on the HTTP server's worker threads and may block (store,
+ * later LDAP).  Anything owned by the event loop (the queue, the routing
+ * snapshot) is reached through api_loop_call(), which runs a function on
+ * the loop and waits for it.
+ *
+ * Errors have one shape: {"error": {"code": "...", "message": "...",
+ * "field": "..."}}.  Lists take ?limit= (1..1000, default 100) and ?cursor=
+ * and answer {"items": [...], "next_cursor": "..." | null}.
+ */
+#ifndef MOAT_API_H
+#define MOAT_API_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <jansson.h>
+#include "../core/core.h"
+#include "../core/settings.h"
+#include "../store/store.h"
+#include "../auth/auth.h"
+
+struct event_base;
+struct api_server;
+struct deliver;
+struct spool;
+
+/* what moatd hands the API */
+struct api_config {
+    struct event_base *base;          /* the loop, for api_loop_call */
+    const struct moat_settings *settings;
+    struct auth *auth;
+    struct deliver *deliver;          /* loop-owned: only inside api_loop_call */
+    struct spool *spool;              /* loop-owned: only inside api_loop_call */
+    /* reload the routing snapshot; runs on the loop (moatd supplies it) */
+    int (*reload_config)(void *arg, struct error *err);
+    void *reload_arg;
+};
+
+#define API_MAX_PATH_PARAMS 4
+
+struct api_request {
+    const char *method;               /* "GET", "POST", "PUT", "PATCH", "DELETE" */
+    const char *path;
+    const char *params[API_MAX_PATH_PARAMS];   /* {name} segments, in order, decoded */
+    int n_params;
+    json_t *body;                     /* parsed JSON object, or NULL when no body */
+    const struct auth_principal *who;
+    const char *client_ip;
+    struct store *store;              /* this worker thread's handle */
+    const struct api_config *cfg;
+    void *conn;                       /* private: the MHD connection (query arguments) */
+};
+
+struct api_response {
+    int status;                       /* 200 when left 0 and body set */
+    json_t *body;                     /* owned by the response */
+    char set_cookie[512];             /* "" = none */
+    int64_t retry_after;              /* seconds; 0 = no header */
+};
+
+typedef void (*api_handler)(struct api_request *req, struct api_response *resp);
+
+/* api_query - a query-string argument, or NULL */
+const char *api_query(const struct api_request *req, const char *name);
+/* api_error - fill resp with the one error shape; field may be NULL */
+void api_error(struct api_response *resp, int status, const char *code, const char *field,
+               const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+/* api_error_from - 400/404/409/500 from a struct error (field -> 400 unless told) */
+void api_error_from(struct api_response *resp, int status, const char *code, const struct error *err);
+/* api_body_check - strict bodies: every member must be in allowed (NULL-terminated)
+ * and those in required present; otherwise a 400 naming the field.  0 = ok */
+int api_body_check(const struct api_request *req, struct api_response *resp,
+                   const char *const *allowed, const char *const *required);
+/* api_page - parse ?limit= and ?cursor=; 0 = ok, else resp holds a 400 */
+int api_page(const struct api_request *req, struct api_response *resp, size_t *limit,
+             const char **cursor);
+/* api_loop_call - run fn(arg) on the event loop and wait for it to return */
+void api_loop_call(const struct api_config *cfg, void (*fn)(void *arg), void *arg);
+/* api_audit - shortcut: auth_audit with the request's principal and address */
+void api_audit(const struct api_request *req, const char *action, const char *target,
+               json_t *before, json_t *after);
+
+/* the server: create binds every settings->http_listen address (before the
+ * privilege drop; refuses plain HTTP on a non-loopback address unless
+ * http_allow_plain is set); start begins serving (after it) */
+struct api_server *api_server_create(const struct api_config *cfg, struct error *err);
+int api_server_start(struct api_server *s, struct error *err);
+void api_server_free(struct api_server *s);
+
+/* the route table, for the server, the OpenAPI test and --list-routes */
+struct api_route {
+    const char *method;
+    const char *pattern;              /* "/api/v1/domains/{name}" */
+    enum auth_perm perm;
+    api_handler handler;
+    bool audited;                     /* a change: the handler writes an audit entry */
+};
+extern const struct api_route api_routes[];
+extern const size_t api_routes_count;
+
+#endif
