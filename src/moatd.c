@@ -626,6 +626,7 @@ int main(int argc, char **argv)
         log_set_level(lvl);
     if (check) {
         settings_print(&m.settings, stdout);
+        settings_free(&m.settings);
         return 0;
     }
     struct error err = {0};
