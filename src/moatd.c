@@ -1,21 +1,24 @@
 /*
  * moatd.c - the daemon: reads the settings, opens the store and the spool,
  * binds the listeners, drops privileges, and runs one libevent loop that
- * carries the SMTP server, the delivery engine, the DNS resolver and the
- * control socket.
+ * carries the SMTP server, the delivery engine and the DNS resolver; the
+ * HTTP API runs on its own worker threads and reaches the loop through
+ * api_loop_call().
  *
  * Order at start (why it is this order):
- *   settings -> state dir + lock (one daemon per spool) -> store (migrations)
- *   -> spool recovery -> TLS contexts (keys may be root-only) -> bind SMTP,
- *   HTTP -> chown the state dir and drop to run_user -> control socket ->
- *   deliver (schedules recovered mail) -> accept.
+ *   settings -> first start (the initial administrator's one-time password
+ *   goes to the terminal, so before detaching) -> state dir + lock (one
+ *   daemon per spool) -> store (migrations) -> spool recovery -> TLS
+ *   contexts (keys may be root-only) -> bind SMTP and HTTP -> chown the
+ *   state dir and drop to run_user -> deliver (schedules recovered mail) ->
+ *   accept.
  * Shutdown (SIGTERM/SIGINT): stop accepting, let sessions in flight finish
  * or tempfail them, let deliveries in flight finish, close the spool (pending
  * commits complete), exit 0.
  *
  * The routing snapshot (internal domains and their routes) is owned here:
- * it is reloaded when the store reports a change (1 s poll) or when the CLI
- * asks through the control socket, and swapped between events; the SMTP
+ * it is reloaded when the store reports a change (1 s poll) or at once when
+ * the API changes it, and swapped between events; the SMTP
  * server and the delivery engine read it through a pointer to the slot.
  */
 #include <arpa/inet.h>
@@ -37,7 +40,6 @@
 #include <event2/event.h>
 #include <event2/thread.h>
 #include <jansson.h>
-#include <microhttpd.h>
 
 #include "core/core.h"
 #include "core/settings.h"
@@ -46,7 +48,8 @@
 #include "spool/spool.h"
 #include "smtp/smtp.h"
 #include "deliver/deliver.h"
-#include "api/control.h"
+#include "api/api.h"
+#include "auth/auth.h"
 
 struct moatd {
     struct moat_settings settings;
@@ -59,11 +62,11 @@ struct moatd {
     SSL_CTX *tls_client;
     struct smtp_server *smtp;
     struct deliver *deliver;
-    struct control *control;
-    struct MHD_Daemon *http;
+    struct auth *auth;
+    struct api_config api_cfg;
+    struct api_server *api;
     struct event *ev_term, *ev_int, *ev_hup, *ev_poll;
     char *hostname;
-    char *socket_path;
     int lock_fd;
     uint64_t started_ms;
     bool stopping;
@@ -96,11 +99,11 @@ static void moatd_on_poll(evutil_socket_t fd, short what, void *arg)
         moatd_reload_snapshot(m, &err);
 }
 
-/* --- control socket handlers --- */
+/* --- status, for GET /api/v1/status --- */
 
-static json_t *ctl_status(void *arg, json_t *req, struct error *err)
+/* moatd_status - the daemon's figures; runs on the loop */
+static json_t *moatd_status(struct moatd *m)
 {
-    struct moatd *m = arg;
     struct smtp_server_stats ss;
     struct deliver_stats ds;
     struct spool_stats ps;
@@ -126,184 +129,86 @@ static json_t *ctl_status(void *arg, json_t *req, struct error *err)
                  "commits", (json_int_t)ps.commits, "committed_messages", (json_int_t)ps.committed_msgs);
 }
 
-/* ctl_get_id - the "id" member: a queue id of 16 hex digits */
-static const char *ctl_get_id(json_t *req, struct error *err)
+
+/* --- HTTP API (api.h): moatd supplies the loop-side callbacks --- */
+
+static int moatd_api_reload(void *arg, struct error *err)
 {
-    const char *id = json_string_value(json_object_get(req, "id"));
-    if (id == NULL) {
-        error_set(err, "id", "a queue id is required");
-        return NULL;
-    }
-    size_t n = strlen(id);
-    if (n != SPOOL_QID_LEN || strspn(id, "0123456789ABCDEFabcdef") != n) {
-        error_set(err, "id", "'%.40s' is not a queue id (16 hexadecimal digits)", id);
-        return NULL;
-    }
-    return id;
+    return moatd_reload_snapshot(arg, err);
 }
 
-static json_t *ctl_queue_list(void *arg, json_t *req, struct error *err)
+static json_t *moatd_api_status(void *arg)
 {
-    struct moatd *m = arg;
-    json_int_t limit = 100;
-    json_t *jl = json_object_get(req, "limit");
-    if (jl != NULL) {
-        if (!json_is_integer(jl) || json_integer_value(jl) < 1 || json_integer_value(jl) > 10000) {
-            error_set(err, "limit", "limit must be an integer from 1 to 10000");
-            return NULL;
-        }
-        limit = json_integer_value(jl);
-    }
-    const char *cursor = NULL;
-    json_t *jc = json_object_get(req, "cursor");
-    if (jc != NULL && !json_is_null(jc)) {
-        cursor = json_string_value(jc);
-        if (cursor == NULL) {
-            error_set(err, "cursor", "cursor must be a queue id");
-            return NULL;
-        }
-    }
-    return deliver_queue_list(m->deliver, (size_t)limit, cursor);
+    return moatd_status(arg);
 }
 
-static json_t *ctl_queue_show(void *arg, json_t *req, struct error *err)
+/* moatd_auth_config - the auth module's settings */
+static struct auth_config moatd_auth_config(const struct moatd *m)
 {
-    struct moatd *m = arg;
-    const char *id = ctl_get_id(req, err);
-    if (id == NULL)
-        return NULL;
-    json_t *r = deliver_queue_show(m->deliver, id);
-    if (r == NULL)
-        error_set(err, "id", "no message %s in the queue", id);
-    return r;
+    return (struct auth_config){
+        .state_dir = m->settings.state_dir,
+        .session_lifetime = m->settings.session_lifetime,
+        .session_idle_timeout = m->settings.session_idle_timeout,
+        .login_max_failures = (int)m->settings.login_max_failures,
+        .login_failure_window = m->settings.login_failure_window,
+    };
 }
 
-static json_t *ctl_queue_retry(void *arg, json_t *req, struct error *err)
+/* moatd_init_admin - --init-admin NAME --token-file FILE: the first
+ * administrator and an admin API token in FILE (0600), then exit */
+static int moatd_init_admin(struct moatd *m, const char *name, const char *token_file)
 {
-    struct moatd *m = arg;
-    const char *id = NULL;
-    if (!json_is_true(json_object_get(req, "all"))) {
-        id = ctl_get_id(req, err);
-        if (id == NULL)
-            return NULL;
+    struct error err = {0};
+    struct auth_config acfg = moatd_auth_config(m);
+    struct store *st = store_open(m->settings.database, &err);
+    if (st == NULL) {
+        fprintf(stderr, "moatd: %s\n", err.msg);
+        return 1;
     }
-    int n = deliver_queue_retry(m->deliver, id);
-    if (id != NULL && n == 0) {
-        error_set(err, "id", "no message %s in the queue", id);
-        return NULL;
-    }
-    log_info("event=queue_retry id=%s count=%d", id ? id : "all", n);
-    return json_pack("{s:i}", "scheduled", n);
+    struct auth *a = auth_create(&acfg, &err);
+    int rc = 1;
+    if (a == NULL)
+        fprintf(stderr, "moatd: %s\n", err.msg);
+    else if (auth_init_admin(a, st, name, token_file, &err) < 0)
+        fprintf(stderr, "moatd: --init-admin: %s\n", err.msg);
+    else
+        rc = 0;
+    auth_free(a);
+    store_close(st);
+    return rc;
 }
 
-static json_t *ctl_queue_delete(void *arg, json_t *req, struct error *err)
+/* moatd_first_start - on a store without accounts, create "admin" with a
+ * one-time password printed to the terminal and written to
+ * STATE/initial-admin-password (0600).  Runs before moatd detaches, so the
+ * password never lands in the log file. */
+static int moatd_first_start(struct moatd *m)
 {
-    struct moatd *m = arg;
-    const char *id = ctl_get_id(req, err);
-    if (id == NULL)
-        return NULL;
-    int n = deliver_queue_delete(m->deliver, id);
-    if (n == 0) {
-        error_set(err, "id", "no message %s in the queue", id);
-        return NULL;
-    }
-    log_info("qid=%s event=queue_delete by=admin", id);
-    return json_pack("{s:i}", "deleted", n);
-}
-
-static json_t *ctl_config_reload(void *arg, json_t *req, struct error *err)
-{
-    struct moatd *m = arg;
-    if (moatd_reload_snapshot(m, err) < 0)
-        return NULL;
-    return json_pack("{s:i}", "domains", (int)store_snapshot_count(m->snapshot));
-}
-
-static const struct control_command moatd_commands[] = {
-    { "status", ctl_status },
-    { "queue.list", ctl_queue_list },
-    { "queue.show", ctl_queue_show },
-    { "queue.retry", ctl_queue_retry },
-    { "queue.delete", ctl_queue_delete },
-    { "config.reload", ctl_config_reload },
-    { NULL, NULL },
-};
-
-/* --- HTTP: health only; the admin API arrives with its own issue --- */
-
-static enum MHD_Result moatd_http_handler(void *cls, struct MHD_Connection *conn, const char *url,
-                                          const char *method, const char *version,
-                                          const char *upload_data, size_t *upload_size, void **state)
-{
-    static const char ok[] = "{\"status\":\"ok\",\"version\":\"" MOAT_VERSION "\"}\n";
-    static const char nf[] = "{\"error\":{\"code\":\"not_found\",\"message\":\"no such resource\"}}\n";
-    static const char na[] = "{\"error\":{\"code\":\"method_not_allowed\",\"message\":\"only GET is allowed here\"}}\n";
-    const char *body = ok;
-    unsigned status = MHD_HTTP_OK;
-    if (strcmp(url, "/api/v1/health") != 0) {
-        body = nf;
-        status = MHD_HTTP_NOT_FOUND;
-    } else if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
-        body = na;
-        status = MHD_HTTP_METHOD_NOT_ALLOWED;
-    }
-    struct MHD_Response *r = MHD_create_response_from_buffer(strlen(body), (void *)body,
-                                                             MHD_RESPMEM_PERSISTENT);
-    MHD_add_response_header(r, "Content-Type", "application/json");
-    enum MHD_Result ret = MHD_queue_response(conn, status, r);
-    MHD_destroy_response(r);
-    return ret;
-}
-
-/* moatd_http_start - one HTTP listener (first http_listen address) */
-static int moatd_http_start(struct moatd *m, struct error *err)
-{
-    if (m->settings.n_http_listen == 0)
-        return 0;
-    char *host = NULL;
-    int port = 0;
-    if (settings_parse_hostport(m->settings.http_listen[0], &host, &port) < 0) {
-        error_set(err, "http_listen", "bad address %s", m->settings.http_listen[0]);
+    struct error err = {0};
+    struct auth_config acfg = moatd_auth_config(m);
+    struct store *st = store_open(m->settings.database, &err);
+    if (st == NULL) {
+        fprintf(stderr, "moatd: %s\n", err.msg);
         return -1;
     }
-    struct sockaddr_storage ss;
-    memset(&ss, 0, sizeof ss);
-    int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
-    socklen_t sl;
-    if (strchr(host, ':') != NULL) {
-        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
-        s6->sin6_family = AF_INET6;
-        s6->sin6_port = htons((uint16_t)port);
-        if (inet_pton(AF_INET6, host, &s6->sin6_addr) != 1)
-            goto bad;
-        sl = sizeof *s6;
-        flags |= MHD_USE_IPv6;
-    } else {
-        struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
-        s4->sin_family = AF_INET;
-        s4->sin_port = htons((uint16_t)port);
-        if (inet_pton(AF_INET, host, &s4->sin_addr) != 1)
-            goto bad;
-        sl = sizeof *s4;
-    }
-    (void)sl;
-    m->http = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, moatd_http_handler, m,
-                               MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-                               MHD_OPTION_CONNECTION_LIMIT, 256u,
-                               MHD_OPTION_CONNECTION_TIMEOUT, 30u,
-                               MHD_OPTION_END);
-    if (m->http == NULL) {
-        error_set(err, "http_listen", "cannot listen on %s: %s", m->settings.http_listen[0],
-                  strerror(errno));
-        free(host);
-        return -1;
-    }
-    free(host);
-    return 0;
-bad:
-    error_set(err, "http_listen", "%s is not an IP address", host);
-    free(host);
-    return -1;
+    struct auth *a = auth_create(&acfg, &err);
+    int rc = -1;
+    if (a == NULL)
+        fprintf(stderr, "moatd: %s\n", err.msg);
+    else if (auth_first_start(a, st, m->settings.state_dir, &err) < 0)
+        fprintf(stderr, "moatd: first start: %s\n", err.msg);
+    else
+        rc = 0;
+    auth_free(a);
+    store_close(st);
+    return rc;
+}
+
+static void moatd_list_routes(void)
+{
+    for (size_t i = 0; i < api_routes_count; i++)
+        printf("%s %s %s\n", api_routes[i].method, api_routes[i].pattern,
+               auth_perm_name(api_routes[i].perm));
 }
 
 /* --- signals and shutdown --- */
@@ -461,13 +366,19 @@ static void usage(FILE *out)
         "  --foreground           stay in the foreground, log to stderr\n"
         "  --check-config         validate the settings, print them, and exit\n"
         "  --settings-reference   print the settings reference (Markdown) and exit\n"
-        "  --version              print the version and exit\n");
+        "  --version              print the version and exit\n"
+        "  --init-admin NAME --token-file FILE\n"
+        "                         create the first administrator, write an API token to\n"
+        "                         FILE (mode 0600), print the one-time password, and exit\n"
+        "  --list-routes          print every API route (METHOD PATTERN PERMISSION) and exit\n");
 }
 
 /* moatd_parse_args - settings file first, then command-line overrides in order */
-static int moatd_parse_args(struct moatd *m, int argc, char **argv, bool *foreground, bool *check)
+static int moatd_parse_args(struct moatd *m, int argc, char **argv, bool *foreground, bool *check,
+                            const char **init_admin, const char **token_file)
 {
-    enum { O_CONFIG = 256, O_STATE, O_SMTP, O_HTTP, O_RESOLVER, O_FG, O_CHECK, O_VERSION, O_REF, O_HELP };
+    enum { O_CONFIG = 256, O_STATE, O_SMTP, O_HTTP, O_RESOLVER, O_FG, O_CHECK, O_VERSION, O_REF, O_HELP,
+           O_INIT_ADMIN, O_TOKEN_FILE, O_LIST_ROUTES };
     static const struct option opts[] = {
         { "config", required_argument, NULL, O_CONFIG },
         { "state-dir", required_argument, NULL, O_STATE },
@@ -479,6 +390,9 @@ static int moatd_parse_args(struct moatd *m, int argc, char **argv, bool *foregr
         { "version", no_argument, NULL, O_VERSION },
         { "settings-reference", no_argument, NULL, O_REF },
         { "help", no_argument, NULL, O_HELP },
+        { "init-admin", required_argument, NULL, O_INIT_ADMIN },
+        { "token-file", required_argument, NULL, O_TOKEN_FILE },
+        { "list-routes", no_argument, NULL, O_LIST_ROUTES },
         { NULL, 0, NULL, 0 },
     };
     struct error err = {0};
@@ -537,6 +451,9 @@ static int moatd_parse_args(struct moatd *m, int argc, char **argv, bool *foregr
         case O_VERSION: printf("moatd %s\n", MOAT_VERSION); exit(0);
         case O_REF: settings_write_reference(stdout); exit(0);
         case O_HELP: usage(stdout); exit(0);
+        case O_INIT_ADMIN: *init_admin = optarg; continue;
+        case O_TOKEN_FILE: *token_file = optarg; continue;
+        case O_LIST_ROUTES: moatd_list_routes(); exit(0);
         case 'o': {
             const char *eq = strchr(optarg, '=');
             if (eq == NULL) {
@@ -620,7 +537,8 @@ int main(int argc, char **argv)
     memset(&m, 0, sizeof m);
     m.lock_fd = -1;
     bool foreground = false, check = false;
-    moatd_parse_args(&m, argc, argv, &foreground, &check);
+    const char *init_admin = NULL, *token_file = NULL;
+    moatd_parse_args(&m, argc, argv, &foreground, &check, &init_admin, &token_file);
     enum log_level lvl;
     if (log_parse_level(m.settings.log_level, &lvl) == 0)
         log_set_level(lvl);
@@ -636,6 +554,17 @@ int main(int argc, char **argv)
                 strerror(errno));
         return 1;
     }
+    if (init_admin != NULL || token_file != NULL) {
+        if (init_admin == NULL || token_file == NULL) {
+            fprintf(stderr, "moatd: --init-admin and --token-file go together\n");
+            return 2;
+        }
+        int rc = moatd_init_admin(&m, init_admin, token_file);
+        settings_free(&m.settings);
+        return rc;
+    }
+    if (moatd_first_start(&m) < 0)
+        return 1;
     if (!foreground)
         moatd_daemonize(&m);
     signal(SIGPIPE, SIG_IGN);
@@ -683,18 +612,24 @@ int main(int argc, char **argv)
     m.smtp = smtp_server_create(&scfg, &err);
     if (m.smtp == NULL)
         die("smtp_listen", &err);
-    if (moatd_http_start(&m, &err) < 0)
-        die("http_listen", &err);
+    struct auth_config acfg = moatd_auth_config(&m);
+    m.auth = auth_create(&acfg, &err);
+    if (m.auth == NULL)
+        die("auth", &err);
+    /* first start: the initial administrator's one-time password (stderr and
+     * STATE/initial-admin-password) */
+    m.api_cfg = (struct api_config){
+        .base = m.base, .settings = &m.settings, .auth = m.auth, .spool = m.spool,
+        .reload_config = moatd_api_reload, .reload_arg = &m,
+        .status_json = moatd_api_status, .status_arg = &m,
+    };
+    if (m.settings.n_http_listen > 0) {
+        m.api = api_server_create(&m.api_cfg, &err);   /* binds before the drop */
+        if (m.api == NULL)
+            die("http_listen", &err);
+    }
     if (moatd_drop_privileges(&m, &err) < 0)
         die("privileges", &err);
-
-    m.socket_path = xasprintf("%s/moatd.sock", m.settings.state_dir);
-    struct control_config ccfg = {
-        .base = m.base, .socket_path = m.socket_path, .commands = moatd_commands, .arg = &m,
-    };
-    m.control = control_create(&ccfg, &err);
-    if (m.control == NULL)
-        die("control", &err);
 
     struct deliver_config dcfg = {
         .base = m.base, .settings = &m.settings, .spool = m.spool, .dns = m.dns,
@@ -704,6 +639,9 @@ int main(int argc, char **argv)
     if (m.deliver == NULL)
         die("deliver", &err);
     deliver_start(m.deliver);
+    m.api_cfg.deliver = m.deliver;
+    if (m.api != NULL && api_server_start(m.api, &err) < 0)
+        die("http_listen", &err);
 
     m.ev_term = evsignal_new(m.base, SIGTERM, moatd_on_signal, &m);
     m.ev_int = evsignal_new(m.base, SIGINT, moatd_on_signal, &m);
@@ -734,11 +672,8 @@ int main(int argc, char **argv)
     event_free(m.ev_term);
     event_free(m.ev_int);
     event_free(m.ev_hup);
-    control_free(m.control);
-    unlink(m.socket_path);
-    free(m.socket_path);
-    if (m.http)
-        MHD_stop_daemon(m.http);
+    api_server_free(m.api);   /* before deliver: handlers reach it through the loop */
+    auth_free(m.auth);
     deliver_free(m.deliver);
     smtp_server_free(m.smtp);
     spool_close(m.spool);

@@ -41,6 +41,9 @@ struct api_config {
     /* reload the routing snapshot; runs on the loop (moatd supplies it) */
     int (*reload_config)(void *arg, struct error *err);
     void *reload_arg;
+    /* the daemon's counters as JSON (GET /api/v1/status); runs on the loop */
+    json_t *(*status_json)(void *arg);
+    void *status_arg;
 };
 
 #define API_MAX_PATH_PARAMS 4
@@ -53,6 +56,7 @@ struct api_request {
     json_t *body;                     /* parsed JSON object, or NULL when no body */
     const struct auth_principal *who;
     const char *client_ip;
+    bool https;                       /* the connection is TLS: cookies get Secure */
     struct store *store;              /* this worker thread's handle */
     const struct api_config *cfg;
     void *conn;                       /* private: the MHD connection (query arguments) */
@@ -89,7 +93,9 @@ void api_audit(const struct api_request *req, const char *action, const char *ta
 
 /* the server: create binds every settings->http_listen address (before the
  * privilege drop; refuses plain HTTP on a non-loopback address unless
- * http_allow_plain is set); start begins serving (after it) */
+ * http_allow_plain is set); start begins serving (after it).  cfg must stay
+ * valid until api_server_start, which copies it again (so deliver and spool,
+ * created after the drop, may be filled in between). */
 struct api_server *api_server_create(const struct api_config *cfg, struct error *err);
 int api_server_start(struct api_server *s, struct error *err);
 void api_server_free(struct api_server *s);

@@ -127,13 +127,31 @@ int auth_totp_enroll(struct auth *a, struct store *st, int64_t account_id, char 
 int auth_totp_confirm(struct auth *a, struct store *st, int64_t account_id, const char *code,
                       struct error *err);
 int auth_totp_disable(struct auth *a, struct store *st, int64_t account_id, struct error *err);
+/* auth_totp_verify - a code for the account's active second factor (and
+ * not reused); 0 = ok, -1 with err->field "code" */
+int auth_totp_verify(struct auth *a, struct store *st, int64_t account_id, const char *code,
+                     struct error *err);
 /* auth_totp_code - the code for secret at unix time t (tests and RFC 6238 vectors) */
 int auth_totp_code(const unsigned char *secret, size_t len, int64_t t, int digits, char out[16]);
 
 /* --- audit: who, when, from where, what; before/after with secrets redacted --- */
 /* auth_audit - append one entry; before/after may be NULL; they are copied and
- * every member named password, secret, token, totp* or *_hash is replaced by "[redacted]" */
+ * every member named password, secret, token, csrf, totp* or *_hash (also
+ * *_password, *_secret, *_token, csrf*), at any depth, is replaced by "[redacted]" */
 int auth_audit(struct store *st, const struct auth_principal *who, const char *client_ip,
                const char *action, const char *target, json_t *before, json_t *after);
+
+/* --- bootstrap (moatd) --- */
+/* auth_init_admin - `moatd --init-admin NAME --token-file FILE`: on a store
+ * without any account, create administrator NAME (random password that must
+ * be changed, never printed) and write an admin-scoped API token to FILE
+ * (created 0600, O_EXCL, fsync).  Refused when any account exists. */
+int auth_init_admin(struct auth *a, struct store *st, const char *name, const char *token_file,
+                    struct error *err);
+/* auth_first_start - when no account exists: create "admin" with a one-time
+ * password (changed at first sign-in), write it to STATE/initial-admin-password
+ * (0600) and print it once to stderr (never to the log).  0 also when
+ * accounts exist (nothing to do). */
+int auth_first_start(struct auth *a, struct store *st, const char *state_dir, struct error *err);
 
 #endif

@@ -1,7 +1,8 @@
 /*
  * cli.h - private to the moat command-line client: the command table row,
- * the per-invocation context handed to every handler, and the output helpers
- * (aligned tables, terminal-safe strings, errors with the command's name).
+ * the per-invocation context handed to every handler, the HTTP API client
+ * (cli_http.c) and the output helpers (aligned tables, terminal-safe
+ * strings, errors with the command's name).
  *
  * Adding a command: write a handler in the file of its noun and add one row
  * to cli_commands[] in moat.c.
@@ -13,7 +14,6 @@
 #include <stdio.h>
 #include <jansson.h>
 #include "core/core.h"
-#include "core/settings.h"
 
 #define CLI_MAX_OPTIONS 8
 #define CLI_MAX_ARGS 16
@@ -49,8 +49,9 @@ struct cli_ctx {
     const char *opt_value[CLI_MAX_OPTIONS];   /* by index into cmd->options */
     bool opt_set[CLI_MAX_OPTIONS];
     bool json;                                /* --json: machine output */
-    struct moat_settings settings;            /* finished: paths derived */
-    char *socket_path;                        /* STATE/moatd.sock */
+    char *url;                                /* API base, "http://127.0.0.1:8025" */
+    char *token;                              /* API token, NULL when none */
+    char *config_path;                        /* ~/.config/moat/cli.conf */
 };
 
 /* cli_opt - the value of option name (NULL if absent); cli_flag - was it given */
@@ -83,10 +84,29 @@ void cli_table_add(struct cli_table *t, const char *const *cells);
 void cli_table_print(struct cli_table *t, FILE *out);
 void cli_table_free(struct cli_table *t);
 
-/* control socket: the answer's result, or NULL with the message printed */
-json_t *cli_control(struct cli_ctx *ctx, json_t *req);
-/* cli_notify_reload - tell a running moatd to reload its configuration */
-void cli_notify_reload(struct cli_ctx *ctx);
+/* --- the HTTP API (cli_http.c) --- */
+
+/* a sign-in session, for `moat login` (cookie + CSRF instead of a token) */
+struct cli_session {
+    char cookie[300];        /* "moat_session=..." */
+    char csrf[80];
+};
+
+/* cli_api - one request to the API: body (consumed, may be NULL) as JSON;
+ * the answer (json null for 204), or NULL after printing the API's message.
+ * *status gets the HTTP status when not NULL.  session NULL: the token. */
+json_t *cli_api(struct cli_ctx *ctx, const char *method, const char *path, json_t *body,
+                const struct cli_session *session, long *status);
+/* cli_api_login - POST /api/v1/auth/login; fills session from Set-Cookie and csrf_token */
+json_t *cli_api_login(struct cli_ctx *ctx, json_t *body, struct cli_session *session);
+/* cli_escape - a path segment or query value, percent-encoded (caller frees) */
+char *cli_escape(const char *s);
+/* cli_api_all - every item of a paged list (following next_cursor), or NULL */
+json_t *cli_api_all(struct cli_ctx *ctx, const char *path);
+/* cli_config_load - url and token: --url, then MOAT_URL/MOAT_TOKEN, then cli.conf */
+int cli_config_load(struct cli_ctx *ctx, const char *url_opt);
+/* cli_config_write - write url and token to cli.conf (0600) */
+int cli_config_write(struct cli_ctx *ctx, const char *url, const char *token);
 
 /* handlers */
 int cli_domain_add(struct cli_ctx *ctx);
@@ -99,5 +119,14 @@ int cli_queue_show(struct cli_ctx *ctx);
 int cli_queue_retry(struct cli_ctx *ctx);
 int cli_queue_delete(struct cli_ctx *ctx);
 int cli_status(struct cli_ctx *ctx);
+int cli_login(struct cli_ctx *ctx);
+int cli_account_list(struct cli_ctx *ctx);
+int cli_account_add(struct cli_ctx *ctx);
+int cli_account_remove(struct cli_ctx *ctx);
+int cli_account_role(struct cli_ctx *ctx);
+int cli_token_list(struct cli_ctx *ctx);
+int cli_token_create(struct cli_ctx *ctx);
+int cli_token_revoke(struct cli_ctx *ctx);
+int cli_audit(struct cli_ctx *ctx);
 
 #endif

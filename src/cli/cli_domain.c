@@ -1,147 +1,108 @@
 /*
  * cli_domain.c - `moat domain ...` and `moat route ...`: internal domains and
- * their delivery routes, read and written through the store directly so they
- * work whether or not moatd runs; a running moatd is then asked to reload.
+ * their delivery routes, through the API (/api/v1/domains, .../route).  The
+ * daemon applies a change at once and records it in the audit log.
  */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <arpa/inet.h>
-#include "store/store.h"
 #include "cli.h"
 
-/* open_store - the store of the state directory, or NULL after printing why */
-static struct store *open_store(struct cli_ctx *ctx)
+static const char *jstr(json_t *o, const char *key)
 {
-    struct error err;
-    struct stat sb;
-    const char *dir = ctx->settings.state_dir;
-
-    if (stat(dir, &sb) < 0 || !S_ISDIR(sb.st_mode)) {
-        cli_fail(ctx, "state directory %s %s; give the right one with --state-dir or "
-                 "MOAT_STATE_DIR", dir, errno == ENOENT ? "does not exist" : "is not usable");
-        return NULL;
-    }
-    struct store *st = store_open(ctx->settings.database, &err);
-    if (st == NULL)
-        cli_fail(ctx, "%s", err.msg);
-    return st;
+    return json_string_value(json_object_get(o, key));
 }
 
-/* display_domain - the name as the store keeps it: lower case, no trailing dot */
-static char *display_domain(const char *name)
+/* domain_path - "/api/v1/domains/NAME[suffix]" with NAME escaped */
+static char *domain_path(const char *name, const char *suffix)
 {
-    char *d = cli_safe(name);
-    str_lower(d);
-    size_t n = strlen(d);
-    if (n > 1 && d[n - 1] == '.')
-        d[n - 1] = '\0';
-    return d;
+    char *e = cli_escape(name);
+    char *p = xasprintf("/api/v1/domains/%s%s", e, suffix);
+    free(e);
+    return p;
 }
 
-static json_t *route_json(const struct store_route *r)
+static void print_route_line(const char *dom, json_t *route)
 {
-    if (r->host == NULL)
-        return json_null();
-    return json_pack("{s:s, s:i, s:s}", "host", r->host, "port", r->port,
-                     "tls", store_tls_mode_name(r->tls));
-}
-
-static json_t *domain_json(const struct store_domain *d)
-{
-    return json_pack("{s:s, s:b, s:I, s:o}", "name", d->name, "verified", d->verified,
-                     "created", (json_int_t)d->created, "route", route_json(&d->route));
+    char hp[300];
+    json_t *port = json_object_get(route, "port");
+    cli_format_hostport(hp, sizeof hp, jstr(route, "host"),
+                        json_is_integer(port) ? (int)json_integer_value(port) : 25);
+    char *d = cli_safe(dom), *t = cli_safe(jstr(route, "tls"));
+    printf("%s -> %s (tls %s)\n", d, hp, t);
+    free(d);
+    free(t);
 }
 
 int cli_domain_add(struct cli_ctx *ctx)
 {
-    struct error err;
-    struct store *st = open_store(ctx);
-    if (st == NULL)
+    json_t *r = cli_api(ctx, "POST", "/api/v1/domains",
+                        json_pack("{s:s}", "name", ctx->args[0]), NULL, NULL);
+    if (r == NULL)
         return CLI_FAIL;
-    int rc = store_domain_add(st, ctx->args[0], &err);
-    if (rc < 0) {
-        store_close(st);
-        return cli_fail(ctx, "%s", err.msg);
+    if (ctx->json) {
+        cli_print_json(r);
+        return CLI_OK;
     }
-    /* read back what was stored: the name is normalised */
-    struct store_domain *d = NULL;
-    size_t n = 0;
-    char *norm = display_domain(ctx->args[0]);
-    if (store_domain_list(st, &d, &n, &err) == 0) {
-        for (size_t i = 0; i < n; i++) {
-            if (strcmp(d[i].name, norm) != 0)
-                continue;
-            if (ctx->json)
-                cli_print_json(domain_json(&d[i]));
-            else
-                printf("added domain %s; set where its mail goes with: moat route set %s HOST\n",
-                       d[i].name, d[i].name);
-        }
-        store_domains_free(d, n);
-    }
-    free(norm);
-    store_close(st);
-    cli_notify_reload(ctx);
+    char *n = cli_safe(jstr(r, "name"));
+    printf("added domain %s; set where its mail goes with: moat route set %s HOST\n", n, n);
+    free(n);
+    json_decref(r);
     return CLI_OK;
 }
 
 int cli_domain_remove(struct cli_ctx *ctx)
 {
-    struct error err;
-    struct store *st = open_store(ctx);
-    if (st == NULL)
+    char *p = domain_path(ctx->args[0], "");
+    json_t *r = cli_api(ctx, "DELETE", p, NULL, NULL, NULL);
+    free(p);
+    if (r == NULL)
         return CLI_FAIL;
-    int rc = store_domain_remove(st, ctx->args[0], &err);
-    store_close(st);
-    if (rc < 0)
-        return cli_fail(ctx, "%s", err.msg);
-    char *name = display_domain(ctx->args[0]);
+    json_decref(r);
+    char *name = cli_safe(ctx->args[0]);
+    str_lower(name);
     if (ctx->json)
         cli_print_json(json_pack("{s:s, s:b}", "name", name, "removed", 1));
     else
         printf("removed domain %s\n", name);
     free(name);
-    cli_notify_reload(ctx);
     return CLI_OK;
 }
 
 int cli_domain_list(struct cli_ctx *ctx)
 {
-    struct error err;
-    struct store_domain *d = NULL;
-    size_t n = 0;
-    struct store *st = open_store(ctx);
-    if (st == NULL)
+    json_t *all = cli_api_all(ctx, "/api/v1/domains");
+    if (all == NULL)
         return CLI_FAIL;
-    int rc = store_domain_list(st, &d, &n, &err);
-    store_close(st);
-    if (rc < 0)
-        return cli_fail(ctx, "%s", err.msg);
     if (ctx->json) {
-        json_t *arr = json_array();
-        for (size_t i = 0; i < n; i++)
-            json_array_append_new(arr, domain_json(&d[i]));
-        cli_print_json(arr);
-    } else if (n == 0) {
-        printf("no domains; add one with: moat domain add example.com\n");
-    } else {
-        static const char *const hdr[] = { "DOMAIN", "STATUS", "ROUTE", "TLS", "ADDED" };
-        struct cli_table *t = cli_table_new(5, hdr);
-        for (size_t i = 0; i < n; i++) {
-            char route[300], added[32];
-            cli_format_hostport(route, sizeof route, d[i].route.host, d[i].route.port);
-            cli_format_time(added, sizeof added, d[i].created);
-            const char *row[] = { d[i].name, d[i].verified ? "verified" : "pending", route,
-                                  d[i].route.host ? store_tls_mode_name(d[i].route.tls) : "-",
-                                  added };
-            cli_table_add(t, row);
-        }
-        cli_table_print(t, stdout);
-        cli_table_free(t);
+        cli_print_json(all);
+        return CLI_OK;
     }
-    store_domains_free(d, n);
+    if (json_array_size(all) == 0) {
+        printf("no domains; add one with: moat domain add example.com\n");
+        json_decref(all);
+        return CLI_OK;
+    }
+    static const char *const hdr[] = { "DOMAIN", "STATUS", "ROUTE", "TLS", "ADDED" };
+    struct cli_table *t = cli_table_new(5, hdr);
+    size_t i;
+    json_t *d;
+    json_array_foreach(all, i, d) {
+        char route[300], added[32];
+        json_t *r = json_object_get(d, "route");
+        json_t *port = json_object_get(r, "port");
+        cli_format_hostport(route, sizeof route, jstr(r, "host"),
+                            json_is_integer(port) ? (int)json_integer_value(port) : 25);
+        cli_format_time(added, sizeof added, json_integer_value(json_object_get(d, "created")));
+        const char *row[] = { jstr(d, "name"),
+                              json_is_true(json_object_get(d, "verified")) ? "verified" : "pending",
+                              route, jstr(r, "host") ? jstr(r, "tls") : "-", added };
+        cli_table_add(t, row);
+    }
+    cli_table_print(t, stdout);
+    cli_table_free(t);
+    json_decref(all);
     return CLI_OK;
 }
 
@@ -195,110 +156,98 @@ static int parse_host_port(const char *s, char **host, int *port, const char **w
 
 int cli_route_set(struct cli_ctx *ctx)
 {
-    struct error err;
-    struct store_route r = { 0 }, old = { 0 };
+    char *host = NULL;
+    int port;
     const char *why = NULL;
     const char *tls = cli_opt(ctx, "tls");
 
-    if (parse_host_port(ctx->args[1], &r.host, &r.port, &why) < 0) {
+    if (parse_host_port(ctx->args[1], &host, &port, &why) < 0) {
         char *safe = cli_safe(ctx->args[1]);
         int rc = cli_usage_error(ctx, "\"%s\": %s", safe, why);
         free(safe);
         return rc;
     }
-    if (tls != NULL && store_tls_mode_parse(tls, &r.tls) < 0) {
-        free(r.host);
-        return cli_usage_error(ctx, "--tls must be opportunistic, relaxed or strict");
-    }
-    struct store *st = open_store(ctx);
-    if (st == NULL) {
-        free(r.host);
+    json_t *body = json_pack("{s:s, s:i}", "host", host, "port", port);
+    free(host);
+    if (tls != NULL)
+        json_object_set_new(body, "tls", json_string(tls));
+    char *p = domain_path(ctx->args[0], "/route");
+    json_t *r = cli_api(ctx, "PUT", p, body, NULL, NULL);
+    free(p);
+    if (r == NULL)
         return CLI_FAIL;
-    }
-    /* changing the host must not silently weaken a strict route */
-    if (tls == NULL) {
-        if (store_route_get(st, ctx->args[0], &old, &err) == 0 && old.host != NULL)
-            r.tls = old.tls;
-        store_route_clear(&old);
-    }
-    int rc = store_route_set(st, ctx->args[0], &r, &err);
-    if (rc == 0)
-        rc = store_route_get(st, ctx->args[0], &old, &err);
-    store_close(st);
-    free(r.host);
-    if (rc < 0) {
-        store_route_clear(&old);
-        return cli_fail(ctx, "%s", err.msg);
-    }
-    char *dom = display_domain(ctx->args[0]);
+    char *dom = cli_safe(ctx->args[0]);
+    str_lower(dom);
     if (ctx->json) {
-        cli_print_json(json_pack("{s:s, s:o}", "domain", dom, "route", route_json(&old)));
+        cli_print_json(json_pack("{s:s, s:o}", "domain", dom, "route", r));
     } else {
         char hp[300];
-        cli_format_hostport(hp, sizeof hp, old.host, old.port);
-        printf("mail for %s is delivered to %s (tls %s)\n", dom, hp,
-               store_tls_mode_name(old.tls));
+        cli_format_hostport(hp, sizeof hp, jstr(r, "host"),
+                            (int)json_integer_value(json_object_get(r, "port")));
+        char *t = cli_safe(jstr(r, "tls"));
+        printf("mail for %s is delivered to %s (tls %s)\n", dom, hp, t);
+        free(t);
+        json_decref(r);
     }
     free(dom);
-    store_route_clear(&old);
-    cli_notify_reload(ctx);
     return CLI_OK;
 }
 
 int cli_route_show(struct cli_ctx *ctx)
 {
-    struct error err;
-    struct store_domain *d = NULL;
-    size_t n = 0;
-    struct store *st = open_store(ctx);
-    if (st == NULL)
-        return CLI_FAIL;
-
     if (ctx->n_args == 1) {
-        struct store_route r;
-        int rc = store_route_get(st, ctx->args[0], &r, &err);
-        store_close(st);
-        if (rc < 0)
-            return cli_fail(ctx, "%s", err.msg);
-        char *dom = display_domain(ctx->args[0]);
+        char *p = domain_path(ctx->args[0], "");
+        json_t *d = cli_api(ctx, "GET", p, NULL, NULL, NULL);
+        free(p);
+        if (d == NULL)
+            return CLI_FAIL;
+        json_t *route = json_object_get(d, "route");
+        const char *name = jstr(d, "name") ? jstr(d, "name") : ctx->args[0];
         if (ctx->json) {
-            cli_print_json(json_pack("{s:s, s:o}", "domain", dom, "route", route_json(&r)));
-        } else if (r.host == NULL) {
-            printf("%s has no route; set one with: moat route set %s HOST\n", dom, dom);
+            cli_print_json(json_pack("{s:s, s:O}", "domain", name, "route", route));
+        } else if (!json_is_object(route)) {
+            char *n = cli_safe(name);
+            printf("%s has no route; set one with: moat route set %s HOST\n", n, n);
+            free(n);
         } else {
-            char hp[300];
-            cli_format_hostport(hp, sizeof hp, r.host, r.port);
-            printf("%s -> %s (tls %s)\n", dom, hp, store_tls_mode_name(r.tls));
+            print_route_line(name, route);
         }
-        free(dom);
-        store_route_clear(&r);
+        json_decref(d);
         return CLI_OK;
     }
-    int rc = store_domain_list(st, &d, &n, &err);
-    store_close(st);
-    if (rc < 0)
-        return cli_fail(ctx, "%s", err.msg);
+    json_t *all = cli_api_all(ctx, "/api/v1/domains");
+    if (all == NULL)
+        return CLI_FAIL;
+    size_t i;
+    json_t *d;
     if (ctx->json) {
         json_t *arr = json_array();
-        for (size_t i = 0; i < n; i++)
-            json_array_append_new(arr, json_pack("{s:s, s:o}", "domain", d[i].name,
-                                                 "route", route_json(&d[i].route)));
+        json_array_foreach(all, i, d)
+            json_array_append_new(arr, json_pack("{s:s?, s:O}", "domain", jstr(d, "name"),
+                                                 "route", json_object_get(d, "route")));
+        json_decref(all);
         cli_print_json(arr);
-    } else if (n == 0) {
-        printf("no domains; add one with: moat domain add example.com\n");
-    } else {
-        static const char *const hdr[] = { "DOMAIN", "ROUTE", "TLS" };
-        struct cli_table *t = cli_table_new(3, hdr);
-        for (size_t i = 0; i < n; i++) {
-            char hp[300];
-            cli_format_hostport(hp, sizeof hp, d[i].route.host, d[i].route.port);
-            const char *row[] = { d[i].name, d[i].route.host ? hp : "(none)",
-                                  d[i].route.host ? store_tls_mode_name(d[i].route.tls) : "-" };
-            cli_table_add(t, row);
-        }
-        cli_table_print(t, stdout);
-        cli_table_free(t);
+        return CLI_OK;
     }
-    store_domains_free(d, n);
+    if (json_array_size(all) == 0) {
+        printf("no domains; add one with: moat domain add example.com\n");
+        json_decref(all);
+        return CLI_OK;
+    }
+    static const char *const hdr[] = { "DOMAIN", "ROUTE", "TLS" };
+    struct cli_table *t = cli_table_new(3, hdr);
+    json_array_foreach(all, i, d) {
+        char hp[300];
+        json_t *r = json_object_get(d, "route");
+        json_t *port = json_object_get(r, "port");
+        cli_format_hostport(hp, sizeof hp, jstr(r, "host"),
+                            json_is_integer(port) ? (int)json_integer_value(port) : 25);
+        const char *row[] = { jstr(d, "name"), jstr(r, "host") ? hp : "(none)",
+                              jstr(r, "host") ? jstr(r, "tls") : "-" };
+        cli_table_add(t, row);
+    }
+    cli_table_print(t, stdout);
+    cli_table_free(t);
+    json_decref(all);
     return CLI_OK;
 }

@@ -1,6 +1,6 @@
 /*
  * cli_queue.c - `moat queue ...` and `moat status`: requests to the running
- * moatd over its control socket.  The message objects come from
+ * moatd's API (/api/v1/queue, /api/v1/status).  The message objects come from
  * deliver_queue_list / deliver_queue_show; every field is optional here, so a
  * daemon that omits one (or adds new ones) still prints a sensible table.
  */
@@ -10,7 +10,7 @@
 #include "cli.h"
 
 #define QUEUE_DEFAULT_LIMIT 100
-#define QUEUE_MAX_LIMIT 10000
+#define QUEUE_MAX_LIMIT 1000
 #define QID_MAX 64
 
 /* --- reading optional fields --- */
@@ -105,24 +105,36 @@ int cli_queue_list(struct cli_ctx *ctx)
     }
     if (cursor != NULL && check_qid(ctx, cursor) != CLI_OK)
         return CLI_USAGE;
-    json_t *req = json_pack("{s:s, s:I}", "cmd", "queue.list", "limit", (json_int_t)limit);
-    if (cursor != NULL)
-        json_object_set_new(req, "cursor", json_string(cursor));
-    json_t *res = cli_control(ctx, req);
-    if (res == NULL)
+    char *path;
+    if (cursor != NULL) {
+        char *e = cli_escape(cursor);
+        path = xasprintf("/api/v1/queue?limit=%lld&cursor=%s", (long long)limit, e);
+        free(e);
+    } else {
+        path = xasprintf("/api/v1/queue?limit=%lld", (long long)limit);
+    }
+    json_t *page = cli_api(ctx, "GET", path, NULL, NULL, NULL);
+    free(path);
+    if (page == NULL)
         return CLI_FAIL;
     if (ctx->json) {
-        cli_print_json(res);
+        cli_print_json(page);
         return CLI_OK;
     }
+    json_t *res = json_object_get(page, "items");
     if (!json_is_array(res)) {
-        json_decref(res);
+        json_decref(page);
         return cli_fail(ctx, "moatd sent an unexpected answer (not a list)");
     }
+    json_incref(res);
+    const char *next_cursor = json_string_value(json_object_get(page, "next_cursor"));
+    char *next_page = next_cursor ? cli_safe(next_cursor) : NULL;
+    json_decref(page);
     size_t n = json_array_size(res);
     if (n == 0) {
         printf(cursor ? "no more queued messages\n" : "the queue is empty\n");
         json_decref(res);
+        free(next_page);
         return CLI_OK;
     }
     static const char *const hdr[] = { "QUEUE ID", "RECEIVED", "SIZE", "SENDER", "RECIPIENTS",
@@ -165,12 +177,11 @@ int cli_queue_list(struct cli_ctx *ctx)
     }
     cli_table_print(t, stdout);
     cli_table_free(t);
-    if ((int64_t)n >= limit && last_id != NULL) {
-        char *safe = cli_safe(last_id);
+    (void)last_id;
+    if (next_page != NULL)
         printf("\n%zu messages shown; next page: moat queue list --limit %lld --cursor %s\n", n,
-               (long long)limit, safe);
-        free(safe);
-    }
+               (long long)limit, next_page);
+    free(next_page);
     json_decref(res);
     return CLI_OK;
 }
@@ -187,8 +198,11 @@ int cli_queue_show(struct cli_ctx *ctx)
 {
     if (check_qid(ctx, ctx->args[0]) != CLI_OK)
         return CLI_USAGE;
-    json_t *res = cli_control(ctx, json_pack("{s:s, s:s}", "cmd", "queue.show",
-                                             "id", ctx->args[0]));
+    char *e = cli_escape(ctx->args[0]);
+    char *path = xasprintf("/api/v1/queue/%s", e);
+    free(e);
+    json_t *res = cli_api(ctx, "GET", path, NULL, NULL, NULL);
+    free(path);
     if (res == NULL)
         return CLI_FAIL;
     if (ctx->json) {
@@ -269,7 +283,7 @@ static bool count_of(json_t *res, int64_t *out)
         *out = (int64_t)json_integer_value(res);
         return true;
     }
-    return jint(res, "count", out);
+    return jint(res, "scheduled", out) || jint(res, "count", out);
 }
 
 int cli_queue_retry(struct cli_ctx *ctx)
@@ -279,9 +293,16 @@ int cli_queue_retry(struct cli_ctx *ctx)
         return cli_usage_error(ctx, "give either a queue id or --all");
     if (!all && check_qid(ctx, ctx->args[0]) != CLI_OK)
         return CLI_USAGE;
-    json_t *req = all ? json_pack("{s:s, s:b}", "cmd", "queue.retry", "all", 1)
-                      : json_pack("{s:s, s:s}", "cmd", "queue.retry", "id", ctx->args[0]);
-    json_t *res = cli_control(ctx, req);
+    char *path;
+    if (all) {
+        path = xstrdup("/api/v1/queue/retry");
+    } else {
+        char *e = cli_escape(ctx->args[0]);
+        path = xasprintf("/api/v1/queue/%s/retry", e);
+        free(e);
+    }
+    json_t *res = cli_api(ctx, "POST", path, NULL, NULL, NULL);
+    free(path);
     if (res == NULL)
         return CLI_FAIL;
     int64_t n;
@@ -305,19 +326,20 @@ int cli_queue_delete(struct cli_ctx *ctx)
 {
     if (check_qid(ctx, ctx->args[0]) != CLI_OK)
         return CLI_USAGE;
-    json_t *res = cli_control(ctx, json_pack("{s:s, s:s}", "cmd", "queue.delete",
-                                             "id", ctx->args[0]));
+    char *e = cli_escape(ctx->args[0]);
+    char *path = xasprintf("/api/v1/queue/%s", e);
+    free(e);
+    json_t *res = cli_api(ctx, "DELETE", path, NULL, NULL, NULL);
+    free(path);
     if (res == NULL)
         return CLI_FAIL;
-    int64_t n;
-    bool have = count_of(res, &n);
+    json_decref(res);
     if (ctx->json) {
-        cli_print_json(res);
+        char *id = cli_safe(ctx->args[0]);
+        cli_print_json(json_pack("{s:s, s:i}", "id", id, "deleted", 1));
+        free(id);
         return CLI_OK;
     }
-    json_decref(res);
-    if (have && n == 0)
-        return cli_fail(ctx, "no queued message %s", ctx->args[0]);
     printf("deleted %s (no notice was sent to the sender)\n", ctx->args[0]);
     return CLI_OK;
 }
@@ -350,7 +372,7 @@ static void print_flat(const char *prefix, json_t *o, struct cli_table *t)
 
 int cli_status(struct cli_ctx *ctx)
 {
-    json_t *res = cli_control(ctx, json_pack("{s:s}", "cmd", "status"));
+    json_t *res = cli_api(ctx, "GET", "/api/v1/status", NULL, NULL, NULL);
     if (res == NULL)
         return CLI_FAIL;
     if (ctx->json) {

@@ -2,16 +2,12 @@
  * cli_util.c - output helpers of the moat client: aligned tables, terminal-safe
  * strings (text from the daemon or the store can hold anything a remote SMTP
  * client sent, so control characters never reach the terminal), time and
- * duration formats, JSON output, and the control-socket call.
+ * duration formats, JSON output.
  */
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
-#include "api/control.h"
 #include "cli.h"
-
-#define CLI_CONTROL_TIMEOUT_MS 10000
 
 struct cli_table {
     int ncols;
@@ -136,61 +132,4 @@ void cli_table_free(struct cli_table *t)
         free(t->cells[i]);
     free(t->cells);
     free(t);
-}
-
-/* cli_control - one request to moatd; the result, or NULL after printing why */
-json_t *cli_control(struct cli_ctx *ctx, json_t *req)
-{
-    struct error err;
-    json_t *answer = control_call(ctx->socket_path, req, CLI_CONTROL_TIMEOUT_MS, &err);
-    json_decref(req);
-    if (answer == NULL) {
-        cli_fail(ctx, "%s", err.msg);
-        return NULL;
-    }
-    if (!json_is_true(json_object_get(answer, "ok"))) {
-        json_t *e = json_object_get(answer, "error");
-        const char *msg = json_string_value(json_object_get(e, "message"));
-        const char *code = json_string_value(json_object_get(e, "code"));
-        char *safe = cli_safe(msg ? msg : code ? code : "moatd refused the request");
-        cli_fail(ctx, "%s", safe);
-        free(safe);
-        json_decref(answer);
-        return NULL;
-    }
-    json_t *result = json_object_get(answer, "result");
-    if (result == NULL)
-        result = json_null();
-    else
-        json_incref(result);
-    json_decref(answer);
-    return result;
-}
-
-/* cli_notify_reload - best effort: the daemon also notices store changes on its own */
-void cli_notify_reload(struct cli_ctx *ctx)
-{
-    struct stat sb;
-    struct error err;
-
-    if (stat(ctx->socket_path, &sb) < 0 || !S_ISSOCK(sb.st_mode))
-        return;   /* moatd is not running: it reads the store when it starts */
-    json_t *req = json_pack("{s:s}", "cmd", "config.reload");
-    json_t *answer = control_call(ctx->socket_path, req, 3000, &err);
-    json_decref(req);
-    if (answer == NULL) {
-        /* a stale socket of a stopped moatd is not worth a warning */
-        if (strstr(err.msg, "not running") == NULL)
-            cli_warn("the change is saved, but moatd did not confirm the reload (%s); "
-                     "it picks the change up at its next configuration check", err.msg);
-        return;
-    }
-    if (!json_is_true(json_object_get(answer, "ok"))) {
-        const char *msg = json_string_value(
-            json_object_get(json_object_get(answer, "error"), "message"));
-        char *safe = cli_safe(msg ? msg : "unknown error");
-        cli_warn("the change is saved, but moatd's reload failed: %s", safe);
-        free(safe);
-    }
-    json_decref(answer);
 }

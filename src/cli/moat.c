@@ -2,27 +2,21 @@
  * moat.c - the moat command-line client: global options, the command table,
  * dispatch and help.
  *
- *   moat [--state-dir DIR] [--config FILE] [--json] NOUN [VERB] [ARGS...] [OPTIONS]
+ *   moat [--url URL] [--json] NOUN [VERB] [ARGS...] [OPTIONS]
  *
- * domain and route commands open the store directly (moatd need not run) and
- * then ask a running moatd to reload; queue and status go through the control
- * socket STATE/moatd.sock.  Global options may appear anywhere before "--".
+ * Every command goes through moatd's HTTP API (cli_http.c): the URL and API
+ * token come from --url, $MOAT_URL and $MOAT_TOKEN, or cli.conf, which
+ * `moat login` writes.  Global options may appear anywhere before "--".
  *
- * State directory: --state-dir, else $MOAT_STATE_DIR, else state_dir of the
- * settings file (--config, else $MOAT_CONFIG, else /etc/moat/moat.conf when it
- * exists), else /var/lib/moat.
- *
- * Exit status: 0 success, 1 failure, 2 usage error.
+ * Exit status: 0 success, 1 failure (with the API's message), 2 usage error.
  */
 #include <errno.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
+#include <curl/curl.h>
 #include "cli.h"
-
-#define MOAT_DEFAULT_CONFIG "/etc/moat/moat.conf"
 
 static const struct cli_option route_set_options[] = {
     { "tls", "MODE", "opportunistic (STARTTLS when offered), relaxed (TLS required, "
@@ -32,13 +26,48 @@ static const struct cli_option route_set_options[] = {
 };
 
 static const struct cli_option queue_list_options[] = {
-    { "limit", "N", "at most N messages (1..10000, default 100)" },
+    { "limit", "N", "at most N messages (1..1000, default 100)" },
     { "cursor", "QID", "start after this queue id (the last id of the previous page)" },
     { NULL, NULL, NULL },
 };
 
 static const struct cli_option queue_retry_options[] = {
     { "all", NULL, "retry every queued message now" },
+    { NULL, NULL, NULL },
+};
+
+static const struct cli_option login_options[] = {
+    { "url", "URL", "the API of moatd, e.g. https://moat.example.com:8025 (default: $MOAT_URL, "
+      "else the url of cli.conf, else http://127.0.0.1:8025)" },
+    { "name", "NAME", "the account to sign in as (default: $MOAT_NAME, else asked)" },
+    { "totp", "CODE", "the current code of the account's authenticator app, when it has one" },
+    { NULL, NULL, NULL },
+};
+
+static const struct cli_option account_add_options[] = {
+    { "role", "ROLE", "admin or basic_admin (default basic_admin)" },
+    { "password-stdin", NULL, "read the password from standard input instead of generating "
+      "a one-time password" },
+    { NULL, NULL, NULL },
+};
+
+static const struct cli_option token_list_options[] = {
+    { "all", NULL, "every account's tokens (needs the accounts_manage permission)" },
+    { NULL, NULL, NULL },
+};
+
+static const struct cli_option token_create_options[] = {
+    { "role", "ROLE", "the token's scope: admin, basic_admin or user; never above your own "
+      "role (default: your role)" },
+    { NULL, NULL, NULL },
+};
+
+static const struct cli_option audit_options[] = {
+    { "since", "TIME", "entries from this time on: unix seconds or 2026-11-28T18:00:00Z" },
+    { "action", "ACTION", "entries whose action starts with ACTION (domain, route.set, "
+      "account, token, auth.login, ...)" },
+    { "account", "NAME", "entries made by this account" },
+    { "limit", "N", "only the newest N entries (1..1000; default: all)" },
     { NULL, NULL, NULL },
 };
 
@@ -84,6 +113,43 @@ static const struct cli_command cli_commands[] = {
       "show whether moatd runs, and its counters",
       "Asks the running moatd for its uptime, connections and queue size. Exits with status 1 "
       "when moatd is not running." },
+    { "login", NULL, "", 0, 0, login_options, cli_login,
+      "sign in and store an API token for the CLI",
+      "Signs in to moatd's API with a password ($MOAT_PASSWORD, else asked without echo), "
+      "changes it first when the account must ($MOAT_NEW_PASSWORD, else asked), creates an "
+      "API token for this machine and writes the URL and the token to "
+      "~/.config/moat/cli.conf (mode 0600). Later commands use it; $MOAT_URL and $MOAT_TOKEN "
+      "override it." },
+    { "account", "list", "", 0, 0, NULL, cli_account_list,
+      "list administrator accounts",
+      "Lists every account with its role, state and whether it has a second factor." },
+    { "account", "add", "NAME", 1, 1, account_add_options, cli_account_add,
+      "add an administrator account",
+      "Adds NAME with --role (admin or basic_admin). Without --password-stdin a one-time "
+      "password is generated and printed once; it must be changed at the first sign-in." },
+    { "account", "remove", "NAME|ID", 1, 1, NULL, cli_account_remove,
+      "remove an account",
+      "Removes the account; its sessions and API tokens stop working at once. The last "
+      "administrator cannot be removed." },
+    { "account", "role", "NAME|ID ROLE", 2, 2, NULL, cli_account_role,
+      "change the role of an account",
+      "Gives the account ROLE: admin (everything) or basic_admin (everything except "
+      "managing accounts and roles and reading message content)." },
+    { "token", "list", "", 0, 0, token_list_options, cli_token_list,
+      "list API tokens",
+      "Lists your API tokens (with --all, everyone's) with their scope and when they were "
+      "last used. The secrets are never shown again." },
+    { "token", "create", "NAME", 1, 1, token_create_options, cli_token_create,
+      "create an API token for automation",
+      "Creates a token named NAME and prints it once. Use it as MOAT_TOKEN or in an "
+      "Authorization: Bearer header." },
+    { "token", "revoke", "ID", 1, 1, NULL, cli_token_revoke,
+      "revoke an API token",
+      "The token stops working at once." },
+    { "audit", NULL, "", 0, 0, audit_options, cli_audit,
+      "show the audit log",
+      "Shows who changed what, when and from where, newest first; secrets are never "
+      "recorded. Nothing can alter or delete the log." },
 };
 
 #define N_COMMANDS (sizeof cli_commands / sizeof cli_commands[0])
@@ -98,7 +164,7 @@ static void print_synopsis(FILE *out, const struct cli_command *c)
 
 static void print_usage(FILE *out, const char *noun)
 {
-    fprintf(out, "usage: moat [--state-dir DIR] [--config FILE] [--json] COMMAND ...\n\n");
+    fprintf(out, "usage: moat [--url URL] [--json] COMMAND ...\n\n");
     fprintf(out, "commands:\n");
     for (size_t i = 0; i < N_COMMANDS; i++) {
         const struct cli_command *c = &cli_commands[i];
@@ -110,12 +176,11 @@ static void print_usage(FILE *out, const char *noun)
         fprintf(out, "  %-32s %s\n", left, c->summary);
     }
     fprintf(out, "\nglobal options:\n"
-            "  --state-dir DIR   Moat's state directory (default: $MOAT_STATE_DIR, else\n"
-            "                    state_dir from the settings file, else /var/lib/moat)\n"
-            "  --config FILE     settings file (default: $MOAT_CONFIG, else %s)\n"
+            "  --url URL         moatd's API (default: $MOAT_URL, else the url of\n"
+            "                    ~/.config/moat/cli.conf, else http://127.0.0.1:8025)\n"
             "  --json            machine-readable JSON output\n"
-            "  --help            this help; `moat COMMAND --help` for one command\n",
-            MOAT_DEFAULT_CONFIG);
+            "  --help            this help; `moat COMMAND --help` for one command\n"
+            "\nThe API token comes from $MOAT_TOKEN, else cli.conf (see `moat login`).\n");
 }
 
 /* print_wrapped - text word-wrapped at width columns, each line indented */
@@ -236,53 +301,6 @@ void cli_warn(const char *fmt, ...)
     fputc('\n', stderr);
 }
 
-/* --- settings --- */
-
-/* absolute - DIR made absolute against the working directory */
-static char *absolute(const char *dir)
-{
-    char cwd[PATH_MAX];
-    if (dir[0] == '/' || getcwd(cwd, sizeof cwd) == NULL)
-        return xstrdup(dir);
-    return xasprintf("%s/%s", cwd, dir);
-}
-
-static int load_settings(struct cli_ctx *ctx, const char *config, const char *state_dir)
-{
-    struct error err;
-    bool required = true;
-
-    settings_defaults(&ctx->settings);
-    if (config == NULL)
-        config = getenv("MOAT_CONFIG");
-    if (config == NULL || config[0] == '\0') {
-        config = MOAT_DEFAULT_CONFIG;
-        required = false;
-    }
-    if (settings_load_file(&ctx->settings, config, required, &err) < 0)
-        return cli_fail(NULL, "%s", err.msg);
-    if (state_dir == NULL) {
-        state_dir = getenv("MOAT_STATE_DIR");
-        if (state_dir != NULL && state_dir[0] == '\0')
-            state_dir = NULL;
-    }
-    if (state_dir != NULL) {
-        char *abs = absolute(state_dir);
-        int r = settings_set(&ctx->settings, "state_dir", abs, &err);
-        free(abs);
-        if (r < 0)
-            return cli_fail(NULL, "--state-dir: %s", err.msg);
-    }
-    /* the client never uses hostname; don't let an odd system host name
-     * (which moatd must reject) stop the CLI */
-    if (ctx->settings.hostname == NULL || ctx->settings.hostname[0] == '\0')
-        settings_set(&ctx->settings, "hostname", "localhost", &err);
-    if (settings_finish(&ctx->settings, &err) < 0)
-        return cli_fail(NULL, "%s: %s", config, err.msg);
-    ctx->socket_path = xasprintf("%s/moatd.sock", ctx->settings.state_dir);
-    return CLI_OK;
-}
-
 /* --- argument parsing --- */
 
 static const struct cli_command *find_command(const char *noun, const char *verb)
@@ -318,7 +336,7 @@ static const char *take_value(int argc, char **argv, int *i, const char *eq)
 int main(int argc, char **argv)
 {
     struct cli_ctx ctx;
-    const char *config = NULL, *state_dir = NULL;
+    const char *url = NULL;
     char *words[CLI_MAX_ARGS * 2];
     bool literal[CLI_MAX_ARGS * 2];   /* after "--": never an option */
     int n_words = 0;
@@ -347,12 +365,10 @@ int main(int argc, char **argv)
             help = true;
         } else if (strcmp(a, "--json") == 0) {
             ctx.json = true;
-        } else if (nlen == 11 && strncmp(a, "--state-dir", nlen) == 0) {
-            if ((state_dir = take_value(argc, argv, &i, eq)) == NULL || !state_dir[0])
-                return cli_usage_error(NULL, "--state-dir needs a directory");
-        } else if (nlen == 8 && strncmp(a, "--config", nlen) == 0) {
-            if ((config = take_value(argc, argv, &i, eq)) == NULL || !config[0])
-                return cli_usage_error(NULL, "--config needs a file");
+        } else if (nlen == 5 && strncmp(a, "--url", nlen) == 0 && !(n_words > 0 &&
+                   strcmp(words[0], "login") == 0)) {
+            if ((url = take_value(argc, argv, &i, eq)) == NULL || !url[0])
+                return cli_usage_error(NULL, "--url needs a URL");
         } else {
             /* a command option: it and its value are read in pass 2 */
             literal[n_words] = false;
@@ -426,11 +442,17 @@ int main(int argc, char **argv)
         return cli_usage_error(&ctx, "missing argument%s %s", cmd->max_args > 1 ? "s" : "",
                                cmd->args);
 
-    int rc = load_settings(&ctx, config, state_dir);
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0)
+        return cli_fail(&ctx, "cannot initialise libcurl");
+    int rc = cli_config_load(&ctx, url);
     if (rc == CLI_OK)
         rc = cmd->fn(&ctx);
-    settings_free(&ctx.settings);
-    free(ctx.socket_path);
+    curl_global_cleanup();
+    if (ctx.token != NULL)
+        memset(ctx.token, 0, strlen(ctx.token));
+    free(ctx.token);
+    free(ctx.url);
+    free(ctx.config_path);
     if (fflush(stdout) != 0 && rc == CLI_OK) {
         fprintf(stderr, "moat: cannot write the output: %s\n", strerror(errno));
         rc = CLI_FAIL;

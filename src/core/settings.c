@@ -278,6 +278,57 @@ static const struct setting settings_table[] = {
       "When a message is still undelivered after this long, its sender gets one delay "
       "warning (a DSN with Action: delayed). 0 never warns." },
 
+    /* --- HTTP API --- */
+    { "http_tls_cert", SETTING_PATH, OFF(http_tls_cert), 0, "", 0, 0, 0, 0, NULL, NULL, 0,
+      "HTTP API",
+      "PEM file with the certificate chain of the HTTP server (API, admin console, portal), "
+      "server certificate first. When set together with `http_tls_key`, moatd serves HTTPS "
+      "(TLS 1.2 and 1.3) and session cookies carry the Secure attribute. Empty serves plain "
+      "HTTP, which moatd allows only on loopback addresses unless `http_allow_plain` is set. "
+      "The files are read at start, before moatd drops privileges." },
+    { "http_tls_key", SETTING_PATH, OFF(http_tls_key), 0, "", 0, 0, 0, 0, NULL, NULL, 0,
+      "HTTP API",
+      "PEM file with the private key of `http_tls_cert`. moatd refuses a key file that group "
+      "or others can read (chmod 600). Set together with `http_tls_cert`." },
+    { "http_allow_plain", SETTING_BOOL, OFF(http_allow_plain), 0, "no", 0, 0, 0, 0, NULL, NULL, 0,
+      "HTTP API",
+      "Serve plain HTTP on an address that is not loopback (`http_listen` with e.g. "
+      "`10.0.0.5:8025`). Only for a TLS-terminating reverse proxy on a trusted network in "
+      "front of Moat: passwords, session cookies and API tokens cross the network in clear "
+      "otherwise. Without it moatd refuses to start and names `http_listen`." },
+    { "http_max_body", SETTING_SIZE, OFF(http_max_body), 0, "1M",
+      KiB, 64 * MiB, 0, 0, NULL, NULL, 0,
+      "HTTP API",
+      "Largest request body the HTTP API accepts, in octets; larger requests are answered "
+      "with 413 before the body is read. JSON requests are small; raise it only for imports "
+      "(CSV uploads) that need more." },
+    { "http_threads", SETTING_INT, OFF(http_threads), 0, "4",
+      1, 256, 0, 0, NULL, NULL, 0,
+      "HTTP API",
+      "Worker threads of the HTTP server per listen address. A request holds its thread "
+      "while it runs (a sign-in spends about 0.1 s hashing the password; later, LDAP "
+      "look-ups), so raise it when many administrators or portal users work at once. Each "
+      "thread keeps its own database connection." },
+    { "session_lifetime", SETTING_DURATION, OFF(session_lifetime), 0, "12h",
+      5 * MINUTE, 30 * DAY, 0, 0, NULL, NULL, 0,
+      "HTTP API",
+      "How long a sign-in session lasts at most, however active; then the user signs in "
+      "again. Sessions can also be revoked at any time through the API." },
+    { "session_idle_timeout", SETTING_DURATION, OFF(session_idle_timeout), 0, "30m",
+      MINUTE, DAY, 0, 0, NULL, NULL, 0,
+      "HTTP API",
+      "A session without a request for this long expires, even before `session_lifetime`." },
+    { "login_max_failures", SETTING_INT, OFF(login_max_failures), 0, "5",
+      1, 1000, 0, 0, NULL, NULL, 0,
+      "HTTP API",
+      "Failed sign-ins allowed for one account, and separately from one client address, "
+      "within `login_failure_window`; further attempts are refused with 429 and a "
+      "Retry-After header until the window has passed, even with the right password." },
+    { "login_failure_window", SETTING_DURATION, OFF(login_failure_window), 0, "15m",
+      MINUTE, DAY, 0, 0, NULL, NULL, 0,
+      "HTTP API",
+      "The period over which failed sign-ins are counted for `login_max_failures`." },
+
     /* --- spool --- */
     { "spool_segment_size", SETTING_SIZE, OFF(spool_segment_size), 0, "64M",
       MiB, 4 * GiB, 0, 0, NULL, NULL, 0,
@@ -979,6 +1030,14 @@ int settings_finish(struct moat_settings *s, struct error *err)
         error_set(err, cert ? "tls_key" : "tls_cert",
                   "tls_cert and tls_key must be set together (%s is empty)",
                   cert ? "tls_key" : "tls_cert");
+        return -1;
+    }
+    cert = s->http_tls_cert && s->http_tls_cert[0];
+    key = s->http_tls_key && s->http_tls_key[0];
+    if (cert != key) {
+        error_set(err, cert ? "http_tls_key" : "http_tls_cert",
+                  "http_tls_cert and http_tls_key must be set together (%s is empty)",
+                  cert ? "http_tls_key" : "http_tls_cert");
         return -1;
     }
     enum log_level lvl;

@@ -6,7 +6,8 @@
  *
  * Entry points: store_open, store_close, store_domain_add/remove/list,
  * store_route_set/get, store_changed, domain_name_valid.  The snapshot lives
- * in store_snapshot.c.
+ * in store_snapshot.c; accounts, sessions, tokens and the audit log in
+ * store_auth.c (with its own statement table).
  *
  * Migrations: store_migrations[i] takes the schema from version i to i + 1;
  * PRAGMA user_version holds the version.  Adding version 2 is adding one
@@ -49,6 +50,64 @@ const char *const store_migrations[] = {
     "  tls      TEXT NOT NULL CHECK (tls IN ('opportunistic', 'relaxed', 'strict')),"
     "  PRIMARY KEY (domain, priority)"
     ");",
+    /* 2: accounts, sign-in sessions, API tokens and the audit log (store_auth.c).
+     * Secrets are never stored in the clear: argon2id hashes, keyed BLAKE2b
+     * hashes of session ids and token secrets, encrypted TOTP seeds. */
+    "CREATE TABLE accounts ("
+    "  id             INTEGER PRIMARY KEY,"
+    "  name           TEXT NOT NULL UNIQUE COLLATE NOCASE CHECK (length(name) BETWEEN 1 AND 64),"
+    "  role           TEXT NOT NULL CHECK (role IN ('admin', 'basic_admin', 'user')),"
+    "  password_hash  TEXT NOT NULL,"
+    "  must_change    INTEGER NOT NULL DEFAULT 0 CHECK (must_change IN (0, 1)),"
+    "  disabled       INTEGER NOT NULL DEFAULT 0 CHECK (disabled IN (0, 1)),"
+    "  totp_secret    BLOB,"
+    "  totp_active    INTEGER NOT NULL DEFAULT 0 CHECK (totp_active IN (0, 1)),"
+    "  totp_last_step INTEGER NOT NULL DEFAULT 0,"
+    "  created        INTEGER NOT NULL,"
+    "  updated        INTEGER NOT NULL"
+    ");"
+    "CREATE TABLE sessions ("
+    "  id_hash    TEXT PRIMARY KEY NOT NULL,"
+    "  account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,"
+    "  csrf       TEXT NOT NULL,"
+    "  created    INTEGER NOT NULL,"
+    "  last_seen  INTEGER NOT NULL,"
+    "  expires    INTEGER NOT NULL,"
+    "  client_ip  TEXT NOT NULL DEFAULT '',"
+    "  revoked    INTEGER NOT NULL DEFAULT 0 CHECK (revoked IN (0, 1))"
+    ");"
+    "CREATE INDEX sessions_account ON sessions(account_id);"
+    "CREATE TABLE tokens ("
+    "  id          INTEGER PRIMARY KEY AUTOINCREMENT,"   /* ids are never reused */
+    "  account_id  INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,"
+    "  name        TEXT NOT NULL CHECK (length(name) BETWEEN 1 AND 64),"
+    "  role        TEXT NOT NULL CHECK (role IN ('admin', 'basic_admin', 'user')),"
+    "  secret_hash TEXT NOT NULL,"
+    "  created     INTEGER NOT NULL,"
+    "  last_used   INTEGER NOT NULL DEFAULT 0,"
+    "  revoked     INTEGER NOT NULL DEFAULT 0 CHECK (revoked IN (0, 1))"
+    ");"
+    "CREATE INDEX tokens_account ON tokens(account_id);"
+    /* no foreign key: an entry outlives the account it names */
+    "CREATE TABLE audit ("
+    "  id           INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  ts           INTEGER NOT NULL,"
+    "  account_id   INTEGER NOT NULL DEFAULT 0,"
+    "  account_name TEXT NOT NULL DEFAULT '',"
+    "  via          TEXT NOT NULL DEFAULT '',"
+    "  token_id     INTEGER NOT NULL DEFAULT 0,"
+    "  client_ip    TEXT NOT NULL DEFAULT '',"
+    "  action       TEXT NOT NULL,"
+    "  target       TEXT NOT NULL DEFAULT '',"
+    "  before_json  TEXT,"
+    "  after_json   TEXT"
+    ");"
+    "CREATE INDEX audit_ts ON audit(ts);"
+    /* append-only, whatever the caller: nothing alters or deletes an entry */
+    "CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit"
+    "  BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;"
+    "CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit"
+    "  BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;",
 };
 const int store_schema_latest = (int)(sizeof store_migrations / sizeof store_migrations[0]);
 
@@ -279,6 +338,10 @@ struct store *store_open(const char *path, struct error *err)
             return NULL;
         }
     }
+    if (store_auth_prepare(st, path, err) < 0) {
+        store_close(st);
+        return NULL;
+    }
     int64_t dv = 0;
     pragma_int(st->db, "PRAGMA data_version", &dv);
     st->data_version = dv;
@@ -291,6 +354,7 @@ void store_close(struct store *st)
         return;
     for (int i = 0; i < STMT__COUNT; i++)
         sqlite3_finalize(st->stmt[i]);
+    store_auth_finalize(st);
     /* close_v2 would leave a zombie handle if something were still open; we
      * finalized everything, so plain close must succeed */
     if (sqlite3_close(st->db) != SQLITE_OK)

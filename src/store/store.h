@@ -72,4 +72,151 @@ size_t store_snapshot_count(const struct store_snapshot *snap);
 /* domain_name_valid - syntax of a DNS domain name (LDH labels, 1..63, total <= 253) */
 bool domain_name_valid(const char *name);
 
+/* ==== accounts, sessions, tokens, audit (issue 3; store_auth.c) ==== */
+/*
+ * The auth module (src/auth) is the only caller.  The store holds what it is
+ * given: password hashes, keyed hashes of session ids and token secrets,
+ * encrypted TOTP seeds; nothing here sees a secret in the clear.  Roles are
+ * stored by name ("admin", "basic_admin", "user"); the store knows them only
+ * to enforce the last-administrator rule in one statement.
+ *
+ * Results: lookups and changes of one row return STORE_OK, STORE_NOT_FOUND
+ * (err names the field), STORE_CONFLICT (duplicate name, or the change would
+ * leave no enabled administrator; err says which) or STORE_ERR.  All
+ * failures are negative, so "< 0" tests for any of them.
+ */
+enum store_status {
+    STORE_OK = 0,
+    STORE_ERR = -1,
+    STORE_NOT_FOUND = -2,
+    STORE_CONFLICT = -3,
+};
+
+struct store_account {
+    int64_t id;
+    char *name;
+    char *role;                     /* "admin", "basic_admin", "user" */
+    char *password_hash;            /* argon2id encoded string */
+    bool must_change;               /* password change required at next sign-in */
+    bool disabled;
+    unsigned char *totp_secret;     /* encrypted seed; NULL when not enrolled */
+    size_t totp_secret_len;
+    bool totp_active;               /* confirmed: sign-in needs a code */
+    int64_t totp_last_step;         /* last accepted RFC 6238 time step (no reuse) */
+    int64_t created;
+    int64_t updated;
+};
+
+struct store_session {
+    char id_hash[65];               /* hex keyed hash of the cookie value */
+    int64_t account_id;
+    char csrf[65];
+    int64_t created;
+    int64_t last_seen;
+    int64_t expires;                /* absolute; the idle limit is the caller's */
+    char client_ip[64];
+    bool revoked;
+};
+
+struct store_token {
+    int64_t id;
+    int64_t account_id;
+    char *account_name;
+    char *name;
+    char *role;                     /* scope */
+    char secret_hash[65];           /* hex keyed hash of the secret */
+    int64_t created;
+    int64_t last_used;              /* 0 = never */
+    bool revoked;
+};
+
+struct store_audit_entry {
+    int64_t id;                     /* filled by list; ignored by append */
+    int64_t ts;                     /* unix seconds */
+    int64_t account_id;             /* 0 = nobody signed in (bootstrap) */
+    const char *account_name;       /* copied: survives the account */
+    const char *via;                /* "session", "token", "local" */
+    int64_t token_id;               /* when via a token */
+    const char *client_ip;
+    const char *action;             /* "domain.add", "account.password", ... */
+    const char *target;
+    const char *before_json;        /* NULL or JSON text (already redacted) */
+    const char *after_json;
+};
+
+struct store_audit_filter {
+    int64_t since;                  /* ts >= since; 0 = no bound */
+    int64_t until;                  /* ts <= until; 0 = no bound */
+    const char *account;            /* account name (case-insensitive); NULL = all */
+    const char *action_prefix;      /* "account." or "account.create"; NULL = all */
+    int64_t before_id;              /* cursor: entries with id < before_id; 0 = newest */
+    size_t limit;
+};
+
+/* accounts: names are unique without regard to case */
+int store_account_create(struct store *st, const char *name, const char *role,
+                         const char *password_hash, bool must_change, int64_t *id_out,
+                         struct error *err);
+int store_account_get(struct store *st, int64_t id, struct store_account *out, struct error *err);
+int store_account_get_by_name(struct store *st, const char *name, struct store_account *out,
+                              struct error *err);
+/* store_account_list - accounts with id > after_id, by id, at most limit */
+int store_account_list(struct store *st, int64_t after_id, size_t limit,
+                       struct store_account **out, size_t *n, struct error *err);
+/* store_account_count - every account (role NULL) or those of one role that are enabled */
+int store_account_count(struct store *st, const char *role, int64_t *count, struct error *err);
+/* role, disabled and delete refuse (STORE_CONFLICT) to leave no enabled admin */
+int store_account_set_role(struct store *st, int64_t id, const char *role, struct error *err);
+int store_account_set_disabled(struct store *st, int64_t id, bool disabled, struct error *err);
+int store_account_delete(struct store *st, int64_t id, struct error *err);
+int store_account_set_password(struct store *st, int64_t id, const char *password_hash,
+                               bool must_change, struct error *err);
+/* store_account_set_totp - secret NULL clears enrolment */
+int store_account_set_totp(struct store *st, int64_t id, const unsigned char *secret,
+                           size_t len, bool active, int64_t last_step, struct error *err);
+/* store_account_use_totp_step - record step as used; STORE_CONFLICT when a
+ * step >= it was already used (a replayed code), atomically */
+int store_account_use_totp_step(struct store *st, int64_t id, int64_t step, struct error *err);
+void store_account_clear(struct store_account *a);
+void store_accounts_free(struct store_account *a, size_t n);
+
+/* sessions */
+int store_session_create(struct store *st, const struct store_session *s, struct error *err);
+int store_session_get(struct store *st, const char *id_hash, struct store_session *out,
+                      struct error *err);
+int store_session_touch(struct store *st, const char *id_hash, int64_t now, struct error *err);
+/* store_session_revoke - account_id 0: whoever owns it */
+int store_session_revoke(struct store *st, const char *id_hash, int64_t account_id,
+                         struct error *err);
+/* store_session_revoke_others - every session of the account but keep_hash (NULL: all) */
+int store_session_revoke_others(struct store *st, int64_t account_id, const char *keep_hash,
+                                struct error *err);
+/* store_session_list - the account's sessions neither revoked nor expired at now
+ * nor idle since before idle_cutoff */
+int store_session_list(struct store *st, int64_t account_id, int64_t now, int64_t idle_cutoff,
+                       struct store_session **out, size_t *n, struct error *err);
+/* store_session_purge - delete revoked, expired and idle sessions */
+int store_session_purge(struct store *st, int64_t now, int64_t idle_cutoff, struct error *err);
+
+/* API tokens */
+int store_token_create(struct store *st, int64_t account_id, const char *name, const char *role,
+                       const char *secret_hash, int64_t now, int64_t *id_out, struct error *err);
+int store_token_get(struct store *st, int64_t id, struct store_token *out, struct error *err);
+int store_token_touch(struct store *st, int64_t id, int64_t now, struct error *err);
+int store_token_revoke(struct store *st, int64_t id, struct error *err);
+/* store_token_list - account_id 0: every account's; id > after_id, by id */
+int store_token_list(struct store *st, int64_t account_id, int64_t after_id, size_t limit,
+                     struct store_token **out, size_t *n, struct error *err);
+void store_token_clear(struct store_token *t);
+void store_tokens_free(struct store_token *t, size_t n);
+
+/* audit: append-only (triggers refuse UPDATE and DELETE); newest first */
+int store_audit_append(struct store *st, const struct store_audit_entry *e, struct error *err);
+/* store_audit_list - entries matching f, newest first; the array and its
+ * strings are the caller's: free with store_audit_free */
+int store_audit_list(struct store *st, const struct store_audit_filter *f,
+                     struct store_audit_entry **out, size_t *n, struct error *err);
+void store_audit_free(struct store_audit_entry *e, size_t n);
+/* ==== end of accounts, sessions, tokens, audit ==== */
+
 #endif

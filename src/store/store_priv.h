@@ -28,7 +28,13 @@ struct store {
     int64_t data_version;     /* PRAGMA data_version at the last store_changed() */
     uint64_t own_commits;     /* writes committed through this handle */
     uint64_t seen_commits;    /* own_commits at the last store_changed() */
+    sqlite3_stmt **auth_stmt; /* store_auth.c's statement table */
 };
+
+/* store_auth_prepare - prepare store_auth.c's statements (store_open);
+ * store_auth_finalize - release them (store_close; safe when unprepared) */
+int store_auth_prepare(struct store *st, const char *path, struct error *err);
+void store_auth_finalize(struct store *st);
 
 /* the migrations: store_migrations[i] takes the schema from version i to i + 1 */
 extern const char *const store_migrations[];

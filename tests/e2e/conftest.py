@@ -19,7 +19,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 import moatlib  # noqa: E402
 from moatlib import (Aiosmtpd, Moatd, Postfix, Sink, Unbound, make_test_ca,  # noqa: E402
-                     run_cli)
+                     )
 
 # Test zones.  Not under .test: libunbound, like unbound, answers the RFC 6761
 # names (test., invalid., onion., localhost.) NXDOMAIN itself, without asking
@@ -111,8 +111,8 @@ def workdir(tmp_path):
 def moatd(request, workdir, unbound):
     """Factory: moatd(opts={...}, domains={"example.com": "127.0.0.1:PORT"}, start=True).
 
-    Domains and routes are written with the CLI before the start (it works
-    without a running daemon).  At teardown each running instance gets
+    Domains and routes are added through the CLI (and so the API) as soon as
+    the daemon is up, before the factory returns.  At teardown each running instance gets
     SIGTERM and must exit 0; a crash at any time is reported."""
     _require_build()
     made = []
@@ -123,12 +123,12 @@ def moatd(request, workdir, unbound):
                   state_dir=state_dir, extra_args=extra_args, name=name)
         made.append(m)
         for dom, route in (domains or {}).items():
-            run_cli(m.state_dir, "domain", "add", dom, check=0)
+            m.pending.append(["domain", "add", dom])
             if route:
                 args = ["route", "set", dom, route]
                 if tls:
                     args += ["--tls", tls]
-                run_cli(m.state_dir, *args, check=0)
+                m.pending.append(args)
         if start:
             m.start()
         return m
@@ -205,13 +205,11 @@ def postfix(workdir):
 
 
 @pytest.fixture
-def cli(workdir):
-    """moat CLI on a fresh state dir with no daemon."""
-    _require_build()
-    state = workdir / "clistate"
-    state.mkdir()
+def cli(moatd):
+    """The moat CLI against a running moatd with no domains yet (through its API)."""
+    m = moatd()
 
     def run(*args, **kw):
-        return run_cli(state, *args, **kw)
-    run.state_dir = state
+        return m.cli(*args, **kw)
+    run.moatd = m
     return run

@@ -653,6 +653,28 @@ class Moatd:
         self.proc = None
         self.name = name
         self.exits = []     # (returncode, how, proc) of every exit we caused
+        self.pending = []   # CLI commands to run once the daemon is up (domains, routes)
+        self.token = self._admin_token()
+
+    def _admin_token(self):
+        """The administrator's API token for this state dir: made once with
+        `moatd --init-admin` on a fresh state dir, kept beside it (a restart
+        on the same state dir reuses it)."""
+        tokfile = Path(str(self.state_dir) + ".token")
+        if not tokfile.exists():
+            cp = subprocess.run([str(MOATD), "--state-dir", str(self.state_dir),
+                                 "-o", "run_user=root", "--init-admin", "admin",
+                                 "--token-file", str(tokfile)],
+                                capture_output=True, text=True, timeout=60, env=sanitizer_env())
+            assert cp.returncode == 0, f"moatd --init-admin failed: {cp.stderr}"
+        return tokfile.read_text().strip()
+
+    def cli_env(self, token=None):
+        env = sanitizer_env()
+        env["MOAT_URL"] = f"http://127.0.0.1:{self.http_port}"
+        env["MOAT_TOKEN"] = self.token if token is None else token
+        env["HOME"] = str(self.dir)     # no stray ~/.config/moat/cli.conf
+        return env
 
     def argv(self):
         a = [MOATD, "--foreground", "--state-dir", self.state_dir,
@@ -673,6 +695,9 @@ class Moatd:
         self.log_offset = self.logfile.stat().st_size
         if wait:
             self.wait_ready()
+            pending, self.pending = self.pending, []
+            for args in pending:
+                self.cli(*args, check=0)
         return self
 
     def wait_ready(self, timeout=15.0):
@@ -756,8 +781,9 @@ class Moatd:
         finally:
             s.close()
 
-    def cli(self, *args, check=None, json_out=False, timeout=30):
-        return run_cli(self.state_dir, *args, check=check, json_out=json_out, timeout=timeout)
+    def cli(self, *args, check=None, json_out=False, timeout=30, token=None):
+        """The moat CLI against this daemon's API (MOAT_URL, MOAT_TOKEN)."""
+        return run_cli(self.cli_env(token), *args, check=check, json_out=json_out, timeout=timeout)
 
     def queue_ids(self):
         """QIDs listed by `moat queue list --json`."""
@@ -795,14 +821,13 @@ class CliResult:
                 f"stdout={self.stdout!r}, stderr={self.stderr!r})")
 
 
-def run_cli(state_dir, *args, check=None, json_out=False, timeout=30, env=None):
-    """Run build/moat --state-dir STATE [--json] ARGS; check = expected exit status."""
-    argv = [str(MOAT), "--state-dir", str(state_dir)]
+def run_cli(env, *args, check=None, json_out=False, timeout=30):
+    """Run build/moat [--json] ARGS with env (MOAT_URL, MOAT_TOKEN); check = expected exit status."""
+    argv = [str(MOAT)]
     if json_out:
         argv.append("--json")
     argv += [str(a) for a in args]
-    cp = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                        env=env or sanitizer_env())
+    cp = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env)
     r = CliResult(cp, argv[1:])
     if check is not None:
         assert r.returncode == check, f"expected exit {check}: {r!r}"

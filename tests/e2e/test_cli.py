@@ -85,12 +85,24 @@ def test_route_set_show(cli):
     assert r.returncode in (1, 2) and r.stderr.strip(), r
 
 
-def test_state_dir_from_environment(cli):
-    env = dict(os.environ, MOAT_STATE_DIR=str(cli.state_dir))
-    r = subprocess.run([str(moatlib.MOAT), "domain", "add", "env.test"], env=env,
-                       capture_output=True, text=True, timeout=30)
-    assert r.returncode == 0, r
-    assert "env.test" in domain_names(cli("domain", "list", json_out=True, check=0))
+def test_url_and_token_from_cli_conf(cli):
+    """Without MOAT_URL/MOAT_TOKEN the CLI reads ~/.config/moat/cli.conf, and
+    refuses one that others can read (it holds a token)."""
+    m = cli.moatd
+    home = m.dir / "home"
+    conf = home / ".config" / "moat" / "cli.conf"
+    conf.parent.mkdir(parents=True)
+    conf.write_text(f"url = http://127.0.0.1:{m.http_port}\ntoken = {m.token}\n")
+    conf.chmod(0o600)
+    env = moatlib.sanitizer_env()
+    env.pop("MOAT_URL", None)
+    env.pop("MOAT_TOKEN", None)
+    env["HOME"] = str(home)
+    r = moatlib.run_cli(env, "domain", "add", "conf.example", check=0)
+    assert "conf.example" in domain_names(cli("domain", "list", json_out=True, check=0))
+    conf.chmod(0o644)
+    r = moatlib.run_cli(env, "domain", "list")
+    assert r.returncode == 1 and "cli.conf" in r.stderr, r
 
 
 def test_queue_commands(moatd, sink):
@@ -141,10 +153,13 @@ def test_status(moatd, sink):
     assert r.returncode == 1 and r.stderr.strip(), f"status without a daemon: {r}"
 
 
-def test_queue_commands_need_the_daemon(cli):
-    r = cli("queue", "list")
-    assert r.returncode == 1, r
-    assert r.stderr.strip()
+def test_commands_without_a_daemon_fail_clearly(cli):
+    env = cli.moatd.cli_env()
+    env["MOAT_URL"] = f"http://127.0.0.1:{moatlib.free_port()}"
+    for args in (["queue", "list"], ["domain", "add", "x.example"], ["status"]):
+        r = moatlib.run_cli(env, *args)
+        assert r.returncode == 1, r
+        assert r.stderr.strip(), r
 
 
 def write_conf(tmp_path, body):

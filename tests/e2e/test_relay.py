@@ -2,7 +2,7 @@
 
 import time
 
-from moatlib import make_message, new_marker, run_cli, wait_until
+from moatlib import make_message, new_marker, wait_until
 
 
 def rcpt_reply(m, rcpt, sender="sender@ext.test"):
@@ -106,4 +106,4 @@ def test_domains_persist_across_restart(moatd, sink):
     m.stop()
     m.start()
     assert rcpt_reply(m, "alice@example.com").code == 250
-    assert run_cli(m.state_dir, "domain", "list", check=0).stdout.count("example.com") >= 1
+    assert m.cli("domain", "list", check=0).stdout.count("example.com") >= 1

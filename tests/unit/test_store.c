@@ -2,7 +2,8 @@
  * test_store.c - the SQLite store: migrations from every old schema version,
  * refusal of a newer schema, domain and route CRUD with their error fields,
  * name syntax, the routing snapshot (parents, case, trailing dot), change
- * detection across two handles, and the pragmas that back durability.
+ * detection across two handles, and the pragmas that back durability; and
+ * migration 2 (accounts, sessions, tokens, the append-only audit log).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -83,6 +84,12 @@ static void test_migrations_from_every_version(void **state)
         assert_int_equal(store_domain_add(st, "example.com", &err), 0);
         struct store_route r = { .host = "mx.example.com", .port = 25 };
         assert_int_equal(store_route_set(st, "example.com", &r, &err), 0);
+        /* version 2: accounts, sessions, tokens, audit */
+        int64_t id;
+        assert_int_equal(store_account_create(st, "admin", "admin", "$argon2id$x", true, &id,
+                                              &err), STORE_OK);
+        struct store_audit_entry e = { .ts = 1, .action = "account.create", .target = "admin" };
+        assert_int_equal(store_audit_append(st, &e, &err), STORE_OK);
         store_close(st);
         /* reopening applies nothing and keeps the data */
         st = store_open(path, &err);
@@ -398,6 +405,104 @@ static void test_changed_across_handles(void **state)
     store_close(other);
 }
 
+/* migration 2 on a version 1 database with data: the data stays, the new
+ * tables enforce their rules */
+static void test_migration_2_accounts(void **state)
+{
+    struct fixture *f = *state;
+    struct error err;
+    sqlite3 *db;
+
+    struct store *old = store_open_at_version(f->path, 1, &err);
+    assert_non_null(old);
+    store_close(old);
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "INSERT INTO domains (name, verified, created)"
+                                  " VALUES ('old.example', 1, 5)", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    f->st = open_ok(f);
+    assert_true(store_schema_version(f->st) >= 2);
+    struct store_domain *d;
+    size_t n;
+    assert_int_equal(store_domain_list(f->st, &d, &n, &err), 0);
+    assert_int_equal(n, 1);
+    assert_string_equal(d[0].name, "old.example");
+    store_domains_free(d, n);
+
+    /* names unique without regard to case; roles checked */
+    int64_t a1, a2, b1;
+    assert_int_equal(store_account_create(f->st, "Root", "admin", "h", false, &a1, &err), STORE_OK);
+    assert_int_equal(store_account_create(f->st, "root", "admin", "h", false, &a2, &err),
+                     STORE_CONFLICT);
+    assert_string_equal(err.field, "name");
+    assert_int_equal(store_account_create(f->st, "x", "god", "h", false, &a2, &err), STORE_ERR);
+    assert_string_equal(err.field, "role");
+    struct store_account acc;
+    assert_int_equal(store_account_get_by_name(f->st, "ROOT", &acc, &err), STORE_OK);
+    assert_int_equal(acc.id, a1);
+    store_account_clear(&acc);
+    assert_int_equal(store_account_get(f->st, 999, &acc, &err), STORE_NOT_FOUND);
+    assert_string_equal(err.field, "id");
+
+    /* the last enabled administrator can be neither demoted, disabled nor deleted */
+    assert_int_equal(store_account_set_role(f->st, a1, "basic_admin", &err), STORE_CONFLICT);
+    assert_string_equal(err.field, "last_admin");
+    assert_int_equal(store_account_set_disabled(f->st, a1, true, &err), STORE_CONFLICT);
+    assert_int_equal(store_account_delete(f->st, a1, &err), STORE_CONFLICT);
+    assert_int_equal(store_account_create(f->st, "second", "admin", "h", false, &a2, &err),
+                     STORE_OK);
+    assert_int_equal(store_account_set_disabled(f->st, a2, true, &err), STORE_OK);
+    /* a disabled administrator does not count */
+    assert_int_equal(store_account_delete(f->st, a1, &err), STORE_CONFLICT);
+    assert_int_equal(store_account_set_disabled(f->st, a2, false, &err), STORE_OK);
+    assert_int_equal(store_account_set_role(f->st, a1, "basic_admin", &err), STORE_OK);
+    assert_int_equal(store_account_set_role(f->st, a2, "user", &err), STORE_CONFLICT);
+    assert_int_equal(store_account_set_role(f->st, 999, "user", &err), STORE_NOT_FOUND);
+    int64_t count;
+    assert_int_equal(store_account_count(f->st, "admin", &count, &err), STORE_OK);
+    assert_int_equal(count, 1);
+    assert_int_equal(store_account_count(f->st, NULL, &count, &err), STORE_OK);
+    assert_int_equal(count, 2);
+
+    /* a TOTP step is accepted once */
+    assert_int_equal(store_account_use_totp_step(f->st, a2, 100, &err), STORE_OK);
+    assert_int_equal(store_account_use_totp_step(f->st, a2, 100, &err), STORE_CONFLICT);
+    assert_int_equal(store_account_use_totp_step(f->st, a2, 99, &err), STORE_CONFLICT);
+    assert_int_equal(store_account_use_totp_step(f->st, a2, 101, &err), STORE_OK);
+
+    /* sessions and tokens go with their account; audit entries stay */
+    assert_int_equal(store_account_create(f->st, "temp", "basic_admin", "h", false, &b1, &err),
+                     STORE_OK);
+    struct store_session s = { .account_id = b1, .created = 1, .last_seen = 1,
+                               .expires = 4102444800 };
+    str_copy(s.id_hash, sizeof s.id_hash, "aa");
+    str_copy(s.csrf, sizeof s.csrf, "cc");
+    assert_int_equal(store_session_create(f->st, &s, &err), STORE_OK);
+    int64_t tid;
+    assert_int_equal(store_token_create(f->st, b1, "t", "basic_admin", "hh", 1, &tid, &err),
+                     STORE_OK);
+    assert_int_equal(store_token_create(f->st, 999, "t", "user", "hh", 1, &tid, &err),
+                     STORE_NOT_FOUND);
+    struct store_audit_entry e = { .ts = 1, .account_id = b1, .account_name = "temp",
+                                   .action = "domain.add" };
+    assert_int_equal(store_audit_append(f->st, &e, &err), STORE_OK);
+    assert_int_equal(store_account_delete(f->st, b1, &err), STORE_OK);
+    struct store_session got;
+    assert_int_equal(store_session_get(f->st, "aa", &got, &err), STORE_NOT_FOUND);
+    struct store_token t;
+    assert_int_equal(store_token_get(f->st, tid, &t, &err), STORE_NOT_FOUND);
+    struct store_audit_filter flt = { .account = "TEMP", .limit = 5 };
+    struct store_audit_entry *list;
+    assert_int_equal(store_audit_list(f->st, &flt, &list, &n, &err), STORE_OK);
+    assert_int_equal(n, 1);
+    store_audit_free(list, n);
+    /* the triggers keep the log append-only even for raw SQL */
+    assert_int_not_equal(sqlite3_exec(f->st->db, "DELETE FROM audit", NULL, NULL, NULL),
+                         SQLITE_OK);
+    assert_int_not_equal(sqlite3_exec(f->st->db, "UPDATE audit SET ts = 2", NULL, NULL, NULL),
+                         SQLITE_OK);
+}
+
 int main(void)
 {
     log_set_level(LOG_WARN);
@@ -410,6 +515,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_routes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot, setup, teardown),
         cmocka_unit_test_setup_teardown(test_changed_across_handles, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_migration_2_accounts, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,413 @@
+/*
+ * api_config.c - the configuration routes: health, status, settings
+ * (read-only: the effective moat.conf, secrets redacted), internal domains
+ * and their delivery routes.
+ *
+ * Every change goes to the store through this worker thread's handle, is
+ * written to the audit log with its before and after state, and then the
+ * routing snapshot is reloaded on the loop (api_loop_call ->
+ * cfg->reload_config) so the SMTP side applies it at once; the store's own
+ * change poll would catch it a second later anyway.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "api_priv.h"
+
+#define API_DOMAIN_MAX 256
+
+/* --- JSON of store objects --- */
+
+static json_t *route_json(const struct store_route *r)
+{
+    if (r->host == NULL)
+        return json_null();
+    return json_pack("{s:s, s:i, s:s}", "host", r->host, "port", r->port,
+                     "tls", store_tls_mode_name(r->tls));
+}
+
+static json_t *domain_json(const struct store_domain *d)
+{
+    return json_pack("{s:s, s:b, s:I, s:o}", "name", d->name, "verified", d->verified,
+                     "created", (json_int_t)d->created, "route", route_json(&d->route));
+}
+
+/* --- helpers --- */
+
+struct reload_job {
+    const struct api_config *cfg;
+    bool done;
+    int rc;
+    struct error err;
+};
+
+static void reload_on_loop(void *arg)
+{
+    struct reload_job *j = arg;
+    j->rc = j->cfg->reload_config(j->cfg->reload_arg, &j->err);
+    j->done = true;
+}
+
+/* reload - the SMTP side sees the change now; a failure is logged, the change stays */
+static void reload(const struct api_request *req)
+{
+    struct reload_job j = { .cfg = req->cfg };
+    if (req->cfg->reload_config == NULL)
+        return;
+    api_loop_call(req->cfg, reload_on_loop, &j);
+    if (!j.done || j.rc < 0)
+        log_warn("event=config_reload_after_api_failed reason=\"%s\"",
+                 j.done ? j.err.msg : "the event loop did not answer");
+}
+
+/* domain_param - the {name} path segment, normalised as the store keeps it */
+static int domain_param(struct api_request *req, struct api_response *resp, char *out,
+                        size_t size)
+{
+    const char *name = req->n_params > 0 ? req->params[0] : "";
+    size_t n = strlen(name);
+    if (n > 0 && name[n - 1] == '.')
+        n--;
+    if (n == 0 || n >= size) {
+        api_error(resp, 400, "invalid_field", "name", "invalid domain name");
+        return -1;
+    }
+    memcpy(out, name, n);
+    out[n] = '\0';
+    str_lower(out);
+    if (!domain_name_valid(out)) {
+        char shown[80];
+        api_error(resp, 400, "invalid_field", "name", "invalid domain name %s",
+                  log_quote(shown, sizeof shown, out));
+        return -1;
+    }
+    return 0;
+}
+
+/* domain_find - the domain named norm as JSON, NULL when unknown (-1: store error in resp) */
+static int domain_find(struct api_request *req, struct api_response *resp, const char *norm,
+                       json_t **out)
+{
+    struct store_domain *d = NULL;
+    size_t n = 0;
+    struct error err = {0};
+
+    *out = NULL;
+    if (store_domain_list(req->store, &d, &n, &err) < 0) {
+        api_error_from(resp, 500, "store_error", &err);
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(d[i].name, norm) == 0)
+            *out = domain_json(&d[i]);
+    store_domains_free(d, n);
+    return 0;
+}
+
+static void not_found_domain(struct api_response *resp, const char *norm)
+{
+    api_error(resp, 404, "not_found", "name", "no such domain %s", norm);
+}
+
+/* store_failure - a store error: its field makes it the caller's fault */
+static void store_failure(struct api_response *resp, const struct error *err)
+{
+    if (err->field[0] != '\0')
+        api_error_from(resp, 400, "invalid_field", err);
+    else
+        api_error_from(resp, 500, "store_error", err);
+}
+
+/* --- health, status, settings --- */
+
+void api_health(struct api_request *req, struct api_response *resp)
+{
+    resp->body = json_pack("{s:s, s:s}", "status", "ok", "version", MOAT_VERSION);
+}
+
+struct status_job {
+    const struct api_config *cfg;
+    json_t *result;
+    bool done;
+};
+
+static void status_on_loop(void *arg)
+{
+    struct status_job *j = arg;
+    j->result = j->cfg->status_json(j->cfg->status_arg);
+    j->done = true;
+}
+
+void api_status(struct api_request *req, struct api_response *resp)
+{
+    struct status_job j = { .cfg = req->cfg };
+    if (req->cfg->status_json == NULL) {
+        resp->body = json_pack("{s:s}", "version", MOAT_VERSION);
+        return;
+    }
+    api_loop_call(req->cfg, status_on_loop, &j);
+    if (!j.done || j.result == NULL) {
+        json_decref(j.result);
+        api_error(resp, 503, "unavailable", NULL, "moatd is shutting down");
+        return;
+    }
+    resp->body = j.result;
+}
+
+/* api_settings_get - the effective moat.conf as {"key": "value"} (file syntax);
+ * the same text as `moatd --check-config`, so secrets are redacted there */
+void api_settings_get(struct api_request *req, struct api_response *resp)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (f == NULL) {
+        api_error(resp, 500, "internal", NULL, "out of memory");
+        return;
+    }
+    settings_print(req->cfg->settings, f);
+    fclose(f);
+    json_t *o = json_object();
+    char *save = NULL;
+    for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        char *eq = strstr(line, " = ");
+        if (eq == NULL)
+            continue;
+        *eq = '\0';
+        json_t *v = json_string(eq + 3);
+        json_object_set_new(o, line, v ? v : json_string("(not UTF-8)"));
+    }
+    free(text);
+    resp->body = json_pack("{s:o, s:s}", "settings", o, "source", "moat.conf");
+}
+
+/* --- domains --- */
+
+void api_domains_list(struct api_request *req, struct api_response *resp)
+{
+    size_t limit;
+    const char *cursor;
+    struct store_domain *d = NULL;
+    size_t n = 0;
+    struct error err = {0};
+
+    if (api_page(req, resp, &limit, &cursor) < 0)
+        return;
+    if (store_domain_list(req->store, &d, &n, &err) < 0) {
+        api_error_from(resp, 500, "store_error", &err);
+        return;
+    }
+    json_t *items = json_array();
+    const char *last = NULL;
+    bool more = false;
+    /* the store lists by name; the cursor is the last name of the previous page */
+    for (size_t i = 0; i < n; i++) {
+        if (cursor != NULL && strcmp(d[i].name, cursor) <= 0)
+            continue;
+        if (json_array_size(items) == limit) {
+            more = true;
+            break;
+        }
+        json_array_append_new(items, domain_json(&d[i]));
+        last = d[i].name;
+    }
+    resp->body = json_pack("{s:o, s:o}", "items", items, "next_cursor",
+                           more && last ? json_string(last) : json_null());
+    store_domains_free(d, n);
+}
+
+void api_domains_create(struct api_request *req, struct api_response *resp)
+{
+    static const char *const allowed[] = { "name", NULL };
+    struct error err = {0};
+    json_t *after = NULL;
+
+    if (api_body_check(req, resp, allowed, allowed) < 0)
+        return;
+    const char *name = json_string_value(json_object_get(req->body, "name"));
+    if (name == NULL) {
+        api_error(resp, 400, "invalid_field", "name", "name must be a string");
+        return;
+    }
+    if (store_domain_add(req->store, name, &err) < 0) {
+        if (strstr(err.msg, "already exists") != NULL)
+            api_error_from(resp, 409, "conflict", &err);
+        else
+            store_failure(resp, &err);
+        return;
+    }
+    char norm[API_DOMAIN_MAX];
+    struct api_request r2 = *req;
+    const char *p[1] = { name };
+    memcpy(r2.params, p, sizeof p);
+    r2.n_params = 1;
+    if (domain_param(&r2, resp, norm, sizeof norm) < 0 || domain_find(req, resp, norm, &after) < 0)
+        return;
+    api_audit(req, "domain.create", norm, NULL, after);
+    reload(req);
+    resp->status = 201;
+    resp->body = after ? after : json_pack("{s:s}", "name", norm);
+}
+
+void api_domains_get(struct api_request *req, struct api_response *resp)
+{
+    char norm[API_DOMAIN_MAX];
+    json_t *d;
+
+    if (domain_param(req, resp, norm, sizeof norm) < 0 || domain_find(req, resp, norm, &d) < 0)
+        return;
+    if (d == NULL) {
+        not_found_domain(resp, norm);
+        return;
+    }
+    resp->body = d;
+}
+
+void api_domains_delete(struct api_request *req, struct api_response *resp)
+{
+    char norm[API_DOMAIN_MAX];
+    struct error err = {0};
+    json_t *before;
+
+    if (domain_param(req, resp, norm, sizeof norm) < 0 ||
+        domain_find(req, resp, norm, &before) < 0)
+        return;
+    if (before == NULL) {
+        not_found_domain(resp, norm);
+        return;
+    }
+    if (store_domain_remove(req->store, norm, &err) < 0) {
+        json_decref(before);
+        if (strstr(err.msg, "no such domain") != NULL)
+            not_found_domain(resp, norm);
+        else
+            store_failure(resp, &err);
+        return;
+    }
+    api_audit(req, "domain.delete", norm, before, NULL);
+    json_decref(before);
+    reload(req);
+    resp->status = 204;
+}
+
+/* --- routes --- */
+
+void api_route_get(struct api_request *req, struct api_response *resp)
+{
+    char norm[API_DOMAIN_MAX];
+    struct store_route r;
+    struct error err = {0};
+
+    if (domain_param(req, resp, norm, sizeof norm) < 0)
+        return;
+    if (store_route_get(req->store, norm, &r, &err) < 0) {
+        if (strstr(err.msg, "no such domain") != NULL)
+            not_found_domain(resp, norm);
+        else
+            store_failure(resp, &err);
+        return;
+    }
+    if (r.host == NULL) {
+        api_error(resp, 404, "no_route", "route", "%s has no route", norm);
+        return;
+    }
+    resp->body = route_json(&r);
+    store_route_clear(&r);
+}
+
+void api_route_put(struct api_request *req, struct api_response *resp)
+{
+    static const char *const allowed[] = { "host", "port", "tls", NULL };
+    static const char *const required[] = { "host", NULL };
+    char norm[API_DOMAIN_MAX];
+    struct store_route old = {0}, r = {0};
+    struct error err = {0};
+
+    if (domain_param(req, resp, norm, sizeof norm) < 0 ||
+        api_body_check(req, resp, allowed, required) < 0)
+        return;
+    json_t *jh = json_object_get(req->body, "host");
+    json_t *jp = json_object_get(req->body, "port");
+    json_t *jt = json_object_get(req->body, "tls");
+    if (!json_is_string(jh) || json_string_length(jh) == 0) {
+        api_error(resp, 400, "invalid_field", "host", "host must be a host name or an IP address");
+        return;
+    }
+    r.port = 25;
+    if (jp != NULL && !json_is_null(jp)) {
+        if (!json_is_integer(jp) || json_integer_value(jp) < 1 || json_integer_value(jp) > 65535) {
+            api_error(resp, 400, "invalid_field", "port", "port must be a whole number from 1 to 65535");
+            return;
+        }
+        r.port = (int)json_integer_value(jp);
+    }
+    if (store_route_get(req->store, norm, &old, &err) < 0) {
+        if (strstr(err.msg, "no such domain") != NULL)
+            not_found_domain(resp, norm);
+        else
+            store_failure(resp, &err);
+        return;
+    }
+    /* changing the host must not silently weaken a strict route */
+    r.tls = old.host != NULL ? old.tls : STORE_TLS_OPPORTUNISTIC;
+    if (jt != NULL && !json_is_null(jt)) {
+        if (!json_is_string(jt) || store_tls_mode_parse(json_string_value(jt), &r.tls) < 0) {
+            store_route_clear(&old);
+            api_error(resp, 400, "invalid_field", "tls",
+                      "tls must be opportunistic, relaxed or strict");
+            return;
+        }
+    }
+    r.host = (char *)json_string_value(jh);
+    if (store_route_set(req->store, norm, &r, &err) < 0) {
+        store_route_clear(&old);
+        store_failure(resp, &err);
+        return;
+    }
+    json_t *before = route_json(&old);
+    store_route_clear(&old);
+    struct store_route now = {0};
+    if (store_route_get(req->store, norm, &now, &err) < 0) {
+        json_decref(before);
+        store_failure(resp, &err);
+        return;
+    }
+    json_t *after = route_json(&now);
+    store_route_clear(&now);
+    api_audit(req, "route.set", norm, before, after);
+    json_decref(before);
+    reload(req);
+    resp->body = after;
+}
+
+void api_route_delete(struct api_request *req, struct api_response *resp)
+{
+    char norm[API_DOMAIN_MAX];
+    struct store_route old = {0}, none = {0};
+    struct error err = {0};
+
+    if (domain_param(req, resp, norm, sizeof norm) < 0)
+        return;
+    if (store_route_get(req->store, norm, &old, &err) < 0) {
+        if (strstr(err.msg, "no such domain") != NULL)
+            not_found_domain(resp, norm);
+        else
+            store_failure(resp, &err);
+        return;
+    }
+    if (old.host == NULL) {
+        api_error(resp, 404, "no_route", "route", "%s has no route", norm);
+        return;
+    }
+    if (store_route_set(req->store, norm, &none, &err) < 0) {
+        store_route_clear(&old);
+        store_failure(resp, &err);
+        return;
+    }
+    json_t *before = route_json(&old);
+    store_route_clear(&old);
+    api_audit(req, "route.delete", norm, before, NULL);
+    json_decref(before);
+    reload(req);
+    resp->status = 204;
+}

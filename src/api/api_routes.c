@@ -1,0 +1,65 @@
+/*
+ * api_routes.c - THE route table of the HTTP API: every route, the one
+ * permission it needs (auth.h), its handler, and whether it changes
+ * something (then its handler writes an audit entry).
+ *
+ * The server checks the permission before any handler runs (http.c), the
+ * unit test checks that docs/openapi.yaml lists exactly these routes, and
+ * `moatd --list-routes` prints them for the end-to-end role matrix.  Adding
+ * a route: one row here, one path in docs/openapi.yaml.
+ *
+ * Order matters only where a literal segment and a {parameter} could both
+ * match: the first matching row wins, so "/queue/retry" precedes
+ * "/queue/{id}".
+ */
+#include "api_priv.h"
+#include "api_auth.h"
+
+const struct api_route api_routes[] = {
+    /* --- public --- */
+    { "GET",    "/api/v1/health",                  AUTH_PERM_PUBLIC,          api_health,              false },
+    { "POST",   "/api/v1/auth/login",              AUTH_PERM_PUBLIC,          api_auth_login,          true },
+
+    /* --- the caller's own account --- */
+    { "POST",   "/api/v1/auth/logout",             AUTH_PERM_SELF,            api_auth_logout,         true },
+    { "GET",    "/api/v1/auth/me",                 AUTH_PERM_SELF,            api_auth_me,             false },
+    { "POST",   "/api/v1/auth/password",           AUTH_PERM_SELF,            api_auth_password,       true },
+    { "GET",    "/api/v1/auth/sessions",           AUTH_PERM_SELF,            api_auth_sessions_list,  false },
+    { "DELETE", "/api/v1/auth/sessions/{id}",      AUTH_PERM_SELF,            api_auth_session_delete, true },
+    { "POST",   "/api/v1/auth/totp",               AUTH_PERM_SELF,            api_auth_totp_enroll,    true },
+    { "POST",   "/api/v1/auth/totp/confirm",       AUTH_PERM_SELF,            api_auth_totp_confirm,   true },
+    { "DELETE", "/api/v1/auth/totp",               AUTH_PERM_SELF,            api_auth_totp_disable,   true },
+    { "GET",    "/api/v1/tokens",                  AUTH_PERM_SELF,            api_tokens_list,         false },
+    { "POST",   "/api/v1/tokens",                  AUTH_PERM_SELF,            api_token_create,        true },
+    { "DELETE", "/api/v1/tokens/{id}",             AUTH_PERM_SELF,            api_token_delete,        true },
+
+    /* --- accounts and roles (protected) --- */
+    { "GET",    "/api/v1/accounts",                AUTH_PERM_ACCOUNTS_MANAGE, api_accounts_list,       false },
+    { "POST",   "/api/v1/accounts",                AUTH_PERM_ACCOUNTS_MANAGE, api_account_create,      true },
+    { "GET",    "/api/v1/accounts/{id}",           AUTH_PERM_ACCOUNTS_MANAGE, api_account_get,         false },
+    { "PATCH",  "/api/v1/accounts/{id}",           AUTH_PERM_ACCOUNTS_MANAGE, api_account_update,      true },
+    { "DELETE", "/api/v1/accounts/{id}",           AUTH_PERM_ACCOUNTS_MANAGE, api_account_delete,      true },
+
+    /* --- the audit log (read only) --- */
+    { "GET",    "/api/v1/audit",                   AUTH_PERM_AUDIT_READ,      api_audit_list,          false },
+
+    /* --- configuration --- */
+    { "GET",    "/api/v1/status",                  AUTH_PERM_CONFIG_READ,     api_status,              false },
+    { "GET",    "/api/v1/settings",                AUTH_PERM_CONFIG_READ,     api_settings_get,        false },
+    { "GET",    "/api/v1/domains",                 AUTH_PERM_CONFIG_READ,     api_domains_list,        false },
+    { "POST",   "/api/v1/domains",                 AUTH_PERM_CONFIG_WRITE,    api_domains_create,      true },
+    { "GET",    "/api/v1/domains/{name}",          AUTH_PERM_CONFIG_READ,     api_domains_get,         false },
+    { "DELETE", "/api/v1/domains/{name}",          AUTH_PERM_CONFIG_WRITE,    api_domains_delete,      true },
+    { "GET",    "/api/v1/domains/{name}/route",    AUTH_PERM_CONFIG_READ,     api_route_get,           false },
+    { "PUT",    "/api/v1/domains/{name}/route",    AUTH_PERM_CONFIG_WRITE,    api_route_put,           true },
+    { "DELETE", "/api/v1/domains/{name}/route",    AUTH_PERM_CONFIG_WRITE,    api_route_delete,        true },
+
+    /* --- the queue: envelopes are configuration; header sections are content --- */
+    { "GET",    "/api/v1/queue",                   AUTH_PERM_CONFIG_READ,     api_queue_list,          false },
+    { "POST",   "/api/v1/queue/retry",             AUTH_PERM_QUEUE_WRITE,     api_queue_retry_all,     true },
+    { "GET",    "/api/v1/queue/{id}",              AUTH_PERM_CONFIG_READ,     api_queue_show,          false },
+    { "POST",   "/api/v1/queue/{id}/retry",        AUTH_PERM_QUEUE_WRITE,     api_queue_retry,         true },
+    { "DELETE", "/api/v1/queue/{id}",              AUTH_PERM_QUEUE_WRITE,     api_queue_delete,        true },
+};
+
+const size_t api_routes_count = sizeof api_routes / sizeof api_routes[0];
