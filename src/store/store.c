@@ -108,6 +108,44 @@ const char *const store_migrations[] = {
     "  BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;"
     "CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit"
     "  BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;",
+    /* 3: Connect: the organisation, domain verification, task states.
+     * Domains added before this version were trusted by the skeleton and stay
+     * verified; new ones start unverified with a token (store_domain_add). */
+    "CREATE TABLE organisation ("
+    "  id            INTEGER PRIMARY KEY CHECK (id = 1),"
+    "  name          TEXT NOT NULL DEFAULT '',"
+    "  environment   TEXT NOT NULL DEFAULT '' CHECK (environment IN"
+    "                ('', 'microsoft365', 'exchange', 'hybrid', 'google', 'smtp')),"
+    "  contact_name  TEXT NOT NULL DEFAULT '',"
+    "  contact_email TEXT NOT NULL DEFAULT '',"
+    "  contact_phone TEXT NOT NULL DEFAULT '',"
+    "  public_hosts  TEXT NOT NULL DEFAULT '[]',"   /* JSON array: Moat's MX host names */
+    "  public_ips    TEXT NOT NULL DEFAULT '[]',"   /* JSON array: Moat's public addresses */
+    "  probe_source  TEXT NOT NULL DEFAULT '',"     /* lockdown probe source address */
+    "  updated       INTEGER NOT NULL DEFAULT 0,"
+    "  updated_by    TEXT NOT NULL DEFAULT ''"
+    ");"
+    "INSERT INTO organisation (id) VALUES (1);"
+    "ALTER TABLE domains ADD COLUMN token TEXT;"                 /* moat-verification=<token> */
+    "ALTER TABLE domains ADD COLUMN verified_at INTEGER;"
+    "ALTER TABLE domains ADD COLUMN trust_unverified INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE domains ADD COLUMN last_check INTEGER;"
+    "ALTER TABLE domains ADD COLUMN last_result TEXT;"           /* human text of the last check */
+    "ALTER TABLE domains ADD COLUMN mx_only_moat_since INTEGER;" /* MX pointed only at Moat since */
+    "CREATE TABLE connect_tasks ("
+    "  id            TEXT PRIMARY KEY NOT NULL,"
+    "  state         TEXT NOT NULL CHECK (state IN ('locked', 'todo', 'in_progress', 'waiting',"
+    "                'done', 'skipped', 'attention')),"
+    "  changed       INTEGER NOT NULL,"
+    "  changed_by    TEXT NOT NULL DEFAULT '',"
+    "  last_check    INTEGER,"
+    "  last_outcome  TEXT,"                        /* pass, fail, unknown, pending */
+    "  last_message  TEXT,"
+    "  last_details  TEXT,"                        /* JSON */
+    "  next_check    INTEGER,"
+    "  backoff       INTEGER NOT NULL DEFAULT 0,"  /* seconds of the current re-check interval */
+    "  data          TEXT NOT NULL DEFAULT '{}'"   /* JSON: task-specific inputs */
+    ");",
 };
 const int store_schema_latest = (int)(sizeof store_migrations / sizeof store_migrations[0]);
 
