@@ -88,6 +88,11 @@ struct connect_task {
     void (*run)(const struct connect_env *env, json_t *input, connect_done_cb done, void *arg);
     json_t *(*instructions)(struct store *st, struct error *err);
     const char *later_issue;          /* for tasks whose check arrives later: what brings it */
+    /* apply - optional (NULL: nothing to record): runs on the calling thread
+     * with its store handle after run's result came back, before the engine
+     * persists the task state; records per-item findings the task owns
+     * (domains verified, mx_only_moat_since).  -1 + err on a store error. */
+    int (*apply)(struct store *st, const struct connect_result *r, struct error *err);
 };
 
 extern const struct connect_task connect_tasks[];
@@ -106,6 +111,11 @@ struct connect_config {
 struct connect *connect_create(const struct connect_config *cfg, struct error *err);
 /* connect_start - start the timer thread (after the privilege drop) */
 int connect_start(struct connect *c, struct error *err);
+/* connect_stop - stop and join the timer thread; checks still waiting for the
+ * loop give up ("moatd is shutting down").  Call it as soon as the loop has
+ * stopped, before api_server_free (whose workers may wait in a check);
+ * connect_free calls it too.  The engine stays readable until connect_free. */
+void connect_stop(struct connect *c);
 void connect_free(struct connect *c);
 
 /* --- the engine, for the API --- */
@@ -116,8 +126,22 @@ json_t *connect_task_detail(struct connect *c, struct store *st, const char *id,
 /* connect_task_check - run the check now (blocks the calling thread, never the loop); persists */
 json_t *connect_task_check(struct connect *c, struct store *st, const char *id,
                            const struct auth_principal *who, struct error *err);
-/* connect_task_skip - optional tasks only */
+/* connect_task_skip - optional tasks only (and lockdown for a hybrid environment) */
 int connect_task_skip(struct connect *c, struct store *st, const char *id,
                       const struct auth_principal *who, struct error *err);
+/* Errors of the four calls above: err->field "task" = refused as asked (an
+ * unknown task, skipping a mandatory one, a check that cannot be prepared
+ * yet: 4xx); "shutdown" = moatd is stopping (503); "" = internal (500). */
+
+/* --- the organisation (connect_org.c), for the API --- */
+/* connect_org_get - the organisation as JSON: {name, environment, contact_name,
+ * contact_email, contact_phone, public_hosts: [], public_ips: [], probe_source,
+ * updated, updated_by} */
+json_t *connect_org_get(struct store *st, struct error *err);
+/* connect_org_update - apply patch (members of the shape above but updated*,
+ * each validated: err->field names a bad one); *before / *after (may be NULL)
+ * get the JSON for the audit log */
+int connect_org_update(struct store *st, json_t *patch, const char *who, json_t **before,
+                       json_t **after, struct error *err);
 
 #endif
