@@ -49,6 +49,7 @@
 #include "smtp/smtp.h"
 #include "deliver/deliver.h"
 #include "api/api.h"
+#include "connect/connect.h"
 #include "auth/auth.h"
 
 struct moatd {
@@ -65,6 +66,7 @@ struct moatd {
     struct auth *auth;
     struct api_config api_cfg;
     struct api_server *api;
+    struct connect *connect;
     struct event *ev_term, *ev_int, *ev_hup, *ev_poll;
     char *hostname;
     int lock_fd;
@@ -623,6 +625,19 @@ int main(int argc, char **argv)
         .reload_config = moatd_api_reload, .reload_arg = &m,
         .status_json = moatd_api_status, .status_arg = &m,
     };
+    struct connect_config ccfg = {
+        .env = { .base = m.base, .dns = m.dns, .tls_client = m.tls_client,
+                 .settings = &m.settings, .spool = m.spool, .hostname = m.hostname },
+        .database = m.settings.database,
+        .recheck_min = m.settings.connect_recheck_min,
+        .recheck_max = m.settings.connect_recheck_max,
+        .reverify_interval = m.settings.connect_reverify_interval,
+        .lockdown_mx_hours = m.settings.lockdown_mx_hours,
+    };
+    m.connect = connect_create(&ccfg, &err);
+    if (m.connect == NULL)
+        die("connect", &err);
+    m.api_cfg.connect = m.connect;
     if (m.settings.n_http_listen > 0) {
         m.api = api_server_create(&m.api_cfg, &err);   /* binds before the drop */
         if (m.api == NULL)
@@ -639,6 +654,8 @@ int main(int argc, char **argv)
     if (m.deliver == NULL)
         die("deliver", &err);
     deliver_start(m.deliver);
+    if (connect_start(m.connect, &err) < 0)   /* after the drop: its own store handle */
+        die("connect", &err);
     m.api_cfg.deliver = m.deliver;
     if (m.api != NULL && api_server_start(m.api, &err) < 0)
         die("http_listen", &err);
@@ -672,7 +689,9 @@ int main(int argc, char **argv)
     event_free(m.ev_term);
     event_free(m.ev_int);
     event_free(m.ev_hup);
+    connect_stop(m.connect);  /* checks waiting for the stopped loop give up */
     api_server_free(m.api);   /* before deliver: handlers reach it through the loop */
+    connect_free(m.connect);
     auth_free(m.auth);
     deliver_free(m.deliver);
     smtp_server_free(m.smtp);

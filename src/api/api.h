@@ -30,6 +30,7 @@ struct event_base;
 struct api_server;
 struct deliver;
 struct spool;
+struct connect;
 
 /* what moatd hands the API */
 struct api_config {
@@ -44,6 +45,8 @@ struct api_config {
     /* the daemon's counters as JSON (GET /api/v1/status); runs on the loop */
     json_t *(*status_json)(void *arg);
     void *status_arg;
+    /* Connect (thread-safe; called on the worker threads); NULL answers 503 */
+    struct connect *connect;
 };
 
 #define API_MAX_PATH_PARAMS 4

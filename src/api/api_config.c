@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "api_priv.h"
+#include "../connect/connect.h"
 
 #define API_DOMAIN_MAX 256
 
@@ -26,10 +27,37 @@ static json_t *route_json(const struct store_route *r)
                      "tls", store_tls_mode_name(r->tls));
 }
 
+/* domain_status - "verified", "trusted_unverified" (lab override) or "pending" */
+static const char *domain_status(const struct store_domain *d)
+{
+    return d->verified ? "verified" : d->trust_unverified ? "trusted_unverified" : "pending";
+}
+
+static json_t *time_or_null(int64_t t)
+{
+    return t > 0 ? json_integer((json_int_t)t) : json_null();
+}
+
 static json_t *domain_json(const struct store_domain *d)
 {
-    return json_pack("{s:s, s:b, s:I, s:o}", "name", d->name, "verified", d->verified,
-                     "created", (json_int_t)d->created, "route", route_json(&d->route));
+    json_t *o = json_pack("{s:s, s:b, s:s, s:b, s:I, s:o}", "name", d->name,
+                          "verified", d->verified, "status", domain_status(d),
+                          "trust_unverified", d->trust_unverified,
+                          "created", (json_int_t)d->created, "route", route_json(&d->route));
+    json_object_set_new(o, "verified_at", time_or_null(d->verified_at));
+    json_object_set_new(o, "token", d->token ? json_string(d->token) : json_null());
+    /* what to publish while the domain is not verified: the exact TXT record */
+    if (!d->verified && d->token != NULL) {
+        json_object_set_new(o, "txt_record", json_pack("{s:s, s:s, s:s+}", "name", d->name,
+                            "type", "TXT", "value", "moat-verification=", d->token));
+        json_object_set_new(o, "txt_zone_line", json_sprintf(
+            "%s. 300 IN TXT \"moat-verification=%s\"", d->name, d->token));
+    }
+    json_object_set_new(o, "last_check", time_or_null(d->last_check));
+    json_object_set_new(o, "last_result", d->last_result ? json_string(d->last_result)
+                                                         : json_null());
+    json_object_set_new(o, "mx_only_moat_since", time_or_null(d->mx_only_moat_since));
+    return o;
 }
 
 /* --- helpers --- */
@@ -218,18 +246,28 @@ void api_domains_list(struct api_request *req, struct api_response *resp)
 
 void api_domains_create(struct api_request *req, struct api_response *resp)
 {
-    static const char *const allowed[] = { "name", NULL };
+    static const char *const allowed[] = { "name", "trust_unverified", NULL };
+    static const char *const required[] = { "name", NULL };
     struct error err = {0};
     json_t *after = NULL;
 
-    if (api_body_check(req, resp, allowed, allowed) < 0)
+    if (api_body_check(req, resp, allowed, required) < 0)
         return;
     const char *name = json_string_value(json_object_get(req->body, "name"));
     if (name == NULL) {
         api_error(resp, 400, "invalid_field", "name", "name must be a string");
         return;
     }
-    if (store_domain_add(req->store, name, &err) < 0) {
+    json_t *jt = json_object_get(req->body, "trust_unverified");
+    if (jt != NULL && !json_is_boolean(jt)) {
+        api_error(resp, 400, "invalid_field", "trust_unverified",
+                  "trust_unverified must be true or false");
+        return;
+    }
+    /* the lab override: internal without proof; audited under its own action */
+    bool trusted = json_is_true(jt);
+    if ((trusted ? store_domain_add_trusted(req->store, name, &err)
+                 : store_domain_add(req->store, name, &err)) < 0) {
         if (strstr(err.msg, "already exists") != NULL)
             api_error_from(resp, 409, "conflict", &err);
         else
@@ -243,7 +281,10 @@ void api_domains_create(struct api_request *req, struct api_response *resp)
     r2.n_params = 1;
     if (domain_param(&r2, resp, norm, sizeof norm) < 0 || domain_find(req, resp, norm, &after) < 0)
         return;
-    api_audit(req, "domain.create", norm, NULL, after);
+    api_audit(req, trusted ? "domain.add_trusted_unverified" : "domain.create", norm, NULL, after);
+    if (trusted)
+        log_warn("event=domain_trusted_unverified domain=%s reason=\"lab override: internal "
+                 "without DNS verification\"", norm);
     reload(req);
     resp->status = 201;
     resp->body = after ? after : json_pack("{s:s}", "name", norm);
@@ -410,4 +451,66 @@ void api_route_delete(struct api_request *req, struct api_response *resp)
     json_decref(before);
     reload(req);
     resp->status = 204;
+}
+
+/* api_domains_verify - POST /api/v1/domains/{name}/verify: run the domains
+ * check now (it looks up every pending domain's TXT record) and answer this
+ * domain's state with the check's outcome */
+void api_domains_verify(struct api_request *req, struct api_response *resp)
+{
+    char norm[API_DOMAIN_MAX];
+    struct error err = {0};
+    json_t *before, *after;
+
+    if (domain_param(req, resp, norm, sizeof norm) < 0 ||
+        domain_find(req, resp, norm, &before) < 0)
+        return;
+    if (before == NULL) {
+        not_found_domain(resp, norm);
+        return;
+    }
+    if (req->cfg->connect == NULL) {
+        json_decref(before);
+        api_error(resp, 503, "unavailable", NULL, "Connect is not running");
+        return;
+    }
+    json_t *d = connect_task_check(req->cfg->connect, req->store, "domains", req->who, &err);
+    if (d == NULL) {
+        json_decref(before);
+        api_error_from(resp, err.field[0] ? 400 : 500, err.field[0] ? "invalid_field" : "internal",
+                       &err);
+        return;
+    }
+    if (domain_find(req, resp, norm, &after) < 0) {
+        json_decref(before);
+        json_decref(d);
+        return;
+    }
+    if (after == NULL) {
+        json_decref(before);
+        json_decref(d);
+        not_found_domain(resp, norm);
+        return;
+    }
+    json_t *result = json_object_get(d, "result");
+    json_t *mine = NULL;
+    size_t i;
+    json_t *it;
+    json_array_foreach(json_object_get(json_object_get(result, "details"), "domains"), i, it)
+        if (json_is_string(json_object_get(it, "name")) &&
+            strcmp(json_string_value(json_object_get(it, "name")), norm) == 0)
+            mine = it;
+    json_object_set_new(after, "check", json_pack("{s:O?, s:O?, s:O?}",
+                        "outcome", json_object_get(result, "outcome"),
+                        "message", mine ? json_object_get(mine, "message")
+                                        : json_object_get(result, "message"),
+                        "task_state", json_object_get(d, "state")));
+    if (json_is_true(json_object_get(after, "verified")) &&
+        !json_is_true(json_object_get(before, "verified"))) {
+        api_audit(req, "domain.verified", norm, before, after);
+        reload(req);
+    }
+    json_decref(before);
+    json_decref(d);
+    resp->body = after;
 }

@@ -35,6 +35,7 @@ void api_domains_list(struct api_request *req, struct api_response *resp);
 void api_domains_create(struct api_request *req, struct api_response *resp);
 void api_domains_get(struct api_request *req, struct api_response *resp);
 void api_domains_delete(struct api_request *req, struct api_response *resp);
+void api_domains_verify(struct api_request *req, struct api_response *resp);
 void api_route_get(struct api_request *req, struct api_response *resp);
 void api_route_put(struct api_request *req, struct api_response *resp);
 void api_route_delete(struct api_request *req, struct api_response *resp);

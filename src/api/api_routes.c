@@ -14,6 +14,7 @@
  */
 #include "api_priv.h"
 #include "api_auth.h"
+#include "api_connect.h"
 
 const struct api_route api_routes[] = {
     /* --- public --- */
@@ -53,6 +54,17 @@ const struct api_route api_routes[] = {
     { "GET",    "/api/v1/domains/{name}/route",    AUTH_PERM_CONFIG_READ,     api_route_get,           false },
     { "PUT",    "/api/v1/domains/{name}/route",    AUTH_PERM_CONFIG_WRITE,    api_route_put,           true },
     { "DELETE", "/api/v1/domains/{name}/route",    AUTH_PERM_CONFIG_WRITE,    api_route_delete,        true },
+    /* domain verification (Connect's domains task): run the TXT check now */
+    { "POST",   "/api/v1/domains/{name}/verify",   AUTH_PERM_CONFIG_WRITE,    api_domains_verify,      true },
+
+    /* --- Connect: the onboarding checklist, and the organisation it describes --- */
+    { "GET",    "/api/v1/connect",                 AUTH_PERM_CONFIG_READ,     api_connect_overview,    false },
+    { "GET",    "/api/v1/connect/{task}",          AUTH_PERM_CONFIG_READ,     api_connect_detail,      false },
+    { "POST",   "/api/v1/connect/{task}/check",    AUTH_PERM_CONFIG_WRITE,    api_connect_check,       true },
+    { "POST",   "/api/v1/connect/{task}/skip",     AUTH_PERM_CONFIG_WRITE,    api_connect_skip,        true },
+    { "PUT",    "/api/v1/connect/{task}/input",    AUTH_PERM_CONFIG_WRITE,    api_connect_input,       true },
+    { "GET",    "/api/v1/organisation",            AUTH_PERM_CONFIG_READ,     api_organisation_get,    false },
+    { "PATCH",  "/api/v1/organisation",            AUTH_PERM_CONFIG_WRITE,    api_organisation_update, true },
 
     /* --- the queue: envelopes are configuration; header sections are content --- */
     { "GET",    "/api/v1/queue",                   AUTH_PERM_CONFIG_READ,     api_queue_list,          false },

@@ -25,9 +25,13 @@
 
 struct cli_ctx;
 
+#define CLI_MAX_REPEAT 16   /* values of one repeatable option */
+
 struct cli_option {
     const char *name;        /* without the leading "--" */
-    const char *arg;         /* NULL for a flag, else the value's name for help */
+    const char *arg;         /* NULL for a flag, else the value's name for help;
+                              * ending in "..." (HOST...): may be given several
+                              * times (cli_opt_all) */
     const char *help;
 };
 
@@ -48,6 +52,8 @@ struct cli_ctx {
     int n_args;
     const char *opt_value[CLI_MAX_OPTIONS];   /* by index into cmd->options */
     bool opt_set[CLI_MAX_OPTIONS];
+    const char *opt_values[CLI_MAX_OPTIONS][CLI_MAX_REPEAT];   /* every value, in order */
+    int opt_count[CLI_MAX_OPTIONS];
     bool json;                                /* --json: machine output */
     char *url;                                /* API base, "http://127.0.0.1:8025" */
     char *token;                              /* API token, NULL when none */
@@ -57,6 +63,8 @@ struct cli_ctx {
 /* cli_opt - the value of option name (NULL if absent); cli_flag - was it given */
 const char *cli_opt(const struct cli_ctx *ctx, const char *name);
 bool cli_flag(const struct cli_ctx *ctx, const char *name);
+/* cli_opt_all - every value of a repeatable option, in order; the count */
+int cli_opt_all(const struct cli_ctx *ctx, const char *name, const char *const **values);
 
 /* cli_fail - "moat: NOUN VERB: message" on stderr; returns CLI_FAIL */
 int cli_fail(const struct cli_ctx *ctx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -111,6 +119,7 @@ int cli_config_write(struct cli_ctx *ctx, const char *url, const char *token);
 /* handlers */
 int cli_domain_add(struct cli_ctx *ctx);
 int cli_domain_list(struct cli_ctx *ctx);
+int cli_domain_verify(struct cli_ctx *ctx);
 int cli_domain_remove(struct cli_ctx *ctx);
 int cli_route_set(struct cli_ctx *ctx);
 int cli_route_show(struct cli_ctx *ctx);
@@ -128,5 +137,12 @@ int cli_token_list(struct cli_ctx *ctx);
 int cli_token_create(struct cli_ctx *ctx);
 int cli_token_revoke(struct cli_ctx *ctx);
 int cli_audit(struct cli_ctx *ctx);
+int cli_connect_list(struct cli_ctx *ctx);
+int cli_connect_show(struct cli_ctx *ctx);
+int cli_connect_check(struct cli_ctx *ctx);
+int cli_connect_skip(struct cli_ctx *ctx);
+int cli_connect_input(struct cli_ctx *ctx);
+int cli_org_show(struct cli_ctx *ctx);
+int cli_org_set(struct cli_ctx *ctx);
 
 #endif

@@ -1,6 +1,8 @@
 /*
- * cli_domain.c - `moat domain ...` and `moat route ...`: internal domains and
- * their delivery routes, through the API (/api/v1/domains, .../route).  The
+ * cli_domain.c - `moat domain ...` and `moat route ...`: internal domains
+ * (add prints the TXT record that proves ownership; verify looks for it
+ * now; list shows verified / pending / trusted) and their delivery routes,
+ * through the API (/api/v1/domains, .../verify, .../route).  The
  * daemon applies a change at once and records it in the audit log.
  */
 #include <errno.h>
@@ -35,10 +37,27 @@ static void print_route_line(const char *dom, json_t *route)
     free(t);
 }
 
+/* print_txt - the record to publish for a pending domain */
+static void print_txt(json_t *d)
+{
+    json_t *rec = json_object_get(d, "txt_record");
+    if (!json_is_object(rec))
+        return;
+    char *n = cli_safe(jstr(rec, "name")), *v = cli_safe(jstr(rec, "value"));
+    printf("publish this TXT record at the apex of %s:\n\n"
+           "    %s.  TXT  \"%s\"\n\n", n, n, v);
+    printf("then run: moat domain verify %s (Moat also re-checks it automatically)\n", n);
+    free(n);
+    free(v);
+}
+
 int cli_domain_add(struct cli_ctx *ctx)
 {
-    json_t *r = cli_api(ctx, "POST", "/api/v1/domains",
-                        json_pack("{s:s}", "name", ctx->args[0]), NULL, NULL);
+    bool trusted = cli_flag(ctx, "trust-unverified");
+    json_t *body = json_pack("{s:s}", "name", ctx->args[0]);
+    if (trusted)
+        json_object_set_new(body, "trust_unverified", json_true());
+    json_t *r = cli_api(ctx, "POST", "/api/v1/domains", body, NULL, NULL);
     if (r == NULL)
         return CLI_FAIL;
     if (ctx->json) {
@@ -46,10 +65,53 @@ int cli_domain_add(struct cli_ctx *ctx)
         return CLI_OK;
     }
     char *n = cli_safe(jstr(r, "name"));
-    printf("added domain %s; set where its mail goes with: moat route set %s HOST\n", n, n);
+    const char *status = jstr(r, "status");
+    if (status && strcmp(status, "verified") == 0) {
+        printf("added domain %s: verified (a subdomain of a verified domain)\n", n);
+    } else if (trusted) {
+        printf("added domain %s: WARNING: trusted without verification (lab override, "
+               "audit-logged)\n", n);
+        print_txt(r);
+    } else {
+        printf("added domain %s: pending verification\n", n);
+        print_txt(r);
+    }
+    printf("set where its mail goes with: moat route set %s HOST\n", n);
     free(n);
     json_decref(r);
     return CLI_OK;
+}
+
+int cli_domain_verify(struct cli_ctx *ctx)
+{
+    char *p = domain_path(ctx->args[0], "/verify");
+    json_t *r = cli_api(ctx, "POST", p, NULL, NULL, NULL);
+    free(p);
+    if (r == NULL)
+        return CLI_FAIL;
+    if (ctx->json) {
+        cli_print_json(r);
+        return CLI_OK;
+    }
+    char *n = cli_safe(jstr(r, "name"));
+    json_t *check = json_object_get(r, "check");
+    char *msg = cli_safe(jstr(check, "message") ? jstr(check, "message") : "");
+    const char *status = jstr(r, "status");
+    if (status && strcmp(status, "verified") == 0)
+        printf("%s: verified\n", n);
+    else if (status && strcmp(status, "trusted_unverified") == 0)
+        printf("%s: WARNING: not verified, trusted by the lab override\n", n);
+    else
+        printf("%s: pending\n", n);
+    if (*msg)
+        printf("%s\n", msg);
+    if (!(status && strcmp(status, "verified") == 0))
+        print_txt(r);
+    free(n);
+    free(msg);
+    int rc = status && strcmp(status, "verified") == 0 ? CLI_OK : CLI_FAIL;
+    json_decref(r);
+    return rc;
 }
 
 int cli_domain_remove(struct cli_ctx *ctx)
@@ -95,8 +157,10 @@ int cli_domain_list(struct cli_ctx *ctx)
         cli_format_hostport(route, sizeof route, jstr(r, "host"),
                             json_is_integer(port) ? (int)json_integer_value(port) : 25);
         cli_format_time(added, sizeof added, json_integer_value(json_object_get(d, "created")));
+        const char *st = jstr(d, "status");
         const char *row[] = { jstr(d, "name"),
-                              json_is_true(json_object_get(d, "verified")) ? "verified" : "pending",
+                              st == NULL ? (json_is_true(json_object_get(d, "verified")) ? "verified" : "pending")
+                              : strcmp(st, "trusted_unverified") == 0 ? "UNVERIFIED (trusted)" : st,
                               route, jstr(r, "host") ? jstr(r, "tls") : "-", added };
         cli_table_add(t, row);
     }

@@ -71,16 +71,55 @@ static const struct cli_option audit_options[] = {
     { NULL, NULL, NULL },
 };
 
+static const struct cli_option connect_input_options[] = {
+    { "test-address", "ADDRESS", "inbound: the mailbox (under one of your domains) that "
+      "receives the test message sent through Moat to your mail server" },
+    { NULL, NULL, NULL },
+};
+
+static const struct cli_option org_set_options[] = {
+    { "environment", "ENV", "your mail environment: microsoft365 (Exchange Online), exchange "
+      "(on-premises Exchange), hybrid, google (Google Workspace) or smtp (another SMTP server)" },
+    { "name", "NAME", "the organisation's name" },
+    { "contact-name", "NAME", "the emergency contact: who Moat's operators reach when mail "
+      "stops flowing" },
+    { "contact-email", "ADDRESS", "the emergency contact's e-mail address (best outside the "
+      "domains Moat protects)" },
+    { "contact-phone", "PHONE", "the emergency contact's phone number" },
+    { "public-host", "HOST...", "a public host name of Moat (an MX target); repeat it for each; "
+      "the list replaces the current one; --public-host '' clears it" },
+    { "public-ip", "ADDRESS...", "a public IP address of Moat (what your mail server and "
+      "firewall accept mail from); repeat it for each; replaces the current list; "
+      "--public-ip '' clears it" },
+    { "probe-source", "ADDRESS", "an address of this machine that is NOT one of Moat's public "
+      "addresses: the lockdown check connects from it and expects your mail server to refuse; "
+      "'' turns the probe off" },
+    { NULL, NULL, NULL },
+};
+
+static const struct cli_option domain_add_options[] = {
+    { "trust-unverified", NULL, "lab override: treat NAME as internal without DNS "
+      "verification; audit-logged and shown as a warning on the checklist" },
+    { NULL, NULL, NULL },
+};
+
 /* cli_commands - every command; later issues add rows here */
 static const struct cli_command cli_commands[] = {
-    { "domain", "add", "NAME", 1, 1, NULL, cli_domain_add,
+    { "domain", "add", "NAME", 1, 1, domain_add_options, cli_domain_add,
       "add an internal domain",
-      "Adds NAME (e.g. example.com) as an internal domain: Moat accepts mail for it and for "
-      "its subdomains, and relays it to the domain's route (see `moat route set`). Names are "
+      "Adds NAME (e.g. example.com) as an internal domain and prints the TXT record "
+      "(moat-verification=TOKEN) to publish at its apex: Moat accepts mail for NAME and its "
+      "subdomains once the record is found (`moat domain verify NAME`, or the automatic "
+      "re-check). A subdomain of a verified domain needs no record. Names are "
       "stored in lower case; internationalised names must be given in A-label form (xn--...)." },
     { "domain", "list", "", 0, 0, NULL, cli_domain_list,
       "list internal domains and their routes",
       "Lists every internal domain with its status, its delivery route and when it was added." },
+    { "domain", "verify", "NAME", 1, 1, NULL, cli_domain_verify,
+      "look for a domain's verification TXT record now",
+      "Runs the domains check now: looks up the TXT record moat-verification=TOKEN at the apex "
+      "of NAME (and of every other pending domain) through Moat's resolver, and prints whether "
+      "NAME is verified. A missing record is pending, a resolver error unknown." },
     { "domain", "remove", "NAME", 1, 1, NULL, cli_domain_remove,
       "remove an internal domain and its route",
       "Removes NAME and its route. Mail for it is refused from then on (relay denied); "
@@ -146,6 +185,44 @@ static const struct cli_command cli_commands[] = {
     { "token", "revoke", "ID", 1, 1, NULL, cli_token_revoke,
       "revoke an API token",
       "The token stops working at once." },
+    { "connect", "show", "TASK", 1, 1, NULL, cli_connect_show,
+      "show one Connect task: what blocks it, its instructions and artefacts",
+      "Shows TASK (organisation, domains, inbound, mx, lockdown, ...): its state, the "
+      "prerequisites that block it, the steps to take and the exact artefacts to apply (DNS "
+      "records, PowerShell, nftables rules, ...) filled with your organisation's values, and "
+      "the result of its last check." },
+    { "connect", "check", "TASK", 1, 1, NULL, cli_connect_check,
+      "run a Connect task's check now",
+      "Verifies TASK against reality (DNS, SMTP) now and records the result: pass makes it "
+      "done; pending (e.g. a DNS record not visible yet) makes it waiting, and Moat re-checks "
+      "it on its own; fail says what is wrong; unknown (a resolver error) changes nothing." },
+    { "connect", "skip", "TASK", 1, 1, NULL, cli_connect_skip,
+      "skip an optional Connect task",
+      "Marks an optional TASK (antispoof_bypass, tls_policies, admins, forwarding; lockdown "
+      "for a hybrid environment) as skipped. Mandatory tasks cannot be skipped." },
+    { "connect", "input", "TASK", 1, 1, connect_input_options, cli_connect_input,
+      "give a Connect task what its check needs",
+      "Records the input a task's check needs from you; for inbound, the mailbox that "
+      "receives the test message: moat connect input inbound --test-address postmaster@example.com" },
+    { "connect", "status", "", 0, 0, NULL, cli_connect_list,
+      "the Connect checklist (same as `moat connect`)",
+      "Prints the Connect checklist: every onboarding task in order with its state, what "
+      "blocks it and the next step." },
+    { "connect", NULL, "", 0, 0, NULL, cli_connect_list,
+      "the onboarding checklist: every task, its state and the next step",
+      "Prints the Connect checklist: every onboarding task of DESIGN.md in order, with a state "
+      "marker ([x] done, [-] skipped, [~] waiting, [!] attention, [>] in progress, [ ] to do, "
+      "[#] locked), its title, and what blocks it or the next step. Warnings (domains trusted "
+      "without proof) come first. `moat connect show TASK` shows one task in full." },
+    { "org", "show", "", 0, 0, NULL, cli_org_show,
+      "show the organisation",
+      "Shows the organisation as Connect and every generated artefact use it: environment, "
+      "emergency contact, Moat's public host names and addresses, the lockdown probe source." },
+    { "org", "set", "", 0, 0, org_set_options, cli_org_set,
+      "describe the organisation (environment, contact, public names and addresses)",
+      "Changes the given fields of the organisation and re-checks the organisation task. "
+      "Example: moat org set --environment microsoft365 --contact-name 'Ann Admin' "
+      "--contact-email ann@example.net --public-host mx1.example.com --public-ip 192.0.2.25" },
     { "audit", NULL, "", 0, 0, audit_options, cli_audit,
       "show the audit log",
       "Shows who changed what, when and from where, newest first; secrets are never "
@@ -249,6 +326,17 @@ bool cli_flag(const struct cli_ctx *ctx, const char *name)
 {
     int i = option_index(ctx->cmd, name, strlen(name));
     return i >= 0 && ctx->opt_set[i];
+}
+
+int cli_opt_all(const struct cli_ctx *ctx, const char *name, const char *const **values)
+{
+    int i = option_index(ctx->cmd, name, strlen(name));
+    if (i < 0 || !ctx->opt_set[i]) {
+        *values = NULL;
+        return 0;
+    }
+    *values = ctx->opt_values[i];
+    return ctx->opt_count[i];
 }
 
 static void vprefix(const struct cli_ctx *ctx)
@@ -434,8 +522,13 @@ int main(int argc, char **argv)
                 return cli_usage_error(&ctx, "--%s needs a value (%s)", o->name, o->arg);
             ctx.opt_value[oi] = words[++w];
         }
-        if (ctx.opt_set[oi])
+        bool repeat = o->arg != NULL && strlen(o->arg) > 3 &&
+                      strcmp(o->arg + strlen(o->arg) - 3, "...") == 0;
+        if (ctx.opt_set[oi] && !repeat)
             return cli_usage_error(&ctx, "--%s given twice", o->name);
+        if (ctx.opt_count[oi] >= CLI_MAX_REPEAT)
+            return cli_usage_error(&ctx, "--%s given more than %d times", o->name, CLI_MAX_REPEAT);
+        ctx.opt_values[oi][ctx.opt_count[oi]++] = ctx.opt_value[oi];
         ctx.opt_set[oi] = true;
     }
     if (ctx.n_args < cmd->min_args)

@@ -335,6 +335,34 @@ static const struct setting settings_table[] = {
       "Spool",
       "Size at which the spool starts a new log segment. Smaller segments are reclaimed "
       "sooner once their messages are delivered; larger ones mean fewer files." },
+
+    /* --- Connect --- */
+    { "connect_recheck_min", SETTING_DURATION, OFF(connect_recheck_min), 0, "1m",
+      1, HOUR, 0, 0, NULL, NULL, 0,
+      "Connect",
+      "A Connect task waiting for an external change (a DNS record that is not published "
+      "yet) is checked again after this long, then after twice as long each time, up to "
+      "`connect_recheck_max`. A task whose check fails after it was done is re-checked on "
+      "the same schedule until it recovers." },
+    { "connect_recheck_max", SETTING_DURATION, OFF(connect_recheck_max), 0, "30m",
+      1, DAY, 0, 0, NULL, NULL, 0,
+      "Connect",
+      "The longest interval between re-checks of a waiting Connect task. Must not be "
+      "shorter than `connect_recheck_min`." },
+    { "connect_reverify_interval", SETTING_DURATION, OFF(connect_reverify_interval), 0, "6h",
+      1, 7 * DAY, 0, 0, NULL, NULL, 0,
+      "Connect",
+      "How often Connect re-verifies a task that is done (the MX records still point only at "
+      "Moat, the verification TXT record is still there, ...). A failing re-verification is "
+      "confirmed by a second check a few seconds later and then shows the task as "
+      "`attention`." },
+    { "lockdown_mx_hours", SETTING_INT, OFF(lockdown_mx_hours), 0, "72",
+      0, 8760, 0, 0, NULL, NULL, 0,
+      "Connect",
+      "Hours for which every domain's MX records must have pointed only at Moat before the "
+      "lockdown task (accepting port 25 only from Moat) is unlocked, so that mail still "
+      "delivered along the old MX records by caching senders is not refused. 0 unlocks it "
+      "as soon as the MX task is done." },
 };
 
 #define N_SETTINGS (sizeof settings_table / sizeof settings_table[0])
@@ -1038,6 +1066,11 @@ int settings_finish(struct moat_settings *s, struct error *err)
         error_set(err, cert ? "http_tls_key" : "http_tls_cert",
                   "http_tls_cert and http_tls_key must be set together (%s is empty)",
                   cert ? "http_tls_key" : "http_tls_cert");
+        return -1;
+    }
+    if (s->connect_recheck_max < s->connect_recheck_min) {
+        error_set(err, "connect_recheck_max", "connect_recheck_max: must not be shorter than "
+                  "connect_recheck_min");
         return -1;
     }
     enum log_level lvl;

@@ -81,6 +81,12 @@ struct moat_settings {
 
     /* spool */
     int64_t spool_segment_size;        /* octets before a new log segment */
+
+    /* Connect */
+    int64_t connect_recheck_min;       /* seconds: first re-check of a waiting task */
+    int64_t connect_recheck_max;       /* seconds: the re-check backoff stops doubling here */
+    int64_t connect_reverify_interval; /* seconds: done tasks are re-verified this often */
+    int64_t lockdown_mx_hours;         /* MX only at Moat this long unlocks the lockdown task */
 };
 
 /* settings_defaults - fill s with every default (paths derived from state_dir later) */

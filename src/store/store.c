@@ -5,7 +5,9 @@
  * detection for the daemon's snapshot reloads.
  *
  * Entry points: store_open, store_close, store_domain_add/remove/list,
- * store_route_set/get, store_changed, domain_name_valid.  The snapshot lives
+ * store_domain_add_trusted/get/set_verified/set_check/set_mx_since (domain
+ * verification for Connect), store_route_set/get, store_changed,
+ * domain_name_valid.  The snapshot lives
  * in store_snapshot.c; accounts, sessions, tokens and the audit log in
  * store_auth.c (with its own statement table).
  *
@@ -28,6 +30,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <arpa/inet.h>
+#include <sodium.h>
 #include "store_priv.h"
 
 /* the CLI and the daemon share the file: wait this long for a lock */
@@ -108,18 +111,77 @@ const char *const store_migrations[] = {
     "  BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;"
     "CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit"
     "  BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;",
+    /* 3: Connect: the organisation, domain verification, task states.
+     * Domains added before this version were trusted by the skeleton and stay
+     * verified; new ones start unverified with a token (store_domain_add). */
+    "CREATE TABLE organisation ("
+    "  id            INTEGER PRIMARY KEY CHECK (id = 1),"
+    "  name          TEXT NOT NULL DEFAULT '',"
+    "  environment   TEXT NOT NULL DEFAULT '' CHECK (environment IN"
+    "                ('', 'microsoft365', 'exchange', 'hybrid', 'google', 'smtp')),"
+    "  contact_name  TEXT NOT NULL DEFAULT '',"
+    "  contact_email TEXT NOT NULL DEFAULT '',"
+    "  contact_phone TEXT NOT NULL DEFAULT '',"
+    "  public_hosts  TEXT NOT NULL DEFAULT '[]',"   /* JSON array: Moat's MX host names */
+    "  public_ips    TEXT NOT NULL DEFAULT '[]',"   /* JSON array: Moat's public addresses */
+    "  probe_source  TEXT NOT NULL DEFAULT '',"     /* lockdown probe source address */
+    "  updated       INTEGER NOT NULL DEFAULT 0,"
+    "  updated_by    TEXT NOT NULL DEFAULT ''"
+    ");"
+    "INSERT INTO organisation (id) VALUES (1);"
+    "ALTER TABLE domains ADD COLUMN token TEXT;"                 /* moat-verification=<token> */
+    "ALTER TABLE domains ADD COLUMN verified_at INTEGER;"
+    "ALTER TABLE domains ADD COLUMN trust_unverified INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE domains ADD COLUMN last_check INTEGER;"
+    "ALTER TABLE domains ADD COLUMN last_result TEXT;"           /* human text of the last check */
+    "ALTER TABLE domains ADD COLUMN mx_only_moat_since INTEGER;" /* MX pointed only at Moat since */
+    "CREATE TABLE connect_tasks ("
+    "  id            TEXT PRIMARY KEY NOT NULL,"
+    "  state         TEXT NOT NULL CHECK (state IN ('locked', 'todo', 'in_progress', 'waiting',"
+    "                'done', 'skipped', 'attention')),"
+    "  changed       INTEGER NOT NULL,"
+    "  changed_by    TEXT NOT NULL DEFAULT '',"
+    "  last_check    INTEGER,"
+    "  last_outcome  TEXT,"                        /* pass, fail, unknown, pending */
+    "  last_message  TEXT,"
+    "  last_details  TEXT,"                        /* JSON */
+    "  next_check    INTEGER,"
+    "  backoff       INTEGER NOT NULL DEFAULT 0,"  /* seconds of the current re-check interval */
+    "  data          TEXT NOT NULL DEFAULT '{}'"   /* JSON: task-specific inputs */
+    ");",
 };
 const int store_schema_latest = (int)(sizeof store_migrations / sizeof store_migrations[0]);
 
 /* store_sql - the prepared statements, prepared once at open */
 static const char *const store_sql[STMT__COUNT] = {
     [STMT_DATA_VERSION] = "PRAGMA data_version",
-    [STMT_DOMAIN_INSERT] = "INSERT INTO domains (name, verified, created) VALUES (?1, ?2, ?3)",
+    [STMT_DOMAIN_INSERT] =
+        "INSERT INTO domains (name, verified, created, token, verified_at, trust_unverified)"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     [STMT_DOMAIN_DELETE] = "DELETE FROM domains WHERE name = ?1",
     [STMT_DOMAIN_EXISTS] = "SELECT 1 FROM domains WHERE name = ?1",
     [STMT_DOMAIN_LIST] =
-        "SELECT d.name, d.verified, d.created, r.host, r.port, r.tls FROM domains d"
+        "SELECT d.name, d.verified, d.created, r.host, r.port, r.tls, d.token, d.verified_at,"
+        " d.trust_unverified, d.last_check, d.last_result, d.mx_only_moat_since FROM domains d"
         " LEFT JOIN routes r ON r.domain = d.name AND r.priority = 0 ORDER BY d.name",
+    [STMT_DOMAIN_GET] =
+        "SELECT d.name, d.verified, d.created, r.host, r.port, r.tls, d.token, d.verified_at,"
+        " d.trust_unverified, d.last_check, d.last_result, d.mx_only_moat_since FROM domains d"
+        " LEFT JOIN routes r ON r.domain = d.name AND r.priority = 0 WHERE d.name = ?1",
+    /* a verified proper parent of ?1: "example.com" for "a.b.example.com" */
+    [STMT_DOMAIN_PARENT_VERIFIED] =
+        "SELECT name FROM domains WHERE verified = 1 AND length(?1) > length(name) + 1"
+        " AND substr(?1, -length(name) - 1) = '.' || name ORDER BY length(name) DESC LIMIT 1",
+    [STMT_DOMAIN_SET_VERIFIED] =
+        "UPDATE domains SET verified = ?2, verified_at = ?3 WHERE name = ?1",
+    /* subdomains of a validated domain need no proof (DESIGN.md 1) */
+    [STMT_DOMAIN_VERIFY_SUBDOMAINS] =
+        "UPDATE domains SET verified = 1, verified_at = ?2 WHERE verified = 0"
+        " AND length(name) > length(?1) + 1 AND substr(name, -length(?1) - 1) = '.' || ?1",
+    [STMT_DOMAIN_SET_CHECK] =
+        "UPDATE domains SET last_check = ?2, last_result = ?3 WHERE name = ?1",
+    [STMT_DOMAIN_SET_MX_SINCE] =
+        "UPDATE domains SET mx_only_moat_since = ?2 WHERE name = ?1",
     [STMT_ROUTE_UPSERT] =
         "INSERT INTO routes (domain, priority, host, port, tls) VALUES (?1, 0, ?2, ?3, ?4)"
         " ON CONFLICT (domain, priority) DO UPDATE"
@@ -342,6 +404,10 @@ struct store *store_open(const char *path, struct error *err)
         store_close(st);
         return NULL;
     }
+    if (store_connect_prepare(st, path, err) < 0) {
+        store_close(st);
+        return NULL;
+    }
     int64_t dv = 0;
     pragma_int(st->db, "PRAGMA data_version", &dv);
     st->data_version = dv;
@@ -355,6 +421,7 @@ void store_close(struct store *st)
     for (int i = 0; i < STMT__COUNT; i++)
         sqlite3_finalize(st->stmt[i]);
     store_auth_finalize(st);
+    store_connect_finalize(st);
     /* close_v2 would leave a zombie handle if something were still open; we
      * finalized everything, so plain close must succeed */
     if (sqlite3_close(st->db) != SQLITE_OK)
@@ -454,24 +521,67 @@ static int normalise_domain(const char *name, const char *field, char *out, size
 
 /* --- domains --- */
 
-int store_domain_add(struct store *st, const char *name, struct error *err)
+/* new_token - 16 random bytes as 32 lower-case hex digits (libsodium) */
+static void new_token(char out[33])
 {
-    char norm[256];
+    unsigned char raw[16];
+    randombytes_buf(raw, sizeof raw);
+    sodium_bin2hex(out, 33, raw, sizeof raw);
+    sodium_memzero(raw, sizeof raw);
+}
+
+/* verified_parent - 1 when a proper parent of norm is verified (its name in
+ * parent), 0 when none, -1 on a store error */
+static int verified_parent(struct store *st, const char *norm, char *parent, size_t size,
+                           struct error *err)
+{
+    sqlite3_stmt *s = store_stmt(st, STMT_DOMAIN_PARENT_VERIFIED);
+    sqlite3_bind_text(s, 1, norm, -1, SQLITE_TRANSIENT);
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW)
+        str_copy(parent, size, (const char *)sqlite3_column_text(s, 0));
+    sqlite3_reset(s);
+    if (rc == SQLITE_ROW)
+        return 1;
+    if (rc == SQLITE_DONE)
+        return 0;
+    store_db_error(st, err, "domain parent lookup");
+    return -1;
+}
+
+/* domain_insert - one new row; trusted: the lab override */
+static int domain_insert(struct store *st, const char *name, bool trusted, struct error *err)
+{
+    char norm[256], token[33], parent[256] = "";
 
     memset(err, 0, sizeof *err);
     if (normalise_domain(name, "name", norm, sizeof norm, err) < 0)
         return -1;
+    int vp = verified_parent(st, norm, parent, sizeof parent, err);
+    if (vp < 0)
+        return -1;
+    int64_t now = (int64_t)time(NULL);
+    new_token(token);
     sqlite3_stmt *s = store_stmt(st, STMT_DOMAIN_INSERT);
     sqlite3_bind_text(s, 1, norm, -1, SQLITE_TRANSIENT);
-    /* every added domain is internal until the Connect domains task adds
-     * DNS verification with tokens */
-    sqlite3_bind_int(s, 2, 1);
-    sqlite3_bind_int64(s, 3, (sqlite3_int64)time(NULL));
+    sqlite3_bind_int(s, 2, vp == 1);
+    sqlite3_bind_int64(s, 3, (sqlite3_int64)now);
+    sqlite3_bind_text(s, 4, token, -1, SQLITE_TRANSIENT);
+    if (vp == 1)
+        sqlite3_bind_int64(s, 5, (sqlite3_int64)now);
+    else
+        sqlite3_bind_null(s, 5);
+    sqlite3_bind_int(s, 6, trusted && vp != 1);
     int rc = sqlite3_step(s);
     sqlite3_reset(s);
     if (rc == SQLITE_DONE) {
         st->own_commits++;
-        log_info("event=domain_added domain=%s", norm);
+        if (vp == 1)
+            log_info("event=domain_added domain=%s verified=1 reason=\"subdomain of verified %s\"",
+                     norm, parent);
+        else
+            log_info("event=domain_added domain=%s verified=0 trust_unverified=%d", norm,
+                     trusted ? 1 : 0);
         return 0;
     }
     if (rc == SQLITE_CONSTRAINT_PRIMARYKEY || rc == SQLITE_CONSTRAINT_UNIQUE)
@@ -479,6 +589,100 @@ int store_domain_add(struct store *st, const char *name, struct error *err)
     else
         store_db_error(st, err, "domain add");
     return -1;
+}
+
+int store_domain_add(struct store *st, const char *name, struct error *err)
+{
+    return domain_insert(st, name, false, err);
+}
+
+int store_domain_add_trusted(struct store *st, const char *name, struct error *err)
+{
+    return domain_insert(st, name, true, err);
+}
+
+/* domain_update - run one UPDATE keyed by ?1 = the normalised name */
+static int domain_update(struct store *st, sqlite3_stmt *s, const char *norm, const char *what,
+                         struct error *err)
+{
+    int rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE) {
+        store_db_error(st, err, what);
+        return -1;
+    }
+    if (sqlite3_changes(st->db) == 0) {
+        error_set(err, "name", "no such domain %s", norm);
+        return -1;
+    }
+    st->own_commits++;
+    return 0;
+}
+
+int store_domain_set_verified(struct store *st, const char *name, bool verified, int64_t when,
+                              struct error *err)
+{
+    char norm[256];
+
+    memset(err, 0, sizeof *err);
+    if (normalise_domain(name, "name", norm, sizeof norm, err) < 0)
+        return -1;
+    sqlite3_stmt *s = store_stmt(st, STMT_DOMAIN_SET_VERIFIED);
+    sqlite3_bind_text(s, 1, norm, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int(s, 2, verified ? 1 : 0);
+    if (verified)
+        sqlite3_bind_int64(s, 3, (sqlite3_int64)when);
+    else
+        sqlite3_bind_null(s, 3);
+    if (domain_update(st, s, norm, "domain set verified", err) < 0)
+        return -1;
+    log_info("event=domain_verified domain=%s verified=%d", norm, verified ? 1 : 0);
+    if (!verified)
+        return 0;
+    s = store_stmt(st, STMT_DOMAIN_VERIFY_SUBDOMAINS);
+    sqlite3_bind_text(s, 1, norm, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(s, 2, (sqlite3_int64)when);
+    int rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE) {
+        store_db_error(st, err, "subdomain verification");
+        return -1;
+    }
+    if (sqlite3_changes(st->db) > 0)
+        log_info("event=subdomains_verified parent=%s count=%d", norm, sqlite3_changes(st->db));
+    return 0;
+}
+
+int store_domain_set_check(struct store *st, const char *name, int64_t when, const char *result,
+                           struct error *err)
+{
+    char norm[256];
+
+    memset(err, 0, sizeof *err);
+    if (normalise_domain(name, "name", norm, sizeof norm, err) < 0)
+        return -1;
+    sqlite3_stmt *s = store_stmt(st, STMT_DOMAIN_SET_CHECK);
+    sqlite3_bind_text(s, 1, norm, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(s, 2, (sqlite3_int64)when);
+    sqlite3_bind_text(s, 3, result ? result : "", -1, SQLITE_TRANSIENT);
+    return domain_update(st, s, norm, "domain set check", err);
+}
+
+int store_domain_set_mx_since(struct store *st, const char *name, int64_t since,
+                              struct error *err)
+{
+    char norm[256];
+
+    memset(err, 0, sizeof *err);
+    if (normalise_domain(name, "name", norm, sizeof norm, err) < 0)
+        return -1;
+    sqlite3_stmt *s = store_stmt(st, STMT_DOMAIN_SET_MX_SINCE);
+    sqlite3_bind_text(s, 1, norm, -1, SQLITE_TRANSIENT);
+    if (since > 0)
+        sqlite3_bind_int64(s, 2, (sqlite3_int64)since);
+    else
+        sqlite3_bind_null(s, 2);
+    return domain_update(st, s, norm, "domain set mx_only_moat_since", err);
 }
 
 int store_domain_remove(struct store *st, const char *name, struct error *err)
@@ -520,6 +724,63 @@ static void route_from_row(sqlite3_stmt *s, int col, struct store_route *r)
     r->tls = m;
 }
 
+static char *column_strdup(sqlite3_stmt *s, int col)
+{
+    const unsigned char *t = sqlite3_column_text(s, col);
+    return t ? xstrdup((const char *)t) : NULL;
+}
+
+/* domain_from_row - a row of STMT_DOMAIN_LIST / STMT_DOMAIN_GET */
+static void domain_from_row(sqlite3_stmt *s, struct store_domain *e)
+{
+    memset(e, 0, sizeof *e);
+    e->name = xstrdup((const char *)sqlite3_column_text(s, 0));
+    e->verified = sqlite3_column_int(s, 1) != 0;
+    e->created = sqlite3_column_int64(s, 2);
+    route_from_row(s, 3, &e->route);
+    e->token = column_strdup(s, 6);
+    e->verified_at = sqlite3_column_int64(s, 7);
+    e->trust_unverified = sqlite3_column_int(s, 8) != 0;
+    e->last_check = sqlite3_column_int64(s, 9);
+    e->last_result = column_strdup(s, 10);
+    e->mx_only_moat_since = sqlite3_column_int64(s, 11);
+}
+
+int store_domain_get(struct store *st, const char *name, struct store_domain *out,
+                     struct error *err)
+{
+    char norm[256];
+
+    memset(err, 0, sizeof *err);
+    memset(out, 0, sizeof *out);
+    if (normalise_domain(name, "name", norm, sizeof norm, err) < 0)
+        return -1;
+    sqlite3_stmt *s = store_stmt(st, STMT_DOMAIN_GET);
+    sqlite3_bind_text(s, 1, norm, -1, SQLITE_TRANSIENT);
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW)
+        domain_from_row(s, out);
+    sqlite3_reset(s);
+    if (rc == SQLITE_DONE) {
+        error_set(err, "name", "no such domain %s", norm);
+        return -1;
+    }
+    if (rc != SQLITE_ROW) {
+        store_db_error(st, err, "domain get");
+        return -1;
+    }
+    return 0;
+}
+
+void store_domain_clear(struct store_domain *d)
+{
+    free(d->name);
+    free(d->token);
+    free(d->last_result);
+    store_route_clear(&d->route);
+    memset(d, 0, sizeof *d);
+}
+
 int store_domain_list(struct store *st, struct store_domain **out, size_t *n, struct error *err)
 {
     struct store_domain *d = NULL;
@@ -533,11 +794,7 @@ int store_domain_list(struct store *st, struct store_domain **out, size_t *n, st
             cap = cap ? cap * 2 : 16;
             d = xreallocarray(d, cap, sizeof *d);
         }
-        struct store_domain *e = &d[count++];
-        e->name = xstrdup((const char *)sqlite3_column_text(s, 0));
-        e->verified = sqlite3_column_int(s, 1) != 0;
-        e->created = sqlite3_column_int64(s, 2);
-        route_from_row(s, 3, &e->route);
+        domain_from_row(s, &d[count++]);
     }
     sqlite3_reset(s);
     if (rc != SQLITE_DONE) {
@@ -554,10 +811,8 @@ void store_domains_free(struct store_domain *d, size_t n)
 {
     if (d == NULL)
         return;
-    for (size_t i = 0; i < n; i++) {
-        free(d[i].name);
-        store_route_clear(&d[i].route);
-    }
+    for (size_t i = 0; i < n; i++)
+        store_domain_clear(&d[i]);
     free(d);
 }
 

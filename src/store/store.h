@@ -31,10 +31,24 @@ struct store_route {
 
 struct store_domain {
     char *name;          /* lower-case A-label */
-    bool verified;       /* internal for relay control only when true */
+    bool verified;       /* ownership proven (TXT token, or a verified parent) */
     int64_t created;     /* unix seconds */
     struct store_route route;
+    /* Connect's domains task (issue 4) */
+    char *token;         /* 32 hex digits: publish TXT "moat-verification=<token>"; NULL for
+                          * domains verified before tokens existed */
+    int64_t verified_at; /* unix seconds; 0 = not verified */
+    bool trust_unverified; /* lab override: internal without proof (shown as a warning) */
+    int64_t last_check;  /* unix seconds of the last verification check; 0 = never */
+    char *last_result;   /* its human text, or NULL */
+    int64_t mx_only_moat_since; /* MX has pointed only at Moat since; 0 = not (now) */
 };
+
+/* store_domain_internal - internal for relay control: verified or trusted-unverified */
+static inline bool store_domain_internal(const struct store_domain *d)
+{
+    return d->verified || d->trust_unverified;
+}
 
 /* store_open - open (creating) the database at path and apply migrations */
 struct store *store_open(const char *path, struct error *err);
@@ -42,8 +56,28 @@ void store_close(struct store *st);
 /* store_schema_version - PRAGMA user_version after migrations */
 int store_schema_version(struct store *st);
 
-/* domains: names are normalised to lower case; err->field names the bad input */
+/* domains: names are normalised to lower case; err->field names the bad input.
+ * store_domain_add - a new domain, unverified, with a fresh random verification
+ * token; a subdomain of a verified domain is verified at once (no proof needed).
+ * A domain cannot be added twice ("already exists").
+ * store_domain_add_trusted - the lab override (--trust-unverified): unverified,
+ * but internal; the caller audit-logs it. */
 int store_domain_add(struct store *st, const char *name, struct error *err);
+int store_domain_add_trusted(struct store *st, const char *name, struct error *err);
+/* store_domain_get - one domain (*out filled; free with store_domain_clear); -1 "no such domain" */
+int store_domain_get(struct store *st, const char *name, struct store_domain *out,
+                     struct error *err);
+void store_domain_clear(struct store_domain *d);
+/* store_domain_set_verified - verified (when = unix seconds) or not; verifying a
+ * domain also verifies its pending subdomains */
+int store_domain_set_verified(struct store *st, const char *name, bool verified, int64_t when,
+                              struct error *err);
+/* store_domain_set_check - the time and human text of the last verification check */
+int store_domain_set_check(struct store *st, const char *name, int64_t when, const char *result,
+                           struct error *err);
+/* store_domain_set_mx_since - MX only at Moat since `since`; 0 clears */
+int store_domain_set_mx_since(struct store *st, const char *name, int64_t since,
+                              struct error *err);
 int store_domain_remove(struct store *st, const char *name, struct error *err);
 /* store_domain_list - *out is an array of *n domains, free with store_domains_free */
 int store_domain_list(struct store *st, struct store_domain **out, size_t *n, struct error *err);
@@ -62,9 +96,9 @@ bool store_changed(struct store *st);
 struct store_snapshot;
 struct store_snapshot *store_snapshot_load(struct store *st, struct error *err);
 void store_snapshot_free(struct store_snapshot *snap);
-/* store_snapshot_find - the verified domain that covers addr_domain (itself or
- * its closest verified parent: subdomains of an internal domain are internal),
- * or NULL.  Case-insensitive. */
+/* store_snapshot_find - the internal domain (verified, or trusted-unverified)
+ * that covers addr_domain (itself or its closest internal parent: subdomains
+ * of an internal domain are internal), or NULL.  Case-insensitive. */
 const struct store_domain *store_snapshot_find(const struct store_snapshot *snap,
                                                const char *addr_domain);
 size_t store_snapshot_count(const struct store_snapshot *snap);
@@ -218,5 +252,67 @@ int store_audit_list(struct store *st, const struct store_audit_filter *f,
                      struct store_audit_entry **out, size_t *n, struct error *err);
 void store_audit_free(struct store_audit_entry *e, size_t n);
 /* ==== end of accounts, sessions, tokens, audit ==== */
+
+/* ==== Connect: organisation and task states (issue 4; store_connect.c) ==== */
+/*
+ * The organisation (one row) and the Connect engine's persisted task states.
+ * The store knows task states and outcomes only by name ("todo", "done",
+ * "pass", ...); src/connect gives them meaning.  Strings in returned structs
+ * belong to the caller (free with the matching *_clear / *_free).
+ */
+struct store_organisation {
+    char *name;
+    char *environment;              /* "", "microsoft365", "exchange", "hybrid", "google", "smtp" */
+    char *contact_name;
+    char *contact_email;
+    char *contact_phone;
+    char **public_hosts;            /* Moat's public host names (the MX targets) */
+    size_t n_public_hosts;
+    char **public_ips;              /* Moat's public IP addresses */
+    size_t n_public_ips;
+    char *probe_source;             /* lockdown probe source address; "" = none */
+    int64_t updated;                /* unix seconds; 0 = never */
+    char *updated_by;
+};
+
+/* store_organisation_get - the organisation (always present; empty fields when never set) */
+int store_organisation_get(struct store *st, struct store_organisation *out, struct error *err);
+/* store_organisation_set - replace every field (the caller validated them); who: account name */
+int store_organisation_set(struct store *st, const struct store_organisation *o, const char *who,
+                           struct error *err);
+void store_organisation_clear(struct store_organisation *o);
+
+struct store_connect_task {
+    char *id;
+    char *state;                    /* "todo", "in_progress", "waiting", "done", ... */
+    int64_t changed;                /* when the state last changed (unix seconds) */
+    char *changed_by;               /* account name or "timer" */
+    int64_t last_check;             /* 0 = never checked */
+    char *last_outcome;             /* "pass", "fail", "pending", "unknown", "unavailable"; NULL = none */
+    char *last_message;
+    char *last_details;             /* JSON text or NULL */
+    int64_t next_check;             /* 0 = no re-check scheduled */
+    int64_t backoff;                /* seconds of the current re-check interval */
+    char *data;                     /* JSON text: task-specific inputs ("{}") */
+};
+
+/* store_connect_task_get - STORE_NOT_FOUND when the task was never touched */
+int store_connect_task_get(struct store *st, const char *id, struct store_connect_task *out,
+                           struct error *err);
+/* store_connect_task_put - insert or replace every column but data (kept) */
+int store_connect_task_put(struct store *st, const struct store_connect_task *t, struct error *err);
+/* store_connect_task_list - every stored task state, by id */
+int store_connect_task_list(struct store *st, struct store_connect_task **out, size_t *n,
+                            struct error *err);
+/* store_connect_task_data_get - the task's data JSON text ("{}" when none); caller frees */
+int store_connect_task_data_get(struct store *st, const char *id, char **json_text,
+                                struct error *err);
+/* store_connect_task_data_set - replace the task's data (creates the row as "todo" if needed) */
+int store_connect_task_data_set(struct store *st, const char *id, const char *json_text,
+                                struct error *err);
+void store_connect_task_clear(struct store_connect_task *t);
+void store_connect_tasks_free(struct store_connect_task *t, size_t n);
+
+/* ==== end of Connect ==== */
 
 #endif

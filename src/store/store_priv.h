@@ -19,6 +19,12 @@ enum store_stmt {
     STMT_ROUTE_UPSERT,
     STMT_ROUTE_DELETE,
     STMT_ROUTE_GET,
+    STMT_DOMAIN_GET,
+    STMT_DOMAIN_PARENT_VERIFIED,
+    STMT_DOMAIN_SET_VERIFIED,
+    STMT_DOMAIN_VERIFY_SUBDOMAINS,
+    STMT_DOMAIN_SET_CHECK,
+    STMT_DOMAIN_SET_MX_SINCE,
     STMT__COUNT
 };
 
@@ -29,12 +35,16 @@ struct store {
     uint64_t own_commits;     /* writes committed through this handle */
     uint64_t seen_commits;    /* own_commits at the last store_changed() */
     sqlite3_stmt **auth_stmt; /* store_auth.c's statement table */
+    sqlite3_stmt **connect_stmt; /* store_connect.c's statement table */
 };
 
 /* store_auth_prepare - prepare store_auth.c's statements (store_open);
  * store_auth_finalize - release them (store_close; safe when unprepared) */
 int store_auth_prepare(struct store *st, const char *path, struct error *err);
 void store_auth_finalize(struct store *st);
+/* store_connect_prepare / store_connect_finalize - the same for store_connect.c */
+int store_connect_prepare(struct store *st, const char *path, struct error *err);
+void store_connect_finalize(struct store *st);
 
 /* the migrations: store_migrations[i] takes the schema from version i to i + 1 */
 extern const char *const store_migrations[];

@@ -50,9 +50,10 @@ size_t store_snapshot_count(const struct store_snapshot *snap)
     return snap ? snap->n : 0;
 }
 
-/* store_snapshot_find - the verified domain covering addr_domain, or NULL.  An
- * unverified entry does not hide a verified parent: sub.example.com pending
- * verification is still covered by a verified example.com. */
+/* store_snapshot_find - the internal domain (verified or trusted-unverified)
+ * covering addr_domain, or NULL.  A pending entry does not hide an internal
+ * parent: sub.example.com pending verification is still covered by a
+ * verified example.com. */
 const struct store_domain *store_snapshot_find(const struct store_snapshot *snap,
                                                const char *addr_domain)
 {
@@ -73,7 +74,7 @@ const struct store_domain *store_snapshot_find(const struct store_snapshot *snap
         struct store_domain key = { .name = (char *)p };
         const struct store_domain *d =
             bsearch(&key, snap->domains, snap->n, sizeof *snap->domains, cmp_domain);
-        if (d != NULL && d->verified)
+        if (d != NULL && store_domain_internal(d))
             return d;
         p = strchr(p, '.');
         if (p == NULL)

@@ -887,7 +887,8 @@ static void snapshot_cb(void *arg)
     struct store *st = store_open(arg, &err);
     if (st == NULL)
         log_fatal("store_open: %s", err.msg);
-    if (store_domain_add(st, "example.com", &err) < 0)
+    if (store_domain_add(st, "example.com", &err) < 0 ||
+        store_domain_set_verified(st, "example.com", true, 1700000000, &err) < 0)
         log_fatal("store_domain_add: %s", err.msg);
     snap = store_snapshot_load(st, &err);
     if (snap == NULL)

@@ -204,7 +204,14 @@ static void test_domains_crud(void **state)
     assert_int_equal(n, 2);
     assert_string_equal(d[0].name, "b.example.org");
     assert_string_equal(d[1].name, "example.com");
-    assert_true(d[1].verified);
+    /* a new domain needs proof: unverified, with a 32-hex-digit token */
+    assert_false(d[1].verified);
+    assert_false(d[1].trust_unverified);
+    assert_int_equal(d[1].verified_at, 0);
+    assert_non_null(d[1].token);
+    assert_int_equal(strlen(d[1].token), 32);
+    assert_int_equal(strspn(d[1].token, "0123456789abcdef"), 32);
+    assert_string_not_equal(d[0].token, d[1].token);
     assert_true(d[1].created > 1700000000);
     assert_null(d[1].route.host);
     store_domains_free(d, n);
@@ -220,6 +227,69 @@ static void test_domains_crud(void **state)
     struct store_route out;
     assert_int_equal(store_route_get(f->st, "example.com", &out, &err), 0);
     assert_null(out.host);
+}
+
+static void test_domain_verification(void **state)
+{
+    struct fixture *f = *state;
+    struct error err;
+    struct store_domain d;
+
+    f->st = open_ok(f);
+    assert_int_equal(store_domain_add(f->st, "example.com", &err), 0);
+    /* pending subdomains are verified with their parent */
+    assert_int_equal(store_domain_add(f->st, "a.example.com", &err), 0);
+    assert_int_equal(store_domain_add(f->st, "notexample.com", &err), 0);
+    assert_int_equal(store_domain_get(f->st, "a.example.com", &d, &err), 0);
+    assert_false(d.verified);
+    store_domain_clear(&d);
+    assert_int_equal(store_domain_set_verified(f->st, "example.com", true, 1700000123, &err), 0);
+    assert_int_equal(store_domain_get(f->st, "Example.com", &d, &err), 0);
+    assert_true(d.verified);
+    assert_int_equal(d.verified_at, 1700000123);
+    store_domain_clear(&d);
+    assert_int_equal(store_domain_get(f->st, "a.example.com", &d, &err), 0);
+    assert_true(d.verified);
+    store_domain_clear(&d);
+    assert_int_equal(store_domain_get(f->st, "notexample.com", &d, &err), 0);
+    assert_false(d.verified);
+    store_domain_clear(&d);
+
+    /* a subdomain added under a verified domain needs no proof */
+    assert_int_equal(store_domain_add(f->st, "x.y.example.com", &err), 0);
+    assert_int_equal(store_domain_get(f->st, "x.y.example.com", &d, &err), 0);
+    assert_true(d.verified);
+    assert_true(d.verified_at > 1700000000);
+    store_domain_clear(&d);
+    /* a domain cannot be added twice, trusted or not */
+    assert_int_equal(store_domain_add_trusted(f->st, "example.com", &err), -1);
+    assert_string_equal(err.msg, "domain example.com already exists");
+
+    /* the lab override */
+    assert_int_equal(store_domain_add_trusted(f->st, "lab.test", &err), 0);
+    assert_int_equal(store_domain_get(f->st, "lab.test", &d, &err), 0);
+    assert_false(d.verified);
+    assert_true(d.trust_unverified);
+    assert_true(store_domain_internal(&d));
+    assert_non_null(d.token);
+    store_domain_clear(&d);
+
+    /* check results and the MX timestamp */
+    assert_int_equal(store_domain_set_check(f->st, "lab.test", 1700000200, "no TXT yet", &err), 0);
+    assert_int_equal(store_domain_set_mx_since(f->st, "lab.test", 1700000300, &err), 0);
+    assert_int_equal(store_domain_get(f->st, "lab.test", &d, &err), 0);
+    assert_int_equal(d.last_check, 1700000200);
+    assert_string_equal(d.last_result, "no TXT yet");
+    assert_int_equal(d.mx_only_moat_since, 1700000300);
+    store_domain_clear(&d);
+    assert_int_equal(store_domain_set_mx_since(f->st, "lab.test", 0, &err), 0);
+    assert_int_equal(store_domain_get(f->st, "lab.test", &d, &err), 0);
+    assert_int_equal(d.mx_only_moat_since, 0);
+    store_domain_clear(&d);
+    assert_int_equal(store_domain_set_verified(f->st, "nope.test", true, 1, &err), -1);
+    assert_string_equal(err.msg, "no such domain nope.test");
+    assert_int_equal(store_domain_get(f->st, "nope.test", &d, &err), -1);
+    assert_string_equal(err.field, "name");
 }
 
 static void test_routes(void **state)
@@ -305,14 +375,21 @@ static void test_snapshot(void **state)
     f->st = open_ok(f);
     static const char *const names[] = { "example.com", "sub.example.org", "b.example.net",
                                          "a.example.net", "zz.example" };
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         assert_int_equal(store_domain_add(f->st, names[i], &err), 0);
+        assert_int_equal(store_domain_set_verified(f->st, names[i], true, 1700000000, &err), 0);
+    }
+    /* pending: not internal, and it does not hide a verified parent */
+    assert_int_equal(store_domain_add(f->st, "pending.example.org", &err), 0);
+    assert_int_equal(store_domain_add(f->st, "other.example", &err), 0);
+    /* trusted without verification (lab override): internal */
+    assert_int_equal(store_domain_add_trusted(f->st, "lab.example", &err), 0);
     struct store_route r = { .host = "mx.example.com", .port = 2525, .tls = STORE_TLS_STRICT };
     assert_int_equal(store_route_set(f->st, "example.com", &r, &err), 0);
 
     struct store_snapshot *snap = store_snapshot_load(f->st, &err);
     assert_non_null(snap);
-    assert_int_equal(store_snapshot_count(snap), 5);
+    assert_int_equal(store_snapshot_count(snap), 8);
 
     static const struct { const char *q; const char *want; } cases[] = {
         { "example.com", "example.com" },
@@ -330,6 +407,11 @@ static void test_snapshot(void **state)
         { "b.example.net", "b.example.net" },
         { "c.example.net", NULL },
         { "zz.example", "zz.example" },
+        { "pending.example.org", NULL },
+        { "other.example", NULL },
+        { "x.other.example", NULL },
+        { "lab.example", "lab.example" },
+        { "mx.lab.example", "lab.example" },
         { "", NULL },
         { "[192.0.2.1]", NULL },
     };
@@ -512,6 +594,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_pragmas_and_mode, setup, teardown),
         cmocka_unit_test(test_domain_names),
         cmocka_unit_test_setup_teardown(test_domains_crud, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_domain_verification, setup, teardown),
         cmocka_unit_test_setup_teardown(test_routes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot, setup, teardown),
         cmocka_unit_test_setup_teardown(test_changed_across_handles, setup, teardown),

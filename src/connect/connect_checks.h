@@ -1,0 +1,47 @@
+/*
+ * connect_checks.h - the checks and instruction generators of the domains,
+ * inbound, mx and lockdown tasks (DESIGN.md 1), for the task table in
+ * connect_tasks.c.  Each task has prepare (calling thread, reads the store
+ * into a JSON input), run (the event loop, asynchronous DNS and SMTP),
+ * instructions (calling thread) and, where the task records per-item
+ * findings, apply (calling thread, after run: see struct connect_task).
+ *
+ * run borrows input for the duration of the call only (it copies what it
+ * needs); the caller keeps and frees its reference.  The result's details
+ * are handed to done's receiver.
+ */
+#ifndef MOAT_CONNECT_CHECKS_H
+#define MOAT_CONNECT_CHECKS_H
+
+#include "connect.h"
+
+/* domains: TXT moat-verification=<token> at each pending domain's apex */
+json_t *connect_domains_prepare(struct store *st, struct error *err);
+void connect_domains_run(const struct connect_env *env, json_t *input, connect_done_cb done,
+                         void *arg);
+json_t *connect_domains_instructions(struct store *st, struct error *err);
+int connect_domains_apply(struct store *st, const struct connect_result *r, struct error *err);
+
+/* inbound: each delivery route's STARTTLS (strict/relaxed/unsupported) and a test message */
+json_t *connect_inbound_prepare(struct store *st, struct error *err);
+void connect_inbound_run(const struct connect_env *env, json_t *input, connect_done_cb done,
+                         void *arg);
+json_t *connect_inbound_instructions(struct store *st, struct error *err);
+/* connect_inbound_input_check - validate a PUT .../inbound/input body
+ * ({"test_address": "user@domain"}); -1 with err naming the field */
+int connect_inbound_input_check(json_t *body, struct error *err);
+
+/* mx: every internal domain's MX set points only at Moat's public hosts */
+json_t *connect_mx_prepare(struct store *st, struct error *err);
+void connect_mx_run(const struct connect_env *env, json_t *input, connect_done_cb done,
+                    void *arg);
+json_t *connect_mx_instructions(struct store *st, struct error *err);
+int connect_mx_apply(struct store *st, const struct connect_result *r, struct error *err);
+
+/* lockdown: from the probe source, the mail server must refuse */
+json_t *connect_lockdown_prepare(struct store *st, struct error *err);
+void connect_lockdown_run(const struct connect_env *env, json_t *input, connect_done_cb done,
+                          void *arg);
+json_t *connect_lockdown_instructions(struct store *st, struct error *err);
+
+#endif
