@@ -66,7 +66,14 @@ def test_domain_added_while_running_is_honoured_at_once(moatd, sink):
     r = rcpt_reply(m, "zoe@new.test")
     assert (r.code, r.enhanced) == (550, "5.7.1"), r
 
-    m.cli("domain", "add", "new.test", check=0)
+    # a domain added without proof of ownership is not internal yet
+    m.cli("domain", "add", "pending.test", check=0)
+    m.cli("route", "set", "pending.test", f"127.0.0.1:{s.port}", check=0)
+    time.sleep(0.3)
+    r = rcpt_reply(m, "zoe@pending.test")
+    assert (r.code, r.enhanced) == (550, "5.7.1"), r
+
+    m.cli("domain", "add", "new.test", "--trust-unverified", check=0)
     m.cli("route", "set", "new.test", f"127.0.0.1:{s.port}", check=0)
     # "at once": the CLI tells the running daemon to reload; allow it one second
     t0 = time.monotonic()
