@@ -220,8 +220,9 @@ run_moat() {
     start_sink moat
     port=$(free_port)
     http=$(free_port)
-    "$MOAT" --state-dir "$state" domain add example.com >/dev/null
-    "$MOAT" --state-dir "$state" route set example.com "127.0.0.1:$SINK_PORT" >/dev/null
+    # an administrator token for the CLI, then the domain and its route through the API
+    "$MOATD" --state-dir "$state" -o run_user=root --init-admin admin \
+        --token-file "$WORK/admin.token" >/dev/null 2>&1
     "$MOATD" --foreground --state-dir "$state" --smtp-listen "127.0.0.1:$port" \
         --http-listen "127.0.0.1:$http" --resolver "127.0.0.1:$UB_PORT" \
         -o log_level=info -o hostname=moat.bench.test \
@@ -229,6 +230,10 @@ run_moat() {
     MOATD_PID=$!
     PIDS+=("$MOATD_PID")
     wait_220 "$port" "$MOATD_PID"
+    MOAT_URL="http://127.0.0.1:$http" MOAT_TOKEN=$(cat "$WORK/admin.token") \
+        "$MOAT" domain add example.com --trust-unverified >/dev/null
+    MOAT_URL="http://127.0.0.1:$http" MOAT_TOKEN=$(cat "$WORK/admin.token") \
+        "$MOAT" route set example.com "127.0.0.1:$SINK_PORT" >/dev/null
     measure moat "$port" "echo $MOATD_PID"
     M_ACC=$R_ACC M_DEL=$R_DEL M_CPU=$R_CPU M_GOT=$R_GOT M_RC=$R_SRC_RC
     kill -TERM "$MOATD_PID"

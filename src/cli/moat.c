@@ -133,19 +133,19 @@ static const struct cli_command cli_commands[] = {
       "show the route of one domain, or of all",
       "Shows where mail for DOMAIN is delivered; without DOMAIN, the routes of every domain." },
     { "queue", "list", "", 0, 0, queue_list_options, cli_queue_list,
-      "list queued messages (needs moatd)",
+      "list queued messages",
       "Lists the messages waiting for delivery, oldest first, a page at a time. The last line "
       "tells how to fetch the next page." },
     { "queue", "show", "QID", 1, 1, NULL, cli_queue_show,
-      "show one queued message (needs moatd)",
+      "show one queued message",
       "Shows the envelope, the state of each recipient, the delivery attempts and the header "
       "section of a queued message." },
     { "queue", "retry", "[QID]", 0, 1, queue_retry_options, cli_queue_retry,
-      "retry a queued message now, or all with --all (needs moatd)",
+      "retry a queued message now, or all with --all",
       "Schedules QID (or every message, with --all) for an immediate delivery attempt, "
       "e.g. after a route or a destination was fixed." },
     { "queue", "delete", "QID", 1, 1, NULL, cli_queue_delete,
-      "delete a queued message without notice (needs moatd)",
+      "delete a queued message without notice",
       "Removes QID from the queue. No delivery status notification is sent: the sender is "
       "not told. Use it for spam floods or test messages." },
     { "status", NULL, "", 0, 0, NULL, cli_status,

@@ -1401,12 +1401,11 @@ static json_t *msg_json(struct deliver *d, struct spool_msg *m)
 {
     const struct spool_envelope *env = spool_msg_envelope(m);
     struct dmsg *dm = spool_msg_user(m);
-    char t[40];
     json_t *o = json_object();
     json_object_set_new(o, "id", json_string(spool_msg_id(m)));
     json_object_set_new(o, "sender", json_string(env->sender));
-    time_iso8601(t, sizeof(t), (time_t)(env->received_ms / 1000));
-    json_object_set_new(o, "received", json_string(t));
+    /* times are unix seconds, like every other time in the API */
+    json_object_set_new(o, "received", json_integer((json_int_t)(env->received_ms / 1000)));
     json_object_set_new(o, "size", json_integer((json_int_t)env->size));
     json_object_set_new(o, "bounce", json_boolean(env->flags & SPOOL_F_BOUNCE));
     json_t *rc = json_array();
@@ -1422,8 +1421,7 @@ static json_t *msg_json(struct deliver *d, struct spool_msg *m)
     json_object_set_new(o, "rcpts", rc);
     json_object_set_new(o, "attempts", json_integer(dm ? dm->attempts : 0));
     if (dm && dm->heap_idx != SIZE_MAX) {
-        time_iso8601(t, sizeof(t), (time_t)(dm->next_ms / 1000));
-        json_object_set_new(o, "next_attempt", json_string(t));
+        json_object_set_new(o, "next_attempt", json_integer((json_int_t)(dm->next_ms / 1000)));
     } else {
         json_object_set_new(o, "next_attempt", json_null());
     }
