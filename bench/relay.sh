@@ -221,6 +221,7 @@ run_moat() {
     port=$(free_port)
     http=$(free_port)
     # an administrator token for the CLI, then the domain and its route through the API
+    rm -f "$WORK/admin.token"      # --init-admin never overwrites a token file
     "$MOATD" --state-dir "$state" -o run_user=root --init-admin admin \
         --token-file "$WORK/admin.token" >/dev/null 2>&1
     "$MOATD" --foreground --state-dir "$state" --smtp-listen "127.0.0.1:$port" \

@@ -132,6 +132,36 @@ static json_t *moatd_status(struct moatd *m)
 }
 
 
+/* --- runtime settings stored through the API --- */
+
+/* moatd_apply_stored_settings - the runtime settings stored in the database
+ * over those of moat.conf (precedence in settings.h: default < moat.conf <
+ * store < -o).  Runs once the store is open and before the SMTP server and
+ * the delivery engine exist; later changes arrive through the API, on the
+ * loop.  A stored value this version refuses is logged and skipped, not
+ * fatal: moatd must start so that the API can fix it. */
+static void moatd_apply_stored_settings(struct moatd *m)
+{
+    struct store_setting *v = NULL;
+    size_t n = 0;
+    struct error err = {0};
+    if (store_settings_list(m->store, &v, &n, &err) < 0) {
+        log_error("event=settings_load_failed reason=\"%s\"", err.msg);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        int rc = settings_apply_runtime(&m->settings, v[i].key, v[i].value, &err);
+        if (rc < 0)
+            log_error("event=stored_setting_ignored key=%s reason=\"%s\"", v[i].key, err.msg);
+        else if (rc > 0)
+            log_warn("event=stored_setting_shadowed key=%s reason=\"set on the command line\"",
+                     v[i].key);
+        else
+            log_info("event=stored_setting key=%s value=\"%s\"", v[i].key, v[i].value);
+    }
+    store_settings_free(v, n);
+}
+
 /* --- HTTP API (api.h): moatd supplies the loop-side callbacks --- */
 
 static int moatd_api_reload(void *arg, struct error *err)
@@ -590,6 +620,7 @@ int main(int argc, char **argv)
     if (m.store == NULL)
         die("store", &err);
     log_info("event=store_open path=%s schema=%d", m.settings.database, store_schema_version(m.store));
+    moatd_apply_stored_settings(&m);   /* before anything reads the runtime settings */
     if (moatd_reload_snapshot(&m, &err) < 0)
         die("store", &err);
     struct spool_options sopt = { .segment_size = (uint64_t)m.settings.spool_segment_size };

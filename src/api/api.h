@@ -35,7 +35,10 @@ struct connect;
 /* what moatd hands the API */
 struct api_config {
     struct event_base *base;          /* the loop, for api_loop_call */
-    const struct moat_settings *settings;
+    /* read-only on the worker threads, except the runtime settings
+     * (settings.h): the loop reads those, so they are read and written only
+     * inside api_loop_call (GET and PATCH /api/v1/settings) */
+    struct moat_settings *settings;
     struct auth *auth;
     struct deliver *deliver;          /* loop-owned: only inside api_loop_call */
     struct spool *spool;              /* loop-owned: only inside api_loop_call */

@@ -402,10 +402,8 @@ void api_auth_totp_disable(struct api_request *req, struct api_response *resp)
         str_member(req, resp, "code", &code) < 0 ||
         str_member(req, resp, "password", &password) < 0)
         return;
-    /* a server that refuses bodies on DELETE still lets a one-time code
-     * through the query (never the password: query strings end up in logs) */
-    if (code == NULL && password == NULL && req->body == NULL)
-        code = api_query(req, "code");
+    /* a POST with a body: neither a code nor a password ever travels in a
+     * query string, which proxies and logs keep */
     if (code == NULL && password == NULL) {
         api_error(resp, 400, "missing_field", "code", "send the current TOTP \"code\" or "
                   "the account's \"password\"");

@@ -1,7 +1,7 @@
 /*
  * api_config.c - the configuration routes: health, status, settings
- * (read-only: the effective moat.conf, secrets redacted), internal domains
- * and their delivery routes.
+ * (every setting with its source; the runtime ones changed in the store and
+ * applied on the loop), internal domains and their delivery routes.
  *
  * Every change goes to the store through this worker thread's handle, is
  * written to the audit log with its before and after state, and then the
@@ -182,31 +182,275 @@ void api_status(struct api_request *req, struct api_response *resp)
     resp->body = j.result;
 }
 
-/* api_settings_get - the effective moat.conf as {"key": "value"} (file syntax);
- * the same text as `moatd --check-config`, so secrets are redacted there */
+/* --- settings --- */
+
+/*
+ * GET lists every setting with its effective value and where it comes from;
+ * PATCH stores runtime settings (settings.h) and applies them; DELETE drops
+ * a stored value.  The loop reads the runtime fields of struct moat_settings
+ * at each use, so they are read and written here only inside api_loop_call:
+ * the loop is the only thread that touches them.  The store is written
+ * first, on this worker's handle: if the loop is gone (shutting down) the
+ * value still applies at the next start.
+ */
+
+#define API_SETTINGS_MAX_PATCH 64   /* keys in one PATCH; the table has fewer rows */
+
+/* setting_index - the table row of name, or -1 */
+static long setting_index(const struct moat_settings *s, const char *name)
+{
+    struct settings_info info;
+    struct buf b;
+    long found = -1;
+
+    buf_init(&b);
+    for (size_t i = 0; i < settings_count() && found < 0; i++) {
+        buf_reset(&b);
+        settings_describe(s, i, &info, &b);
+        if (strcmp(info.name, name) == 0)
+            found = (long)i;
+    }
+    buf_free(&b);
+    return found;
+}
+
+/* setting_json - row i: {value, default, source, runtime, group, description} */
+static json_t *setting_json(const struct moat_settings *s, size_t i)
+{
+    struct settings_info info;
+    struct buf b;
+
+    buf_init(&b);
+    settings_describe(s, i, &info, &b);
+    json_t *o = json_pack("{s:s, s:s, s:s, s:b, s:s, s:s}", "value", buf_cstr(&b),
+                          "default", info.secret ? "(redacted)" : info.def,
+                          "source", settings_source_name(info.source), "runtime", info.runtime,
+                          "group", info.group, "description", info.description);
+    buf_free(&b);
+    if (o == NULL)   /* a value that is not UTF-8 (a path): never a runtime setting */
+        o = json_pack("{s:s, s:s, s:b}", "value", "(not UTF-8)", "source",
+                      settings_source_name(info.source), "runtime", info.runtime);
+    return o;
+}
+
+/* value_of - {"value", "source"} of one row, for the audit log */
+static json_t *value_of(const struct moat_settings *s, long i)
+{
+    json_t *full = setting_json(s, (size_t)i);
+    json_t *o = json_pack("{s:O, s:O}", "value", json_object_get(full, "value"),
+                          "source", json_object_get(full, "source"));
+    json_decref(full);
+    return o;
+}
+
+struct settings_job {
+    struct moat_settings *set;
+    const char **keys;              /* PATCH: keys and canonical values; reset: one key */
+    const char **values;            /* NULL: reset */
+    size_t n;
+    json_t *before, *after;         /* {key: {value, source}} */
+    json_t *settings;               /* {key: setting_json} of the keys, or of every row */
+    int rc;
+    struct error err;
+    bool done;
+};
+
+/* settings_list_on_loop - every row (GET) */
+static void settings_list_on_loop(void *arg)
+{
+    struct settings_job *j = arg;
+    j->settings = json_object();
+    for (size_t i = 0; i < settings_count(); i++) {
+        struct settings_info info;
+        struct buf b;
+        buf_init(&b);
+        settings_describe(j->set, i, &info, &b);
+        buf_free(&b);
+        json_object_set_new(j->settings, info.name, setting_json(j->set, i));
+    }
+    j->done = true;
+}
+
+/* settings_change_on_loop - apply (or reset) the job's keys; before and after */
+static void settings_change_on_loop(void *arg)
+{
+    struct settings_job *j = arg;
+    j->before = json_object();
+    j->after = json_object();
+    j->settings = json_object();
+    for (size_t k = 0; k < j->n; k++) {
+        long i = setting_index(j->set, j->keys[k]);
+        if (i < 0)
+            continue;   /* checked on the worker */
+        json_object_set_new(j->before, j->keys[k], value_of(j->set, i));
+        int rc = j->values != NULL
+                     ? settings_apply_runtime(j->set, j->keys[k], j->values[k], &j->err)
+                     : settings_reset_runtime(j->set, j->keys[k], &j->err);
+        if (rc < 0)
+            j->rc = -1;   /* validated before: only a bug gets here */
+        json_object_set_new(j->after, j->keys[k], value_of(j->set, i));
+        json_object_set_new(j->settings, j->keys[k], setting_json(j->set, (size_t)i));
+    }
+    j->done = true;
+}
+
+/* key_check - a key that may be changed at run time, else a 400 naming it */
+static int key_check(struct api_response *resp, const char *key, int unknown_status)
+{
+    char shown[80];
+    switch (settings_runtime(key)) {
+    case 1:
+        return 0;
+    case 0:
+        api_error(resp, 400, "not_runtime", key, "%s is not changeable at run time: moatd "
+                  "reads it at start; set it in moat.conf and restart moatd", key);
+        return -1;
+    default:
+        api_error(resp, unknown_status, unknown_status == 404 ? "not_found" : "unknown_field",
+                  key, "%s: unknown setting", log_quote(shown, sizeof shown, key));
+        return -1;
+    }
+}
+
+/* api_settings_get - every setting: value, default, source, runtime, description;
+ * "stored" when the database holds a value (under a -o it waits) */
 void api_settings_get(struct api_request *req, struct api_response *resp)
 {
-    char *text = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&text, &len);
-    if (f == NULL) {
-        api_error(resp, 500, "internal", NULL, "out of memory");
+    struct settings_job j = { .set = req->cfg->settings };
+    struct store_setting *st = NULL;
+    size_t n = 0;
+    struct error err = {0};
+
+    if (store_settings_list(req->store, &st, &n, &err) < 0) {
+        api_error_from(resp, 500, "store_error", &err);
         return;
     }
-    settings_print(req->cfg->settings, f);
-    fclose(f);
-    json_t *o = json_object();
-    char *save = NULL;
-    for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-        char *eq = strstr(line, " = ");
-        if (eq == NULL)
-            continue;
-        *eq = '\0';
-        json_t *v = json_string(eq + 3);
-        json_object_set_new(o, line, v ? v : json_string("(not UTF-8)"));
+    api_loop_call(req->cfg, settings_list_on_loop, &j);
+    if (!j.done) {
+        store_settings_free(st, n);
+        json_decref(j.settings);
+        api_error(resp, 503, "unavailable", NULL, "moatd is shutting down");
+        return;
     }
-    free(text);
-    resp->body = json_pack("{s:o, s:s}", "settings", o, "source", "moat.conf");
+    for (size_t i = 0; i < n; i++) {
+        json_t *o = json_object_get(j.settings, st[i].key);
+        if (o != NULL)
+            json_object_set_new(o, "stored", json_pack("{s:s, s:I, s:s}", "value", st[i].value,
+                                "updated", (json_int_t)st[i].updated,
+                                "updated_by", st[i].updated_by));
+    }
+    store_settings_free(st, n);
+    resp->body = json_pack("{s:o}", "settings", j.settings);
+}
+
+/* api_settings_update - PATCH {"key": "value", ...}: every key known and
+ * runtime, every value valid (all checked before anything is written), then
+ * stored in one transaction, applied on the loop, and audited */
+void api_settings_update(struct api_request *req, struct api_response *resp)
+{
+    const char *keys[API_SETTINGS_MAX_PATCH];
+    char *values[API_SETTINGS_MAX_PATCH];
+    size_t n = 0;
+    struct error err = {0};
+    const char *key;
+    json_t *v;
+
+    if (req->body == NULL || json_object_size(req->body) == 0) {
+        api_error(resp, 400, "invalid_body", NULL,
+                  "expected {\"setting\": \"value\", ...} with at least one setting");
+        return;
+    }
+    if (json_object_size(req->body) > API_SETTINGS_MAX_PATCH) {
+        api_error(resp, 400, "invalid_body", NULL, "more than %d settings in one request",
+                  API_SETTINGS_MAX_PATCH);
+        return;
+    }
+    json_object_foreach(req->body, key, v) {
+        char num[32];
+        const char *text;
+        if (key_check(resp, key, 400) < 0)
+            goto out;
+        if (json_is_string(v)) {
+            text = json_string_value(v);
+        } else if (json_is_integer(v)) {
+            xsnprintf(num, sizeof num, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+            text = num;
+        } else {
+            api_error(resp, 400, "invalid_field", key, "%s: the value must be a string, "
+                      "in moat.conf syntax", key);
+            goto out;
+        }
+        /* the same check and message as moat.conf and -o (moatd --check-config) */
+        if (settings_check_runtime(key, text, &values[n], &err) < 0) {
+            api_error_from(resp, 400, "invalid_field", &err);
+            goto out;
+        }
+        keys[n++] = key;
+    }
+    if (store_settings_set(req->store, keys, (const char *const *)values, n, req->who->name,
+                           &err) < 0) {
+        api_error_from(resp, 500, "store_error", &err);
+        goto out;
+    }
+    struct settings_job j = { .set = req->cfg->settings, .keys = keys,
+                              .values = (const char **)values, .n = n };
+    api_loop_call(req->cfg, settings_change_on_loop, &j);
+    if (!j.done) {
+        api_error(resp, 503, "unavailable", NULL,
+                  "moatd is shutting down; the new values are stored and apply at the next start");
+        goto out;
+    }
+    struct buf target;
+    buf_init(&target);
+    for (size_t i = 0; i < n; i++)
+        buf_printf(&target, "%s%s", i ? "," : "", keys[i]);
+    api_audit(req, "settings.update", buf_cstr(&target), j.before, j.after);
+    buf_free(&target);
+    for (size_t i = 0; i < n; i++)
+        log_info("event=setting_changed key=%s value=\"%s\" by=%s", keys[i], values[i],
+                 req->who->name);
+    json_decref(j.before);
+    json_decref(j.after);
+    if (j.rc < 0)
+        log_error("event=setting_apply_failed reason=\"%s\"", j.err.msg);
+    resp->body = json_pack("{s:o}", "settings", j.settings);
+out:
+    for (size_t i = 0; i < n; i++)
+        free(values[i]);
+}
+
+/* api_settings_reset - DELETE /settings/{name}: drop the stored value; the
+ * setting is back to moat.conf's value or the default */
+void api_settings_reset(struct api_request *req, struct api_response *resp)
+{
+    const char *key = req->n_params > 0 ? req->params[0] : "";
+    struct error err = {0};
+
+    if (key_check(resp, key, 404) < 0)
+        return;
+    int rc = store_setting_delete(req->store, key, &err);
+    if (rc == STORE_NOT_FOUND) {
+        api_error(resp, 404, "not_found", "name", "%s has no stored value (it comes from "
+                  "moat.conf, the command line or the default)", key);
+        return;
+    }
+    if (rc < 0) {
+        api_error_from(resp, 500, "store_error", &err);
+        return;
+    }
+    const char *keys[1] = { key };
+    struct settings_job j = { .set = req->cfg->settings, .keys = keys, .n = 1 };
+    api_loop_call(req->cfg, settings_change_on_loop, &j);
+    if (!j.done) {
+        api_error(resp, 503, "unavailable", NULL,
+                  "moatd is shutting down; the stored value is gone from the next start");
+        return;
+    }
+    api_audit(req, "settings.reset", key, j.before, j.after);
+    log_info("event=setting_reset key=%s by=%s", key, req->who->name);
+    json_decref(j.before);
+    json_decref(j.after);
+    resp->body = json_pack("{s:o}", "settings", j.settings);
 }
 
 /* --- domains --- */

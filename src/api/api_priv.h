@@ -40,6 +40,8 @@ void api_route_get(struct api_request *req, struct api_response *resp);
 void api_route_put(struct api_request *req, struct api_response *resp);
 void api_route_delete(struct api_request *req, struct api_response *resp);
 void api_settings_get(struct api_request *req, struct api_response *resp);
+void api_settings_update(struct api_request *req, struct api_response *resp);
+void api_settings_reset(struct api_request *req, struct api_response *resp);
 
 /* --- handlers (api_queue.c) --- */
 void api_queue_list(struct api_request *req, struct api_response *resp);

@@ -29,7 +29,7 @@ const struct api_route api_routes[] = {
     { "DELETE", "/api/v1/auth/sessions/{id}",      AUTH_PERM_SELF,            api_auth_session_delete, true },
     { "POST",   "/api/v1/auth/totp",               AUTH_PERM_SELF,            api_auth_totp_enroll,    true },
     { "POST",   "/api/v1/auth/totp/confirm",       AUTH_PERM_SELF,            api_auth_totp_confirm,   true },
-    { "DELETE", "/api/v1/auth/totp",               AUTH_PERM_SELF,            api_auth_totp_disable,   true },
+    { "POST",   "/api/v1/auth/totp/disable",       AUTH_PERM_SELF,            api_auth_totp_disable,   true },
     { "GET",    "/api/v1/tokens",                  AUTH_PERM_SELF,            api_tokens_list,         false },
     { "POST",   "/api/v1/tokens",                  AUTH_PERM_SELF,            api_token_create,        true },
     { "DELETE", "/api/v1/tokens/{id}",             AUTH_PERM_SELF,            api_token_delete,        true },
@@ -47,6 +47,8 @@ const struct api_route api_routes[] = {
     /* --- configuration --- */
     { "GET",    "/api/v1/status",                  AUTH_PERM_CONFIG_READ,     api_status,              false },
     { "GET",    "/api/v1/settings",                AUTH_PERM_CONFIG_READ,     api_settings_get,        false },
+    { "PATCH",  "/api/v1/settings",                AUTH_PERM_CONFIG_WRITE,    api_settings_update,     true },
+    { "DELETE", "/api/v1/settings/{name}",         AUTH_PERM_CONFIG_WRITE,    api_settings_reset,      true },
     { "GET",    "/api/v1/domains",                 AUTH_PERM_CONFIG_READ,     api_domains_list,        false },
     { "POST",   "/api/v1/domains",                 AUTH_PERM_CONFIG_WRITE,    api_domains_create,      true },
     { "GET",    "/api/v1/domains/{name}",          AUTH_PERM_CONFIG_READ,     api_domains_get,         false },

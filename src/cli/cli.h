@@ -144,5 +144,8 @@ int cli_connect_skip(struct cli_ctx *ctx);
 int cli_connect_input(struct cli_ctx *ctx);
 int cli_org_show(struct cli_ctx *ctx);
 int cli_org_set(struct cli_ctx *ctx);
+int cli_settings_list(struct cli_ctx *ctx);
+int cli_settings_set(struct cli_ctx *ctx);
+int cli_settings_reset(struct cli_ctx *ctx);
 
 #endif

@@ -97,6 +97,11 @@ static const struct cli_option org_set_options[] = {
     { NULL, NULL, NULL },
 };
 
+static const struct cli_option settings_options[] = {
+    { "runtime", NULL, "only the settings that can be changed at run time" },
+    { NULL, NULL, NULL },
+};
+
 static const struct cli_option domain_add_options[] = {
     { "trust-unverified", NULL, "lab override: treat NAME as internal without DNS "
       "verification; audit-logged and shown as a warning on the checklist" },
@@ -223,6 +228,24 @@ static const struct cli_command cli_commands[] = {
       "Changes the given fields of the organisation and re-checks the organisation task. "
       "Example: moat org set --environment microsoft365 --contact-name 'Ann Admin' "
       "--contact-email ann@example.net --public-host mx1.example.com --public-ip 192.0.2.25" },
+    /* the verbs first: a row without a verb matches any (find_command) */
+    { "settings", "set", "KEY VALUE", 2, 2, NULL, cli_settings_set,
+      "change a runtime setting now, without a restart",
+      "Stores VALUE for KEY in the database; moatd checks it as it would in moat.conf and "
+      "applies it at once (the next SMTP session, transaction, outgoing connection or retry "
+      "uses it), keeps it across restarts and records the change in the audit log. Only the "
+      "settings marked changeable at run time in docs/settings.md (see `moat settings "
+      "--runtime`); the others belong in moat.conf. Example: moat settings set "
+      "message_size_limit 20M" },
+    { "settings", "reset", "KEY", 1, 1, NULL, cli_settings_reset,
+      "drop a stored setting: back to moat.conf's value or the default",
+      "Removes the value stored for KEY with `moat settings set`; moatd uses the value of "
+      "moat.conf, or the default, at once. Audit-logged." },
+    { "settings", NULL, "", 0, 0, settings_options, cli_settings_list,
+      "show every setting, its value and where it comes from",
+      "Prints each setting's effective value and its source: default, file (moat.conf), "
+      "store (set with `moat settings set`) or command-line (moatd -o, which outranks a "
+      "stored value). With --runtime, only the settings that can be changed at run time." },
     { "audit", NULL, "", 0, 0, audit_options, cli_audit,
       "show the audit log",
       "Shows who changed what, when and from where, newest first; secrets are never "

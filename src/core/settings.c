@@ -3,15 +3,25 @@
  *
  * Entry points: settings_defaults, settings_load_file, settings_set,
  * settings_finish, settings_print (moatd --check-config),
- * settings_write_reference (docs/settings.md), settings_free.
+ * settings_write_reference (docs/settings.md), settings_free; for values
+ * stored in the database: settings_runtime, settings_check_runtime,
+ * settings_apply_runtime, settings_reset_runtime; for the API:
+ * settings_count, settings_describe.
  *
  * Every setting is one row of settings_table: name, type, where it lives in
  * struct moat_settings, its default (as text, parsed by the same code that
  * parses the file, so a default can never disagree with its own bounds),
- * minimum, maximum and a description for administrators.  The file syntax is
+ * minimum, maximum, flags (secret; runtime: may be changed in the store at
+ * run time) and a description for administrators.  The file syntax is
  * "key = value" lines, whole-line "#" comments and blank lines.  A key may be
  * given once per file; command-line overrides (settings_set) are applied
  * after the file and replace its values.
+ *
+ * Runtime settings: moatd applies the values stored in the database over the
+ * file's (settings_apply_runtime), except where the command line set the key:
+ * default < file < store < command line.  Each row remembers its source, and
+ * for a store value the text it replaced, so a reset returns to the file's
+ * value or the default without reading the file again.
  *
  * Ownership: a struct moat_settings owns every string in it;
  * settings_free() releases them.
@@ -44,6 +54,11 @@ enum setting_type {
 };
 
 #define SETTING_SECRET 0x1u   /* value never printed; file must not be group/other readable */
+/* changeable in the store at run time (PATCH /api/v1/settings): only for
+ * settings the event loop reads from `settings->...` at each use, never
+ * copied at start, so a new value applies to the next session, transaction,
+ * connection or retry without a restart */
+#define SETTING_RUNTIME 0x2u
 
 struct setting {
     const char *name;
@@ -73,7 +88,8 @@ static int check_resolver(const char *value, char *why, size_t whysize);
 static int check_hostname(const char *value, char *why, size_t whysize);
 static int check_user(const char *value, char *why, size_t whysize);
 
-/* settings_table - every setting moatd reads before the store opens */
+/* settings_table - every setting of moatd; rows flagged SETTING_RUNTIME may also be
+ * stored in the database and changed at run time */
 static const struct setting settings_table[] = {
     /* --- paths --- */
     { "state_dir", SETTING_PATH, OFF(state_dir), 0, "/var/lib/moat", 0, 0, 0, 0, NULL, NULL, 0,
@@ -156,29 +172,29 @@ static const struct setting settings_table[] = {
       "RFC 5321 4.5.3.1.6 requires at least 1000. Messages with longer lines are refused "
       "with 500 5.5.6 after the data is read; some broken senders need a larger value." },
     { "message_size_limit", SETTING_SIZE, OFF(message_size_limit), 0, "35M",
-      1024, 2 * GiB, 0, 0, NULL, NULL, 0,
+      1024, 2 * GiB, 0, 0, NULL, NULL, SETTING_RUNTIME,
       "SMTP server limits",
       "Largest message accepted, in octets (k, M and G suffixes are powers of 1024). "
       "Announced in the EHLO SIZE keyword (RFC 1870); larger messages get 552 5.3.4. "
       "Keep it at or below the limit of the mail server behind Moat (Exchange Online "
       "accepts about 35 MB after encoding)." },
     { "smtp_max_recipients", SETTING_INT, OFF(smtp_max_recipients), 0, "1000",
-      100, 100000, 0, 0, NULL, NULL, 0,
+      100, 100000, 0, 0, NULL, NULL, SETTING_RUNTIME,
       "SMTP server limits",
       "Recipients accepted per message; further RCPT commands get 452 4.5.3 and the client "
       "sends them in another transaction. RFC 5321 4.5.3.1.8 requires at least 100." },
     { "smtp_max_messages", SETTING_INT, OFF(smtp_max_messages), 0, "1000",
-      1, 1000000, 0, 0, NULL, NULL, 0,
+      1, 1000000, 0, 0, NULL, NULL, SETTING_RUNTIME,
       "SMTP server limits",
       "Messages accepted in one SMTP session; after that MAIL gets 421 4.7.0 and the "
       "connection is closed, so one client cannot hold a session forever." },
     { "smtp_max_errors", SETTING_INT, OFF(smtp_max_errors), 0, "10",
-      1, 1000, 0, 0, NULL, NULL, 0,
+      1, 1000, 0, 0, NULL, NULL, SETTING_RUNTIME,
       "SMTP server limits",
       "Error replies (5xx) tolerated in one session before Moat answers 421 4.7.0 and "
       "closes it; limits address harvesting and broken clients." },
     { "smtp_max_junk_commands", SETTING_INT, OFF(smtp_max_junk_commands), 0, "100",
-      1, 100000, 0, 0, NULL, NULL, 0,
+      1, 100000, 0, 0, NULL, NULL, SETTING_RUNTIME,
       "SMTP server limits",
       "NOOP, RSET, VRFY, HELP and similar commands allowed in one session before each further "
       "one counts as an error (see `smtp_max_errors`)." },
@@ -195,22 +211,22 @@ static const struct setting settings_table[] = {
       "Raise it if a busy internal mail server sends through Moat with many parallel "
       "connections." },
     { "smtp_max_received_headers", SETTING_INT, OFF(smtp_max_received_headers), 0, "100",
-      10, 1000, 0, 0, NULL, NULL, 0,
+      10, 1000, 0, 0, NULL, NULL, SETTING_RUNTIME,
       "SMTP server limits",
       "A message with more Received headers than this is treated as a mail loop and refused "
       "with 554 5.4.6 (RFC 5321 6.3)." },
     { "smtp_max_header_size", SETTING_SIZE, OFF(smtp_max_header_size), 0, "1M",
-      16 * KiB, 64 * MiB, 0, 0, NULL, NULL, 0,
+      16 * KiB, 64 * MiB, 0, 0, NULL, NULL, SETTING_RUNTIME,
       "SMTP server limits",
       "Largest header section of a message, in octets; larger headers are refused with "
       "552 5.3.4. Bounds the memory used to parse headers." },
     { "smtp_timeout_command", SETTING_DURATION, OFF(smtp_timeout_command), 0, "5m",
-      1, HOUR, 0, 0, NULL, NULL, 0,
+      1, HOUR, 0, 0, NULL, NULL, SETTING_RUNTIME,
       "SMTP server limits",
       "How long the server waits for the next command before answering 421 4.4.2 and "
       "closing. RFC 5321 4.5.3.2.7 asks for at least 5 minutes." },
     { "smtp_timeout_data_block", SETTING_DURATION, OFF(smtp_timeout_data_block), 0, "3m",
-      1, HOUR, 0, 0, NULL, NULL, 0,
+      1, HOUR, 0, 0, NULL, NULL, SETTING_RUNTIME,
       "SMTP server limits",
       "How long the server waits for more message data during DATA before giving up "
       "(RFC 5321 4.5.3.2.5 suggests 3 minutes per block on the client side)." },
@@ -233,12 +249,12 @@ static const struct setting settings_table[] = {
 
     /* --- delivery --- */
     { "delivery_concurrency_per_route", SETTING_INT, OFF(delivery_concurrency_per_route), 0, "20",
-      1, 1000, 0, 0, NULL, NULL, 0,
+      1, 1000, 0, 0, NULL, NULL, SETTING_RUNTIME,
       "Delivery",
       "Simultaneous outgoing connections to one destination (a domain's route, or the MX "
       "hosts of an external domain). Lower it if the mail server behind Moat throttles." },
     { "delivery_max_rcpts_per_txn", SETTING_INT, OFF(delivery_max_rcpts_per_txn), 0, "100",
-      1, 1000, 0, 0, NULL, NULL, 0,
+      1, 1000, 0, 0, NULL, NULL, SETTING_RUNTIME,
       "Delivery",
       "Recipients sent in one outgoing SMTP transaction; a message with more recipients for "
       "the same destination is sent in several transactions." },
@@ -248,32 +264,32 @@ static const struct setting settings_table[] = {
       "TCP port used for destinations found through MX records. Change it only in test "
       "setups; routes carry their own port." },
     { "delivery_timeout_connect", SETTING_DURATION, OFF(delivery_timeout_connect), 0, "30s",
-      1, HOUR, 0, 0, NULL, NULL, 0,
+      1, HOUR, 0, 0, NULL, NULL, SETTING_RUNTIME,
       "Delivery",
       "Time allowed to establish an outgoing TCP connection before the next address is tried." },
     { "delivery_timeout_command", SETTING_DURATION, OFF(delivery_timeout_command), 0, "5m",
-      1, HOUR, 0, 0, NULL, NULL, 0,
+      1, HOUR, 0, 0, NULL, NULL, SETTING_RUNTIME,
       "Delivery",
       "Time to wait for the reply to a command (greeting, EHLO, MAIL, RCPT, DATA) on an "
       "outgoing connection. RFC 5321 4.5.3.2 recommends 5 minutes." },
     { "delivery_timeout_data", SETTING_DURATION, OFF(delivery_timeout_data), 0, "10m",
-      1, HOUR, 0, 0, NULL, NULL, 0,
+      1, HOUR, 0, 0, NULL, NULL, SETTING_RUNTIME,
       "Delivery",
       "Time to wait for the reply to the final \".\" of a message. RFC 5321 4.5.3.2.6 asks "
       "for 10 minutes: the receiver may be scanning the message." },
     { "retry_schedule", SETTING_DURATIONS, OFF(retry_schedule), OFF(n_retry_schedule),
-      "1m,5m,10m,30m,1h,2h,4h", 1, DAY, 1, SETTINGS_MAX_RETRY, NULL, NULL, 0,
+      "1m,5m,10m,30m,1h,2h,4h", 1, DAY, 1, SETTINGS_MAX_RETRY, NULL, NULL, SETTING_RUNTIME,
       "Delivery",
       "Delays between delivery attempts after a temporary failure, comma-separated; the "
       "last delay repeats until `queue_lifetime` expires. Each delay is 1s to 1d; at most "
       "32 entries." },
     { "queue_lifetime", SETTING_DURATION, OFF(queue_lifetime), 0, "5d",
-      1, 30 * DAY, 0, 0, NULL, NULL, 0,
+      1, 30 * DAY, 0, 0, NULL, NULL, SETTING_RUNTIME,
       "Delivery",
       "How long a message is retried after a temporary failure before it is returned to its "
       "sender with a delivery status notification (RFC 3464)." },
     { "delay_warning_after", SETTING_DURATION, OFF(delay_warning_after), 0, "4h",
-      0, 30 * DAY, 0, 0, NULL, NULL, 0,
+      0, 30 * DAY, 0, 0, NULL, NULL, SETTING_RUNTIME,
       "Delivery",
       "When a message is still undelivered after this long, its sender gets one delay "
       "warning (a DSN with Action: delayed). 0 never warns." },
@@ -366,6 +382,7 @@ static const struct setting settings_table[] = {
 };
 
 #define N_SETTINGS (sizeof settings_table / sizeof settings_table[0])
+_Static_assert(N_SETTINGS <= SETTINGS_MAX_ROWS, "raise SETTINGS_MAX_ROWS in settings.h");
 
 static const char *const type_names[] = {
     [SETTING_STRING] = "string",
@@ -864,6 +881,14 @@ static int apply(struct moat_settings *s, const struct setting *st, const char *
     return -1;
 }
 
+/* forget_store - row idx no longer holds a store value (the caller sets the field) */
+static void forget_store(struct moat_settings *s, size_t idx)
+{
+    free(s->below_store_[idx]);
+    s->below_store_[idx] = NULL;
+    s->from_store_[idx] = false;
+}
+
 /* settings_defaults - fill s with every default (paths derived from state_dir later) */
 void settings_defaults(struct moat_settings *s)
 {
@@ -912,6 +937,11 @@ int settings_set(struct moat_settings *s, const char *key, const char *value, st
     char *copy = xstrdup(val);
     int rc = apply(s, st, trim(copy), "", err);
     free(copy);
+    if (rc == 0) {
+        size_t idx = (size_t)(st - settings_table);
+        forget_store(s, idx);
+        s->src_[idx] = SETTINGS_SOURCE_COMMAND_LINE;
+    }
     return rc;
 }
 
@@ -1010,6 +1040,7 @@ int settings_load_file(struct moat_settings *s, const char *path, bool required,
             err->line = lineno;
             goto out;
         }
+        s->src_[idx] = SETTINGS_SOURCE_FILE;
         if (st->flags & SETTING_SECRET)
             has_secret = true;
     }
@@ -1116,6 +1147,7 @@ void settings_free(struct moat_settings *s)
         default:
             break;
         }
+        free(s->below_store_[i]);
     }
     memset(s, 0, sizeof *s);
 }
@@ -1180,6 +1212,143 @@ void settings_print(const struct moat_settings *s, FILE *out)
     buf_free(&b);
 }
 
+/* --- runtime settings --- */
+
+/* runtime_row - the row of a runtime setting, or NULL with err naming why not */
+static const struct setting *runtime_row(const char *key, struct error *err)
+{
+    const struct setting *st = setting_find(key);
+    if (st == NULL) {
+        error_set(err, key, "%.64s: unknown setting", key);
+        return NULL;
+    }
+    if (!(st->flags & SETTING_RUNTIME)) {
+        error_set(err, key, "%s: not changeable at run time: moatd reads it at start; set it "
+                  "in moat.conf and restart moatd", key);
+        return NULL;
+    }
+    return st;
+}
+
+/* settings_runtime - 1 runtime, 0 moat.conf only, -1 unknown */
+int settings_runtime(const char *key)
+{
+    const struct setting *st = setting_find(key);
+    if (st == NULL)
+        return -1;
+    return (st->flags & SETTING_RUNTIME) ? 1 : 0;
+}
+
+/* settings_check_runtime - validate on a scratch copy, so nothing is half-applied */
+int settings_check_runtime(const char *key, const char *value, char **canonical,
+                           struct error *err)
+{
+    struct moat_settings tmp;
+
+    memset(err, 0, sizeof *err);
+    if (canonical != NULL)
+        *canonical = NULL;
+    const struct setting *st = runtime_row(key, err);
+    if (st == NULL)
+        return -1;
+    settings_defaults(&tmp);
+    char *copy = xstrdup(value);
+    int rc = apply(&tmp, st, trim(copy), "", err);
+    free(copy);
+    if (rc == 0 && canonical != NULL) {
+        struct buf b;
+        buf_init(&b);
+        format_setting(&tmp, st, &b);
+        *canonical = xstrdup(buf_cstr(&b));
+        buf_free(&b);
+    }
+    settings_free(&tmp);
+    return rc;
+}
+
+/* settings_apply_runtime - a store value over s; the command line outranks it */
+int settings_apply_runtime(struct moat_settings *s, const char *key, const char *value,
+                           struct error *err)
+{
+    if (settings_check_runtime(key, value, NULL, err) < 0)
+        return -1;
+    const struct setting *st = setting_find(key);
+    size_t idx = (size_t)(st - settings_table);
+    if (s->src_[idx] == SETTINGS_SOURCE_COMMAND_LINE)
+        return 1;
+    char *below = NULL;
+    if (!s->from_store_[idx]) {
+        struct buf b;
+        buf_init(&b);
+        format_setting(s, st, &b);
+        below = xstrdup(buf_cstr(&b));
+        buf_free(&b);
+    }
+    char *copy = xstrdup(value);
+    int rc = apply(s, st, trim(copy), "", err);   /* checked above: cannot fail */
+    free(copy);
+    if (rc < 0) {
+        free(below);
+        return -1;
+    }
+    if (below != NULL) {
+        s->below_store_[idx] = below;
+        s->from_store_[idx] = true;
+    }
+    return 0;
+}
+
+/* settings_reset_runtime - back to what the store value replaced */
+int settings_reset_runtime(struct moat_settings *s, const char *key, struct error *err)
+{
+    memset(err, 0, sizeof *err);
+    const struct setting *st = runtime_row(key, err);
+    if (st == NULL)
+        return -1;
+    size_t idx = (size_t)(st - settings_table);
+    if (!s->from_store_[idx])
+        return 0;
+    /* the text was formatted from a valid value of this row: it parses back */
+    if (apply(s, st, s->below_store_[idx], "", err) < 0)
+        return -1;
+    forget_store(s, idx);
+    return 0;
+}
+
+size_t settings_count(void)
+{
+    return N_SETTINGS;
+}
+
+/* settings_describe - row i for the API: info and the effective value */
+void settings_describe(const struct moat_settings *s, size_t i, struct settings_info *info,
+                       struct buf *value)
+{
+    const struct setting *st = &settings_table[i];
+
+    *info = (struct settings_info){
+        .name = st->name, .group = st->group, .description = st->description,
+        .def = st->def, .runtime = (st->flags & SETTING_RUNTIME) != 0,
+        .secret = (st->flags & SETTING_SECRET) != 0,
+        .source = s->from_store_[i] ? SETTINGS_SOURCE_STORE : (enum settings_source)s->src_[i],
+    };
+    if (info->secret)
+        buf_append_str(value, "(redacted)");
+    else
+        format_setting(s, st, value);
+}
+
+const char *settings_source_name(enum settings_source src)
+{
+    switch (src) {
+    case SETTINGS_SOURCE_DEFAULT: return "default";
+    case SETTINGS_SOURCE_FILE: return "file";
+    case SETTINGS_SOURCE_STORE: return "store";
+    case SETTINGS_SOURCE_COMMAND_LINE: return "command-line";
+    }
+    return "default";
+}
+
 /* settings_write_reference - the Markdown settings reference (docs/settings.md) */
 void settings_write_reference(FILE *out)
 {
@@ -1200,8 +1369,26 @@ void settings_write_reference(FILE *out)
           "lines are ignored. Each key may appear once. Lists are comma-separated. Sizes are\n"
           "octets with an optional `k`, `M` or `G` suffix (powers of 1024). Durations are\n"
           "seconds with an optional `s`, `m`, `h` or `d` suffix. `moatd -o key=value`\n"
-          "overrides the file; `moatd --check-config` prints every effective value and exits\n"
-          "with status 78 when the file has an error.\n", out);
+          "overrides the file; `moatd --check-config` prints every effective value of the\n"
+          "file and the command line and exits with status 78 when the file has an error.\n"
+          "\n"
+          "## Changing settings at run time\n"
+          "\n"
+          "The settings marked *Changeable at run time* below are read by moatd each time\n"
+          "they are used. They may also be stored in the database with\n"
+          "`moat settings set KEY VALUE` (or `PATCH /api/v1/settings`): moatd validates the\n"
+          "value as it would in the file, applies it at once without a restart (to the next\n"
+          "SMTP session, transaction, outgoing connection or retry), keeps it across\n"
+          "restarts, and records who changed what in the audit log.\n"
+          "`moat settings reset KEY` drops the stored value. Every other setting belongs in\n"
+          "`moat.conf` and takes effect when moatd restarts.\n"
+          "\n"
+          "Precedence, lowest first: the built-in default, `moat.conf`, a value stored in the\n"
+          "database, `moatd -o` on the command line. `-o` is meant for tests and\n"
+          "emergencies: while a key is given with `-o`, a value stored for it is kept but\n"
+          "waits until moatd runs without that `-o`. `moat settings` shows each value with\n"
+          "its source; `moatd --check-config` does not open the database, so it shows the\n"
+          "file and command-line values only.\n", out);
     for (size_t i = 0; i < N_SETTINGS; i++) {
         const struct setting *st = &settings_table[i];
         if (group == NULL || strcmp(group, st->group) != 0) {
@@ -1244,6 +1431,8 @@ void settings_write_reference(FILE *out)
         default:
             break;
         }
+        if (st->flags & SETTING_RUNTIME)
+            fputs("- Changeable at run time: yes (`moat settings set`)\n", out);
         fprintf(out, "\n%s\n", st->description);
     }
 }

@@ -1,12 +1,21 @@
 /*
- * settings.h - the settings file (moat.conf): only what moatd must know before
- * the store opens.  Every setting is declared once, in the table in
- * settings.c (name, type, default, min, max, description); that table parses
- * the file and `-o key=value` overrides, answers `moatd --check-config`, and
- * writes docs/settings.md.
+ * settings.h - moatd's settings: the settings file (moat.conf), `-o`
+ * overrides, and the few settings that may also be changed at run time in
+ * the store.  Every setting is declared once, in the table in settings.c
+ * (name, type, default, min, max, runtime flag, description); that table
+ * parses the file and `-o key=value` overrides, validates values stored
+ * through the API, answers `moatd --check-config`, and writes
+ * docs/settings.md.
  *
- * A struct moat_settings is filled once at start and then read-only; it
- * travels in context structs, never in a global.
+ * Precedence, lowest first: built-in default < moat.conf < a value stored in
+ * the database (runtime settings only: PATCH /api/v1/settings, `moat
+ * settings set`) < `moatd -o` on the command line (tests, emergencies).
+ *
+ * A struct moat_settings is filled at start; it travels in context structs,
+ * never in a global.  After start only the runtime settings change, and only
+ * on the event loop (settings_apply_runtime / settings_reset_runtime, called
+ * by moatd at start and by the API through api_loop_call), which is also the
+ * only thread that reads them; every other field is read-only.
  */
 #ifndef MOAT_SETTINGS_H
 #define MOAT_SETTINGS_H
@@ -18,6 +27,15 @@
 #define SETTINGS_MAX_LISTEN 8
 #define SETTINGS_MAX_RETRY 32
 #define EXIT_CONFIG 78   /* sysexits.h EX_CONFIG */
+#define SETTINGS_MAX_ROWS 96   /* rows of the settings table (settings.c asserts it) */
+
+/* where a setting's effective value comes from */
+enum settings_source {
+    SETTINGS_SOURCE_DEFAULT = 0,
+    SETTINGS_SOURCE_FILE,            /* moat.conf */
+    SETTINGS_SOURCE_STORE,           /* the database (runtime settings only) */
+    SETTINGS_SOURCE_COMMAND_LINE,    /* moatd -o / --state-dir / ... */
+};
 
 struct moat_settings {
     /* paths */
@@ -87,6 +105,12 @@ struct moat_settings {
     int64_t connect_recheck_max;       /* seconds: the re-check backoff stops doubling here */
     int64_t connect_reverify_interval; /* seconds: done tasks are re-verified this often */
     int64_t lockdown_mx_hours;         /* MX only at Moat this long unlocks the lockdown task */
+
+    /* settings.c's bookkeeping, by table row; not for other modules */
+    unsigned char src_[SETTINGS_MAX_ROWS];   /* enum settings_source below the store */
+    bool from_store_[SETTINGS_MAX_ROWS];     /* the value came from the store */
+    char *below_store_[SETTINGS_MAX_ROWS];   /* what the store value replaced (file
+                                              * syntax), restored by a reset */
 };
 
 /* settings_defaults - fill s with every default (paths derived from state_dir later) */
@@ -102,6 +126,48 @@ void settings_free(struct moat_settings *s);
 void settings_print(const struct moat_settings *s, FILE *out);
 /* settings_write_reference - the Markdown settings reference (docs/settings.md) */
 void settings_write_reference(FILE *out);
+
+/* --- runtime settings (stored in the database, changed through the API) --- */
+
+/* settings_runtime - 1: key may be changed in the store at run time; 0: it
+ * belongs in moat.conf (read before the store opens, or copied at start);
+ * -1: no such setting */
+int settings_runtime(const char *key);
+/* settings_check_runtime - validate key = value exactly as
+ * settings_apply_runtime would, without applying it.  *canonical (when not
+ * NULL) gets the value in file syntax ("10240" -> "10k"; caller frees).
+ * Errors name the key in err->field, with --check-config's wording. */
+int settings_check_runtime(const char *key, const char *value, char **canonical,
+                           struct error *err);
+/* settings_apply_runtime - a value from the store over s.  Refuses unknown
+ * and non-runtime keys and invalid values (-1, err).  0: applied.  1: valid
+ * but not applied, because the command line (-o) set the key and outranks
+ * the store.  Only the event loop may call it on moatd's settings. */
+int settings_apply_runtime(struct moat_settings *s, const char *key, const char *value,
+                           struct error *err);
+/* settings_reset_runtime - forget the store value of key: back to the
+ * value of moat.conf, or the default.  0 (also when there was none), -1 */
+int settings_reset_runtime(struct moat_settings *s, const char *key, struct error *err);
+
+/* settings_info - one row of the table, for the API and the CLI */
+struct settings_info {
+    const char *name;
+    const char *group;
+    const char *description;
+    const char *def;                 /* default, file syntax ("" = empty) */
+    bool runtime;
+    bool secret;
+    enum settings_source source;
+};
+/* settings_count - rows of the table; settings_describe - row i: its info,
+ * and its effective value in file syntax appended to value ("(redacted)"
+ * for secrets) */
+size_t settings_count(void);
+void settings_describe(const struct moat_settings *s, size_t i, struct settings_info *info,
+                       struct buf *value);
+/* settings_source_name - "default", "file", "store", "command-line" */
+const char *settings_source_name(enum settings_source src);
+
 /* settings_parse_duration - "30", "30s", "5m", "4h", "5d" -> seconds */
 int settings_parse_duration(const char *s, int64_t *out);
 /* settings_parse_size - "1000", "10k", "35M", "1G" -> octets */

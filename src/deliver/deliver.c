@@ -798,8 +798,11 @@ static void conn_ready(void *arg, struct smtp_conn *c, enum smtp_conn_error err,
         return;
     }
     ds->n_connecting--;
-    /* nothing of this destination answered: the queued jobs wait for the next retry */
-    if (ds->n_conns == 1) {
+    /* No established connection to this destination (only this slot and
+     * others still connecting): the queued jobs wait for the next retry.
+     * Waiting for the last slot instead would let each failure start a new
+     * connection for the same queue: a busy loop while the route refuses. */
+    if (ds->n_conns - ds->n_connecting == 1) {
         char why[SMTP_DIAG_MAX];
         str_copy(why, sizeof(why), s->best);
         /* a 5xx greeting is still a temporary condition for the whole destination */
@@ -815,6 +818,11 @@ static void slot_connect(struct slot *s)
     struct deliver *d = ds->d;
     struct daddr *a = &ds->addrs[s->addr_i];
     enum smtp_client_tls tls = s->tls_fallback ? SMTP_CLIENT_TLS_NONE : ds->tls;
+    /* read at each use, not at start: runtime settings (settings.h) change on this loop */
+    const struct moat_settings *set = d->cfg.settings;
+    d->ccfg.timeout_connect = (int)set->delivery_timeout_connect;
+    d->ccfg.timeout_command = (int)set->delivery_timeout_command;
+    d->ccfg.timeout_data = (int)set->delivery_timeout_data;
     struct smtp_conn *c = smtp_conn_open(&d->ccfg, (struct sockaddr *)&a->sa, a->len, a->host, tls,
                                          conn_ready, s);
     (void)c;   /* reported through conn_ready */
@@ -1311,9 +1319,7 @@ struct deliver *deliver_create(const struct deliver_config *cfg, struct error *e
     d->ccfg.base = cfg->base;
     d->ccfg.tls_ctx = cfg->tls_client;
     d->ccfg.helo_name = d->cfg.hostname;
-    d->ccfg.timeout_connect = (int)cfg->settings->delivery_timeout_connect;
-    d->ccfg.timeout_command = (int)cfg->settings->delivery_timeout_command;
-    d->ccfg.timeout_data = (int)cfg->settings->delivery_timeout_data;
+    /* the timeouts are filled in per connection (slot_connect): they may change at run time */
     d->timer = evtimer_new(cfg->base, timer_cb, d);
     d->gc_ev = event_new(cfg->base, -1, 0, gc_cb, d);
     if (!d->timer || !d->gc_ev) {

@@ -28,6 +28,8 @@ struct deliver;
 
 struct deliver_config {
     struct event_base *base;
+    /* read at each use, never copied: the runtime settings (settings.h)
+     * change between events on this loop */
     const struct moat_settings *settings;
     struct spool *spool;
     struct dns *dns;

@@ -22,6 +22,8 @@ struct smtp_server;
 
 struct smtp_server_config {
     struct event_base *base;
+    /* read at each use, never copied: the runtime settings (settings.h)
+     * change between events on this loop */
     const struct moat_settings *settings;
     SSL_CTX *tls;                       /* server context; STARTTLS always offered */
     struct spool *spool;

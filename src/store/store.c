@@ -9,7 +9,8 @@
  * verification for Connect), store_route_set/get, store_changed,
  * domain_name_valid.  The snapshot lives
  * in store_snapshot.c; accounts, sessions, tokens and the audit log in
- * store_auth.c (with its own statement table).
+ * store_auth.c (with its own statement table); Connect's organisation and
+ * task states in store_connect.c; runtime settings in store_settings.c.
  *
  * Migrations: store_migrations[i] takes the schema from version i to i + 1;
  * PRAGMA user_version holds the version.  Adding version 2 is adding one
@@ -148,6 +149,16 @@ const char *const store_migrations[] = {
     "  next_check    INTEGER,"
     "  backoff       INTEGER NOT NULL DEFAULT 0,"  /* seconds of the current re-check interval */
     "  data          TEXT NOT NULL DEFAULT '{}'"   /* JSON: task-specific inputs */
+    ");",
+    /* 4: runtime settings stored through the API (store_settings.c).  Values
+     * are text in moat.conf syntax, validated by the settings table
+     * (src/core/settings.c) before they are written and again when moatd
+     * applies them at start; a key absent here means moat.conf or the default. */
+    "CREATE TABLE settings ("
+    "  key        TEXT PRIMARY KEY NOT NULL,"
+    "  value      TEXT NOT NULL,"
+    "  updated    INTEGER NOT NULL DEFAULT 0,"   /* unix seconds */
+    "  updated_by TEXT NOT NULL DEFAULT ''"      /* account name */
     ");",
 };
 const int store_schema_latest = (int)(sizeof store_migrations / sizeof store_migrations[0]);
@@ -408,6 +419,10 @@ struct store *store_open(const char *path, struct error *err)
         store_close(st);
         return NULL;
     }
+    if (store_settings_prepare(st, path, err) < 0) {
+        store_close(st);
+        return NULL;
+    }
     int64_t dv = 0;
     pragma_int(st->db, "PRAGMA data_version", &dv);
     st->data_version = dv;
@@ -422,6 +437,7 @@ void store_close(struct store *st)
         sqlite3_finalize(st->stmt[i]);
     store_auth_finalize(st);
     store_connect_finalize(st);
+    store_settings_finalize(st);
     /* close_v2 would leave a zombie handle if something were still open; we
      * finalized everything, so plain close must succeed */
     if (sqlite3_close(st->db) != SQLITE_OK)

@@ -315,4 +315,32 @@ void store_connect_tasks_free(struct store_connect_task *t, size_t n);
 
 /* ==== end of Connect ==== */
 
+/* ==== runtime settings (store_settings.c) ==== */
+/*
+ * Values of the settings that may change at run time (settings.h,
+ * settings_runtime), as text in moat.conf syntax.  The store does not know
+ * the settings: the caller validates keys and values with the settings
+ * table before writing, and applies them (moatd at start, the API after a
+ * change).  A key without a row means moat.conf's value or the default.
+ */
+struct store_setting {
+    char *key;
+    char *value;
+    int64_t updated;                /* unix seconds */
+    char *updated_by;               /* account name */
+};
+
+/* store_settings_list - every stored value, by key; free with store_settings_free */
+int store_settings_list(struct store *st, struct store_setting **out, size_t *n,
+                        struct error *err);
+/* store_settings_set - insert or replace n values at once (one transaction:
+ * all or none); who: the account name */
+int store_settings_set(struct store *st, const char *const *keys, const char *const *values,
+                       size_t n, const char *who, struct error *err);
+/* store_setting_delete - drop the stored value of key; STORE_NOT_FOUND when there is none */
+int store_setting_delete(struct store *st, const char *key, struct error *err);
+void store_settings_free(struct store_setting *s, size_t n);
+
+/* ==== end of runtime settings ==== */
+
 #endif

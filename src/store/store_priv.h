@@ -36,6 +36,7 @@ struct store {
     uint64_t seen_commits;    /* own_commits at the last store_changed() */
     sqlite3_stmt **auth_stmt; /* store_auth.c's statement table */
     sqlite3_stmt **connect_stmt; /* store_connect.c's statement table */
+    sqlite3_stmt **settings_stmt; /* store_settings.c's statement table */
 };
 
 /* store_auth_prepare - prepare store_auth.c's statements (store_open);
@@ -45,6 +46,9 @@ void store_auth_finalize(struct store *st);
 /* store_connect_prepare / store_connect_finalize - the same for store_connect.c */
 int store_connect_prepare(struct store *st, const char *path, struct error *err);
 void store_connect_finalize(struct store *st);
+/* store_settings_prepare / store_settings_finalize - the same for store_settings.c */
+int store_settings_prepare(struct store *st, const char *path, struct error *err);
+void store_settings_finalize(struct store *st);
 
 /* the migrations: store_migrations[i] takes the schema from version i to i + 1 */
 extern const char *const store_migrations[];

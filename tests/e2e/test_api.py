@@ -290,7 +290,9 @@ def test_domains_routes_and_pagination(api_moatd):
     r = a.get("/api/v1/domains/missing.example")
     assert r.status == 404 and r.error["field"] == "name"
     r = a.get("/api/v1/settings")
-    assert r.status == 200 and r.json["settings"]["http_max_body"] == "1M"
+    assert r.status == 200 and r.json["settings"]["http_max_body"]["value"] == "1M"
+    assert r.json["settings"]["http_max_body"]["source"] == "default"
+    assert r.json["settings"]["http_max_body"]["runtime"] is False
     st = a.get("/api/v1/status").json
     assert st["version"] and st["domains"] == 7
     assert a.get("/api/v1/queue").json == {"items": [], "next_cursor": None}

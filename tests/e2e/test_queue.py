@@ -344,3 +344,22 @@ def test_kill9_under_load_loses_nothing_acknowledged(moatd, sink):
     wait_until(lambda: set(acked) <= delivered(), 30,
                what=f"all {n_acked} acknowledged messages delivered "
                     f"(missing {len(set(acked) - delivered())})")
+
+
+def test_refusing_route_with_several_queued_messages_is_no_busy_loop(moatd, sink):
+    """Several messages for a route that refuses connections: each retry wave
+    tries a bounded number of connections, then everything waits for the next
+    retry (a failed connection must not start the next one at once)."""
+    port = free_port()        # nothing listens here: connection refused
+    m = moatd(domains={"example.com": f"127.0.0.1:{port}"})
+    for i in range(5):
+        m.send("sender@ext.test", "alice@example.com", make_message(marker=new_marker()))
+    m.stop()
+    m.start()                 # recovered messages are all due at once
+    time.sleep(3.0)
+    fails = len(m.events("connect_failed", since_start=True))
+    # retry_schedule is 1s in the fixture: a few waves of at most 5 attempts
+    assert 0 < fails <= 40, f"{fails} failed connections in 3 s"
+    # and the route coming back still gets everything
+    s = sink(port=port)
+    wait_until(lambda: len(s.messages()) == 5, 20, what="5 messages delivered after the route returns")

@@ -1,7 +1,8 @@
 /*
  * test_settings.c - the settings table: defaults, every value type and its
  * bounds, file syntax with line numbers in errors, unknown and repeated keys,
- * command-line overrides, derived paths, the effective-value printout, and
+ * command-line overrides, derived paths, the effective-value printout,
+ * runtime settings (stored values: validation, precedence, reset), and
  * docs/settings.md being exactly what the table generates.
  *
  * MOAT_UPDATE_DOCS=1 rewrites docs/settings.md from the table instead of
@@ -416,6 +417,140 @@ static void test_print(void **state)
     settings_free(&s);
 }
 
+/* source_of - the source settings_describe reports for name */
+static enum settings_source source_of(const struct moat_settings *s, const char *name)
+{
+    struct settings_info info;
+    struct buf b;
+    buf_init(&b);
+    for (size_t i = 0; i < settings_count(); i++) {
+        buf_reset(&b);
+        settings_describe(s, i, &info, &b);
+        if (strcmp(info.name, name) == 0) {
+            buf_free(&b);
+            return info.source;
+        }
+    }
+    buf_free(&b);
+    fail_msg("no setting %s", name);
+    return SETTINGS_SOURCE_DEFAULT;
+}
+
+/* runtime settings: which keys, validation with the table's own messages,
+ * precedence default < file < store < command line, and reset */
+static void test_runtime(void **state)
+{
+    struct moat_settings s;
+    struct error err;
+    char *canon;
+
+    /* the flag: the event loop's per-use settings yes, start-only ones no */
+    static const char *const runtime[] = {
+        "message_size_limit", "retry_schedule", "queue_lifetime", "delay_warning_after",
+        "delivery_timeout_connect", "smtp_max_recipients", "smtp_timeout_data_block", NULL,
+    };
+    static const char *const start_only[] = {
+        "state_dir", "smtp_listen", "http_listen", "hostname", "tls_min_version",
+        "smtp_max_connections", "smtp_max_command_line", "http_max_body", "delivery_port", NULL,
+    };
+    for (const char *const *k = runtime; *k; k++)
+        if (settings_runtime(*k) != 1)
+            fail_msg("%s should be changeable at run time", *k);
+    for (const char *const *k = start_only; *k; k++)
+        if (settings_runtime(*k) != 0)
+            fail_msg("%s should not be changeable at run time", *k);
+    assert_int_equal(settings_runtime("nope"), -1);
+
+    /* check: canonical form; errors worded like moat.conf and -o */
+    assert_int_equal(settings_check_runtime("message_size_limit", " 10240 ", &canon, &err), 0);
+    assert_string_equal(canon, "10k");
+    free(canon);
+    assert_int_equal(settings_check_runtime("retry_schedule", "60, 5m,1h", &canon, &err), 0);
+    assert_string_equal(canon, "1m,5m,1h");
+    free(canon);
+    assert_int_equal(settings_check_runtime("message_size_limit", "12", &canon, &err), -1);
+    assert_null(canon);
+    assert_string_equal(err.field, "message_size_limit");
+    assert_string_equal(err.msg, "message_size_limit: 12 is below the minimum 1k");
+    struct moat_settings o;
+    struct error oerr;
+    settings_defaults(&o);
+    assert_int_equal(settings_set(&o, "message_size_limit", "12", &oerr), -1);
+    assert_string_equal(err.msg, oerr.msg);   /* the --check-config message */
+    settings_free(&o);
+
+    /* default < file < store */
+    assert_int_equal(load(&s, "message_size_limit = 20M\n", &err), 0);
+    assert_int_equal(source_of(&s, "message_size_limit"), SETTINGS_SOURCE_FILE);
+    assert_int_equal(source_of(&s, "smtp_max_recipients"), SETTINGS_SOURCE_DEFAULT);
+    assert_int_equal(settings_apply_runtime(&s, "message_size_limit", "10k", &err), 0);
+    assert_int_equal(s.message_size_limit, 10240);
+    assert_int_equal(source_of(&s, "message_size_limit"), SETTINGS_SOURCE_STORE);
+    /* a second store value replaces the first; the reset still returns to the file */
+    assert_int_equal(settings_apply_runtime(&s, "message_size_limit", "2M", &err), 0);
+    assert_int_equal(s.message_size_limit, 2 * 1024 * 1024);
+    assert_int_equal(settings_apply_runtime(&s, "retry_schedule", "1s,2s", &err), 0);
+    assert_int_equal(s.n_retry_schedule, 2);
+    assert_int_equal(s.retry_schedule[1], 2);
+
+    /* refused: unknown, not runtime, invalid; nothing changes */
+    assert_int_equal(settings_apply_runtime(&s, "nope", "1", &err), -1);
+    assert_string_equal(err.field, "nope");
+    assert_string_equal(err.msg, "nope: unknown setting");
+    assert_int_equal(settings_apply_runtime(&s, "smtp_listen", "127.0.0.1:25", &err), -1);
+    assert_string_equal(err.field, "smtp_listen");
+    assert_non_null(strstr(err.msg, "moat.conf"));
+    assert_string_equal(s.smtp_listen[0], "127.0.0.1:2525");
+    assert_int_equal(settings_apply_runtime(&s, "retry_schedule", "1s,,2s", &err), -1);
+    assert_string_equal(err.field, "retry_schedule");
+    assert_int_equal(s.n_retry_schedule, 2);
+    assert_int_equal(settings_apply_runtime(&s, "queue_lifetime", "5 parsecs", &err), -1);
+    assert_int_equal(s.queue_lifetime, 5 * 86400);
+
+    /* reset: back to the file's value, or the default */
+    assert_int_equal(settings_reset_runtime(&s, "message_size_limit", &err), 0);
+    assert_int_equal(s.message_size_limit, 20 * 1024 * 1024);
+    assert_int_equal(source_of(&s, "message_size_limit"), SETTINGS_SOURCE_FILE);
+    assert_int_equal(settings_reset_runtime(&s, "retry_schedule", &err), 0);
+    assert_int_equal(s.n_retry_schedule, 7);
+    assert_int_equal(source_of(&s, "retry_schedule"), SETTINGS_SOURCE_DEFAULT);
+    assert_int_equal(settings_reset_runtime(&s, "retry_schedule", &err), 0);   /* nothing stored */
+    assert_int_equal(settings_reset_runtime(&s, "state_dir", &err), -1);
+    assert_string_equal(err.field, "state_dir");
+
+    /* the command line outranks the store: valid, kept aside, not applied */
+    assert_int_equal(settings_set(&s, "smtp_max_errors", "20", &err), 0);
+    assert_int_equal(settings_apply_runtime(&s, "smtp_max_errors", "5", &err), 1);
+    assert_int_equal(s.smtp_max_errors, 20);
+    assert_int_equal(source_of(&s, "smtp_max_errors"), SETTINGS_SOURCE_COMMAND_LINE);
+    assert_int_equal(settings_apply_runtime(&s, "smtp_max_errors", "0", &err), -1);
+
+    /* a store value survives settings_free without a leak (ASan run) */
+    assert_int_equal(settings_apply_runtime(&s, "delay_warning_after", "0", &err), 0);
+    assert_int_equal(s.delay_warning_after, 0);
+    settings_free(&s);
+}
+
+/* the reference says which settings are changeable at run time */
+static void test_reference_marks_runtime(void **state)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    settings_write_reference(f);
+    fclose(f);
+    const char *p = strstr(text, "### `message_size_limit`");
+    assert_non_null(p);
+    const char *next = strstr(p + 1, "### `");
+    const char *mark = strstr(p, "Changeable at run time: yes");
+    assert_true(mark != NULL && (next == NULL || mark < next));
+    p = strstr(text, "### `smtp_listen`");
+    next = strstr(p + 1, "### `");
+    mark = strstr(p, "Changeable at run time: yes");
+    assert_true(mark == NULL || mark > next);
+    free(text);
+}
+
 /* every setting documented, and docs/settings.md is what the table generates */
 static void test_reference_in_sync(void **state)
 {
@@ -482,6 +617,8 @@ int main(void)
         cmocka_unit_test(test_overrides),
         cmocka_unit_test(test_finish),
         cmocka_unit_test(test_print),
+        cmocka_unit_test(test_runtime),
+        cmocka_unit_test(test_reference_marks_runtime),
         cmocka_unit_test(test_reference_in_sync),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

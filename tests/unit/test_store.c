@@ -585,6 +585,44 @@ static void test_migration_2_accounts(void **state)
                          SQLITE_OK);
 }
 
+/* runtime settings: upsert of several keys at once, listing by key, delete */
+static void test_settings(void **state)
+{
+    struct fixture *f = *state;
+    struct error err;
+    struct store_setting *v;
+    size_t n;
+
+    f->st = open_ok(f);
+    assert_int_equal(store_settings_list(f->st, &v, &n, &err), STORE_OK);
+    assert_int_equal(n, 0);
+    store_settings_free(v, n);
+    const char *keys[] = { "retry_schedule", "message_size_limit" };
+    const char *vals[] = { "1m,5m", "10M" };
+    assert_int_equal(store_settings_set(f->st, keys, vals, 2, "admin", &err), STORE_OK);
+    const char *k2[] = { "message_size_limit" };
+    const char *v2[] = { "20M" };
+    assert_int_equal(store_settings_set(f->st, k2, v2, 1, "ann", &err), STORE_OK);
+    assert_int_equal(store_settings_list(f->st, &v, &n, &err), STORE_OK);
+    assert_int_equal(n, 2);
+    assert_string_equal(v[0].key, "message_size_limit");
+    assert_string_equal(v[0].value, "20M");
+    assert_string_equal(v[0].updated_by, "ann");
+    assert_true(v[0].updated > 0);
+    assert_string_equal(v[1].key, "retry_schedule");
+    assert_string_equal(v[1].value, "1m,5m");
+    store_settings_free(v, n);
+    assert_int_equal(store_setting_delete(f->st, "retry_schedule", &err), STORE_OK);
+    assert_int_equal(store_setting_delete(f->st, "retry_schedule", &err), STORE_NOT_FOUND);
+    /* kept across a reopen */
+    store_close(f->st);
+    f->st = open_ok(f);
+    assert_int_equal(store_settings_list(f->st, &v, &n, &err), STORE_OK);
+    assert_int_equal(n, 1);
+    assert_string_equal(v[0].value, "20M");
+    store_settings_free(v, n);
+}
+
 int main(void)
 {
     log_set_level(LOG_WARN);
@@ -599,6 +637,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_snapshot, setup, teardown),
         cmocka_unit_test_setup_teardown(test_changed_across_handles, setup, teardown),
         cmocka_unit_test_setup_teardown(test_migration_2_accounts, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_settings, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
