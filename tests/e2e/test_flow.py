@@ -201,3 +201,23 @@ def test_delivery_splits_recipients_per_transaction(moatd, sink):
     assert all(len(x.rcpts) <= 10 for x in got), [len(x.rcpts) for x in got]
     assert sorted(a for x in got for a in x.rcpt_addrs()) == rcpts
     assert len(got) == 3
+
+
+def test_binds_then_drops_privileges_when_root(moatd, sink):
+    """Started as root, moatd binds its ports and then runs as run_user (moat,
+    or nobody when no moat user exists): no uid or gid of the process is 0."""
+    import os
+    if os.geteuid() != 0:
+        pytest.skip("needs root to start moatd as root")
+    s = sink()
+    m = moatd(domains={"example.com": f"127.0.0.1:{s.port}"})
+    status = open(f"/proc/{m.proc.pid}/status").read()
+    uids = next(l for l in status.splitlines() if l.startswith("Uid:")).split()[1:]
+    gids = next(l for l in status.splitlines() if l.startswith("Gid:")).split()[1:]
+    assert "0" not in uids and "0" not in gids, status
+    assert any(e.get("event") == "privileges_dropped" for e in m.events())
+    # and it still works: the spool, the store and the API are usable as that user
+    marker = new_marker()
+    m.send("sender@ext.test", "alice@example.com", make_message(marker=marker))
+    s.wait_marker(marker)
+    m.cli("domain", "list", check=0)
