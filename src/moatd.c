@@ -715,6 +715,11 @@ int main(int argc, char **argv)
 
     event_base_dispatch(m.base);
 
+    /* Answers still owed by the resolver are given now (TEMPFAIL), while
+     * every module that asked (Connect checks, delivery) still exists to
+     * release what it kept for them. */
+    dns_shutdown(m.dns);
+
     /* orderly teardown: every module releases what it owns */
     event_free(m.ev_poll);
     event_free(m.ev_term);

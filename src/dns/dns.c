@@ -168,6 +168,35 @@ static void query_unlink(struct dns *d, struct dns_query *q)
         q->next->prev = q->prev;
 }
 
+/* dns_shutdown - answer every query in flight now with DNS_TEMPFAIL, so
+ * that each caller releases what it keeps for its answer while it still
+ * exists (moatd calls this right after the loop stops, before freeing the
+ * modules that query).  Callbacks run here, on the loop's thread. */
+void dns_shutdown(struct dns *d)
+{
+    if (!d)
+        return;
+    while (d->queries) {
+        struct dns_query *q = d->queries;
+        query_unlink(d, q);
+        q->prev = q->next = NULL;
+        dns_cb cb = q->cb;
+        void *cbarg = q->arg;
+        q->cb = NULL;
+        if (!q->immediate) {
+            ub_cancel(d->ctx, q->async_id);
+            free(q);
+        }
+        /* an immediate query's deferred event will never run now; libevent
+         * frees that event with the base, and q with it is a small, bounded loss */
+        if (cb) {
+            struct dns_result r = { .status = DNS_TEMPFAIL };
+            str_copy(r.why, sizeof(r.why), "the resolver is shutting down");
+            cb(cbarg, &r);
+        }
+    }
+}
+
 void dns_free(struct dns *d)
 {
     if (!d)

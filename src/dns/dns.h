@@ -45,6 +45,10 @@ typedef void (*dns_cb)(void *arg, const struct dns_result *r);
 
 /* dns_create - resolver "ADDR:PORT", "ADDR@PORT", "ADDR" or "" (system resolv.conf) */
 struct dns *dns_create(struct event_base *base, const char *resolver, struct error *err);
+/* dns_shutdown - answer every pending query now with DNS_TEMPFAIL ("the
+ * resolver is shutting down"), on the calling (loop) thread: for teardown,
+ * while the modules that asked still exist */
+void dns_shutdown(struct dns *d);
 void dns_free(struct dns *d);   /* cancels pending queries without calling back */
 /* dns_query - cb is always called later from the loop, never inside dns_query */
 struct dns_query *dns_query(struct dns *d, const char *name, enum dns_type type, dns_cb cb, void *arg);
