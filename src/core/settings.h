@@ -87,6 +87,13 @@ struct moat_settings {
     int64_t connect_recheck_max;       /* seconds: the re-check backoff stops doubling here */
     int64_t connect_reverify_interval; /* seconds: done tasks are re-verified this often */
     int64_t lockdown_mx_hours;         /* MX only at Moat this long unlocks the lockdown task */
+
+    /* directory and recipient validation (issue 5) */
+    int64_t directory_csv_max_line;    /* octets of one CSV row */
+    int64_t directory_csv_max_rows;    /* rows of one CSV import */
+    int64_t rv_callforward_positive_ttl; /* seconds a "recipient exists" probe answer is kept */
+    int64_t rv_callforward_negative_ttl; /* seconds a "no such recipient" answer is kept */
+    int64_t rv_callforward_timeout;    /* seconds for a whole call-forward probe */
 };
 
 /* settings_defaults - fill s with every default (paths derived from state_dir later) */
