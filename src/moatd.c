@@ -50,13 +50,18 @@
 #include "deliver/deliver.h"
 #include "api/api.h"
 #include "connect/connect.h"
+#include "directory/directory.h"
+#include "policy/policy.h"
 #include "auth/auth.h"
+#include "directory/directory_ldap.h"
 
 struct moatd {
     struct moat_settings settings;
     struct event_base *base;
     struct store *store;
     struct store_snapshot *snapshot;    /* current; read via &snapshot */
+    struct directory_index *directory;  /* current RCPT index; read via &directory */
+    struct policy_callforward *callforward;
     struct spool *spool;
     struct dns *dns;
     SSL_CTX *tls_server;
@@ -67,6 +72,7 @@ struct moatd {
     struct api_config api_cfg;
     struct api_server *api;
     struct connect *connect;
+    struct directory_sync *dsync;       /* the LDAP sync runner (its own thread) */
     struct event *ev_term, *ev_int, *ev_hup, *ev_poll;
     char *hostname;
     int lock_fd;
@@ -93,12 +99,34 @@ static int moatd_reload_snapshot(struct moatd *m, struct error *err)
     return 0;
 }
 
+/* moatd_reload_directory - the recipient validation index, when the
+ * directory changed (users, aliases, groups, modes, a sync); swapped like
+ * the snapshot.  Runs on the loop. */
+static int moatd_reload_directory(struct moatd *m, struct error *err)
+{
+    if (!directory_index_stale(m->directory, m->store))
+        return 0;
+    struct directory_index *ix = directory_index_load(m->store, err);
+    if (ix == NULL) {
+        log_warn("event=directory_reload_failed reason=\"%s\"", err->msg);
+        return -1;
+    }
+    struct directory_index *old = m->directory;
+    m->directory = ix;
+    directory_index_free(old);
+    /* a mode or route may have changed: ask the routes afresh */
+    policy_callforward_forget(m->callforward);
+    return 0;
+}
+
 static void moatd_on_poll(evutil_socket_t fd, short what, void *arg)
 {
     struct moatd *m = arg;
     struct error err = {0};
-    if (store_changed(m->store))
+    if (store_changed(m->store)) {
         moatd_reload_snapshot(m, &err);
+        moatd_reload_directory(m, &err);
+    }
 }
 
 /* --- status, for GET /api/v1/status --- */
@@ -166,7 +194,9 @@ static void moatd_apply_stored_settings(struct moatd *m)
 
 static int moatd_api_reload(void *arg, struct error *err)
 {
-    return moatd_reload_snapshot(arg, err);
+    if (moatd_reload_snapshot(arg, err) < 0)
+        return -1;
+    return moatd_reload_directory(arg, err);
 }
 
 static json_t *moatd_api_status(void *arg)
@@ -621,7 +651,7 @@ int main(int argc, char **argv)
         die("store", &err);
     log_info("event=store_open path=%s schema=%d", m.settings.database, store_schema_version(m.store));
     moatd_apply_stored_settings(&m);   /* before anything reads the runtime settings */
-    if (moatd_reload_snapshot(&m, &err) < 0)
+    if (moatd_reload_snapshot(&m, &err) < 0 || moatd_reload_directory(&m, &err) < 0)
         die("store", &err);
     struct spool_options sopt = { .segment_size = (uint64_t)m.settings.spool_segment_size };
     m.spool = spool_open(m.settings.spool_dir, &sopt, m.base, &err);
@@ -638,9 +668,16 @@ int main(int argc, char **argv)
         die("tls", &err);
 
     const struct store_snapshot *const *snap = (const struct store_snapshot *const *)&m.snapshot;
+    struct policy_callforward_config cfcfg = {
+        .base = m.base, .dns = m.dns, .tls_client = m.tls_client, .settings = &m.settings,
+        .hostname = m.hostname,
+    };
+    m.callforward = policy_callforward_create(&cfcfg);
     struct smtp_server_config scfg = {
         .base = m.base, .settings = &m.settings, .tls = m.tls_server, .spool = m.spool,
         .snapshot = snap, .hostname = m.hostname,
+        .directory = (const struct directory_index *const *)&m.directory,
+        .callforward = m.callforward,
     };
     m.smtp = smtp_server_create(&scfg, &err);
     if (m.smtp == NULL)
@@ -669,6 +706,11 @@ int main(int argc, char **argv)
     if (m.connect == NULL)
         die("connect", &err);
     m.api_cfg.connect = m.connect;
+    struct directory_sync_config dscfg = { .database = m.settings.database, .auth = m.auth };
+    m.dsync = directory_sync_create(&dscfg, &err);
+    if (m.dsync == NULL)
+        die("directory", &err);
+    m.api_cfg.directory_sync = m.dsync;
     if (m.settings.n_http_listen > 0) {
         m.api = api_server_create(&m.api_cfg, &err);   /* binds before the drop */
         if (m.api == NULL)
@@ -687,6 +729,8 @@ int main(int argc, char **argv)
     deliver_start(m.deliver);
     if (connect_start(m.connect, &err) < 0)   /* after the drop: its own store handle */
         die("connect", &err);
+    if (directory_sync_start(m.dsync, &err) < 0)   /* after the drop: its own store handle */
+        die("directory", &err);
     m.api_cfg.deliver = m.deliver;
     if (m.api != NULL && api_server_start(m.api, &err) < 0)
         die("http_listen", &err);
@@ -726,11 +770,15 @@ int main(int argc, char **argv)
     event_free(m.ev_int);
     event_free(m.ev_hup);
     connect_stop(m.connect);  /* checks waiting for the stopped loop give up */
+    directory_sync_stop(m.dsync);   /* API workers waiting for a sync return */
     api_server_free(m.api);   /* before deliver: handlers reach it through the loop */
+    directory_sync_free(m.dsync);
     connect_free(m.connect);
     auth_free(m.auth);
     deliver_free(m.deliver);
     smtp_server_free(m.smtp);
+    policy_callforward_free(m.callforward);   /* after the sessions: nobody waits any more */
+    directory_index_free(m.directory);
     spool_close(m.spool);
     dns_free(m.dns);
     SSL_CTX_free(m.tls_server);

@@ -31,6 +31,7 @@ struct api_server;
 struct deliver;
 struct spool;
 struct connect;
+struct directory_sync;
 
 /* what moatd hands the API */
 struct api_config {
@@ -50,6 +51,8 @@ struct api_config {
     void *status_arg;
     /* Connect (thread-safe; called on the worker threads); NULL answers 503 */
     struct connect *connect;
+    /* the directory's LDAP sync runner (thread-safe); NULL answers 503 */
+    struct directory_sync *directory_sync;
 };
 
 #define API_MAX_PATH_PARAMS 4
@@ -60,6 +63,9 @@ struct api_request {
     const char *params[API_MAX_PATH_PARAMS];   /* {name} segments, in order, decoded */
     int n_params;
     json_t *body;                     /* parsed JSON object, or NULL when no body */
+    const char *text;                 /* a text/csv body (routes that take one, see
+                                       * api_route_takes_csv), else NULL; not NUL-terminated */
+    size_t text_len;
     const struct auth_principal *who;
     const char *client_ip;
     bool https;                       /* the connection is TLS: cookies get Secure */
@@ -116,5 +122,7 @@ struct api_route {
 };
 extern const struct api_route api_routes[];
 extern const size_t api_routes_count;
+/* api_route_takes_csv - the route accepts a text/csv body (the CSV import) */
+bool api_route_takes_csv(const struct api_route *r);
 
 #endif

@@ -15,6 +15,8 @@
 #include "api_priv.h"
 #include "api_auth.h"
 #include "api_connect.h"
+#include "api_directory.h"
+#include "api_ldap.h"
 
 const struct api_route api_routes[] = {
     /* --- public --- */
@@ -68,6 +70,30 @@ const struct api_route api_routes[] = {
     { "GET",    "/api/v1/organisation",            AUTH_PERM_CONFIG_READ,     api_organisation_get,    false },
     { "PATCH",  "/api/v1/organisation",            AUTH_PERM_CONFIG_WRITE,    api_organisation_update, true },
 
+    /* --- directory: LDAP sync (the source, test connection, preview, apply, progress) --- */
+    { "GET",    "/api/v1/directory/source",        AUTH_PERM_CONFIG_READ,     api_directory_source_get,  false },
+    { "PUT",    "/api/v1/directory/source",        AUTH_PERM_CONFIG_WRITE,    api_directory_source_put,  true },
+    { "POST",   "/api/v1/directory/test",          AUTH_PERM_CONFIG_WRITE,    api_directory_test,        true },
+    { "POST",   "/api/v1/directory/preview",       AUTH_PERM_CONFIG_WRITE,    api_directory_preview,     true },
+    { "POST",   "/api/v1/directory/sync",          AUTH_PERM_CONFIG_WRITE,    api_directory_sync_start,  true },
+    { "GET",    "/api/v1/directory/sync",          AUTH_PERM_CONFIG_READ,     api_directory_sync_status, false },
+
+    /* --- directory: users, groups, recipient validation --- */
+    { "GET",    "/api/v1/users",                   AUTH_PERM_CONFIG_READ,     api_users_list,          false },
+    { "POST",   "/api/v1/users",                   AUTH_PERM_CONFIG_WRITE,    api_users_create,        true },
+    /* text/csv body (api_route_takes_csv); before {address} */
+    { "POST",   "/api/v1/users/import",            AUTH_PERM_CONFIG_WRITE,    api_users_import,        true },
+    { "GET",    "/api/v1/users/{address}",         AUTH_PERM_CONFIG_READ,     api_users_get,           false },
+    { "PATCH",  "/api/v1/users/{address}",         AUTH_PERM_CONFIG_WRITE,    api_users_update,        true },
+    { "DELETE", "/api/v1/users/{address}",         AUTH_PERM_CONFIG_WRITE,    api_users_delete,        true },
+    { "GET",    "/api/v1/groups",                  AUTH_PERM_CONFIG_READ,     api_groups_list,         false },
+    { "POST",   "/api/v1/groups",                  AUTH_PERM_CONFIG_WRITE,    api_groups_create,       true },
+    { "GET",    "/api/v1/groups/{address}",        AUTH_PERM_CONFIG_READ,     api_groups_get,          false },
+    { "PATCH",  "/api/v1/groups/{address}",        AUTH_PERM_CONFIG_WRITE,    api_groups_update,       true },
+    { "DELETE", "/api/v1/groups/{address}",        AUTH_PERM_CONFIG_WRITE,    api_groups_delete,       true },
+    { "GET",    "/api/v1/recipient-validation",    AUTH_PERM_CONFIG_READ,     api_rv_list,             false },
+    { "PUT",    "/api/v1/recipient-validation/{domain}", AUTH_PERM_CONFIG_WRITE, api_rv_set,           true },
+
     /* --- the queue: envelopes are configuration; header sections are content --- */
     { "GET",    "/api/v1/queue",                   AUTH_PERM_CONFIG_READ,     api_queue_list,          false },
     { "POST",   "/api/v1/queue/retry",             AUTH_PERM_QUEUE_WRITE,     api_queue_retry_all,     true },
@@ -77,3 +103,8 @@ const struct api_route api_routes[] = {
 };
 
 const size_t api_routes_count = sizeof api_routes / sizeof api_routes[0];
+
+bool api_route_takes_csv(const struct api_route *r)
+{
+    return r->handler == api_users_import;
+}

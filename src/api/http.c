@@ -13,7 +13,8 @@
  *   through auth_role_allows (403 forbidden) -> a forced password change
  *   (403 password_change_required unless the route is me/password/logout)
  *   -> CSRF for cookie-authenticated changes (403 csrf) -> strict JSON body
- *   (415, 400 invalid_json / invalid_body) -> the handler.
+ *   (415, 400 invalid_json / invalid_body; routes that take text/csv get
+ *   such a body as text, api_route_takes_csv) -> the handler.
  * Authentication comes before the body is parsed, so an anonymous caller
  * learns nothing from the parser.
  *
@@ -316,6 +317,18 @@ static bool content_type_json(const char *ct)
         p++;
     /* JSON is UTF-8 (RFC 8259 8.1): no other charset */
     return strncasecmp(p, "charset=utf-8", 13) == 0 && p[13 + strspn(p + 13, " \t")] == '\0';
+}
+
+/* content_type_csv - "text/csv", with parameters (charset, header) or not */
+static bool content_type_csv(const char *ct)
+{
+    static const char want[] = "text/csv";
+    if (ct == NULL || strncasecmp(ct, want, sizeof want - 1) != 0)
+        return false;
+    const char *p = ct + sizeof want - 1;
+    while (*p == ' ' || *p == '\t')
+        p++;
+    return *p == '\0' || *p == ';';
 }
 
 int api_parse_body(const char *data, size_t len, const char *content_type, json_t **out,
@@ -640,8 +653,13 @@ static enum MHD_Result api_serve(struct api_server *s, struct MHD_Connection *co
         }
         const char *ct = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
                                                      MHD_HTTP_HEADER_CONTENT_TYPE);
-        if (api_parse_body(c->body.data, c->body.len, ct, &req.body, &resp) < 0)
+        if (api_route_takes_csv(route) && content_type_csv(ct)) {
+            /* the CSV import: the handler parses the text itself */
+            req.text = c->body.data;
+            req.text_len = c->body.len;
+        } else if (api_parse_body(c->body.data, c->body.len, ct, &req.body, &resp) < 0) {
             goto send;
+        }
     }
     route->handler(&req, &resp);
     /* a handler may have signed the caller in or out: log who it is now */

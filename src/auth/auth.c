@@ -295,6 +295,7 @@ struct auth *auth_create(const struct auth_config *cfg, struct error *err)
     a->session_idle_timeout = cfg->session_idle_timeout > 0 ? cfg->session_idle_timeout : 3600;
     crypto_kdf_derive_from_key(a->hash_key, sizeof a->hash_key, 1, "moathash", master);
     crypto_kdf_derive_from_key(a->totp_key, sizeof a->totp_key, 2, "moattotp", master);
+    crypto_kdf_derive_from_key(a->secret_key, sizeof a->secret_key, 3, "moatsecr", master);
     sodium_memzero(master, sizeof master);
 
     /* a hash of a password nobody knows: unknown names cost as much as known ones */
@@ -423,6 +424,12 @@ static int hash_password(const char *password, char out[crypto_pwhash_STRBYTES],
         return -1;
     }
     return 0;
+}
+
+int auth_password_hash(const char *password, char out[AUTH_PASSWORD_HASH_MAX], struct error *err)
+{
+    _Static_assert(AUTH_PASSWORD_HASH_MAX == crypto_pwhash_STRBYTES, "argon2id string size");
+    return hash_password(password, out, err);
 }
 
 /* generate_password - 144 random bits as 24 base64url characters */

@@ -88,6 +88,11 @@ int auth_password_set(struct auth *a, struct store *st, int64_t account_id, cons
                       bool must_change, struct error *err);
 int auth_password_verify(struct auth *a, struct store *st, int64_t account_id,
                          const char *password, struct error *err);
+/* auth_password_hash - argon2id of password, encoded, with the accounts'
+ * parameters, into out (AUTH_PASSWORD_HASH_MAX octets); for the portal
+ * passwords of directory users (issue 5).  -1 only when memory is short. */
+#define AUTH_PASSWORD_HASH_MAX 128   /* crypto_pwhash_STRBYTES */
+int auth_password_hash(const char *password, char out[AUTH_PASSWORD_HASH_MAX], struct error *err);
 
 /* --- sign-in --- */
 enum auth_login_result {
@@ -140,6 +145,16 @@ int auth_totp_code(const unsigned char *secret, size_t len, int64_t t, int digit
  * *_password, *_secret, *_token, csrf*), at any depth, is replaced by "[redacted]" */
 int auth_audit(struct store *st, const struct auth_principal *who, const char *client_ip,
                const char *action, const char *target, json_t *before, json_t *after);
+
+/* --- configuration secrets at rest (auth_secret.c): the LDAP bind password --- */
+/* auth_secret_seal - encrypt plain (XChaCha20-Poly1305, a subkey of
+ * STATE/secret.key, label as associated data) into *blob (caller frees) */
+int auth_secret_seal(const struct auth *a, const char *label, const char *plain,
+                     unsigned char **blob, size_t *blob_len, struct error *err);
+/* auth_secret_open - the reverse; *plain is NUL-terminated (caller wipes and frees);
+ * -1 with err->field "password" when the blob is damaged or the key changed */
+int auth_secret_open(const struct auth *a, const char *label, const unsigned char *blob,
+                     size_t blob_len, char **plain, struct error *err);
 
 /* --- bootstrap (moatd) --- */
 /* auth_init_admin - `moatd --init-admin NAME --token-file FILE`: on a store

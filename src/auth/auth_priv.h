@@ -45,6 +45,7 @@ struct auth {
     /* two subkeys of STATE/secret.key (crypto_kdf): one key never serves two primitives */
     unsigned char hash_key[crypto_generichash_KEYBYTES];       /* session ids, token secrets */
     unsigned char totp_key[crypto_aead_xchacha20poly1305_ietf_KEYBYTES];  /* TOTP seeds */
+    unsigned char secret_key[crypto_aead_xchacha20poly1305_ietf_KEYBYTES]; /* config secrets */
     char dummy_hash[crypto_pwhash_STRBYTES];   /* verified when the name is unknown */
     struct auth_ratelimit rl;
     int64_t clock_fixed;         /* tests: the clock stands here (0 = the wall clock) */

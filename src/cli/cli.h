@@ -15,7 +15,7 @@
 #include <jansson.h>
 #include "core/core.h"
 
-#define CLI_MAX_OPTIONS 8
+#define CLI_MAX_OPTIONS 24
 #define CLI_MAX_ARGS 16
 
 /* exit statuses */
@@ -105,6 +105,9 @@ struct cli_session {
  * *status gets the HTTP status when not NULL.  session NULL: the token. */
 json_t *cli_api(struct cli_ctx *ctx, const char *method, const char *path, json_t *body,
                 const struct cli_session *session, long *status);
+/* cli_api_text - the same with a body that is not JSON (data, len of content_type) */
+json_t *cli_api_text(struct cli_ctx *ctx, const char *method, const char *path,
+                     const char *content_type, const char *data, size_t len, long *status);
 /* cli_api_login - POST /api/v1/auth/login; fills session from Set-Cookie and csrf_token */
 json_t *cli_api_login(struct cli_ctx *ctx, json_t *body, struct cli_session *session);
 /* cli_escape - a path segment or query value, percent-encoded (caller frees) */
@@ -147,5 +150,21 @@ int cli_org_set(struct cli_ctx *ctx);
 int cli_settings_list(struct cli_ctx *ctx);
 int cli_settings_set(struct cli_ctx *ctx);
 int cli_settings_reset(struct cli_ctx *ctx);
+int cli_directory_show(struct cli_ctx *ctx);
+int cli_directory_set(struct cli_ctx *ctx);
+int cli_directory_test(struct cli_ctx *ctx);
+int cli_directory_preview(struct cli_ctx *ctx);
+int cli_directory_sync(struct cli_ctx *ctx);
+int cli_user_list(struct cli_ctx *ctx);
+int cli_user_show(struct cli_ctx *ctx);
+int cli_user_add(struct cli_ctx *ctx);
+int cli_user_remove(struct cli_ctx *ctx);
+int cli_user_import(struct cli_ctx *ctx);
+int cli_group_list(struct cli_ctx *ctx);
+int cli_group_add(struct cli_ctx *ctx);
+int cli_group_remove(struct cli_ctx *ctx);
+int cli_group_members(struct cli_ctx *ctx);
+int cli_rv_show(struct cli_ctx *ctx);
+int cli_rv_set(struct cli_ctx *ctx);
 
 #endif

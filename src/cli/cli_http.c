@@ -97,9 +97,16 @@ static void print_api_error(struct cli_ctx *ctx, long status, json_t *answer)
         fprintf(stderr, "moat: sign in with `moat login`, or set MOAT_URL and MOAT_TOKEN\n");
 }
 
+/* raw_body - a body that is not JSON (the CSV import) */
+struct raw_body {
+    const char *type;        /* "Content-Type: text/csv" */
+    const char *data;
+    size_t len;
+};
+
 static json_t *request(struct cli_ctx *ctx, const char *method, const char *path, json_t *body,
                        const struct cli_session *session, struct cli_session *login,
-                       long *status_out)
+                       long *status_out, const struct raw_body *raw)
 {
     struct answer a;
     struct curl_slist *h = NULL;
@@ -140,7 +147,11 @@ static json_t *request(struct cli_ctx *ctx, const char *method, const char *path
         }
         h = curl_slist_append(h, auth);
     }
-    if (body != NULL) {
+    if (raw != NULL) {
+        h = curl_slist_append(h, raw->type);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)raw->len);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, raw->data);
+    } else if (body != NULL) {
         text = json_dumps(body, JSON_COMPACT);
         h = curl_slist_append(h, "Content-Type: application/json");
         curl_easy_setopt(c, CURLOPT_POSTFIELDS, text ? text : "{}");
@@ -189,13 +200,23 @@ out:
 json_t *cli_api(struct cli_ctx *ctx, const char *method, const char *path, json_t *body,
                 const struct cli_session *session, long *status)
 {
-    return request(ctx, method, path, body, session, NULL, status);
+    return request(ctx, method, path, body, session, NULL, status, NULL);
+}
+
+json_t *cli_api_text(struct cli_ctx *ctx, const char *method, const char *path,
+                     const char *content_type, const char *data, size_t len, long *status)
+{
+    char type[128];
+    if (xsnprintf(type, sizeof type, "Content-Type: %s", content_type) < 0)
+        return NULL;
+    struct raw_body raw = { .type = type, .data = data, .len = len };
+    return request(ctx, method, path, NULL, NULL, NULL, status, &raw);
 }
 
 json_t *cli_api_login(struct cli_ctx *ctx, json_t *body, struct cli_session *session)
 {
     memset(session, 0, sizeof *session);
-    json_t *r = request(ctx, "POST", "/api/v1/auth/login", body, NULL, session, NULL);
+    json_t *r = request(ctx, "POST", "/api/v1/auth/login", body, NULL, session, NULL, NULL);
     if (r == NULL)
         return NULL;
     const char *csrf = json_string_value(json_object_get(r, "csrf_token"));

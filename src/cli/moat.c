@@ -108,6 +108,76 @@ static const struct cli_option domain_add_options[] = {
     { NULL, NULL, NULL },
 };
 
+static const struct cli_option directory_set_options[] = {
+    { "preset", "PRESET", "active_directory (mail, proxyAddresses SMTP:/smtp:, "
+      "userPrincipalName, displayName, objectGUID, group + member) or openldap (mail, "
+      "mailAlternativeAddress, cn, entryUUID, groupOfNames + member); default active_directory" },
+    { "ldap-url", "URL", "the directory server: ldaps://HOST[:PORT], or ldap://HOST[:PORT] (with "
+      "--starttls to encrypt)" },
+    { "fallback-url", "URL", "a second server, used when the first cannot be reached; '' "
+      "removes it" },
+    { "starttls", NULL, "upgrade ldap:// connections with StartTLS" },
+    { "no-starttls", NULL, "do not use StartTLS" },
+    { "ca-file", "PATH", "the CA certificate(s) (PEM) that signed the server's certificate; "
+      "'' = the system trust store. The certificate must verify and name the host" },
+    { "bind-dn", "DN", "the account Moat binds as, e.g. CN=moat-sync,OU=Service,DC=example,DC=com" },
+    { "password-stdin", NULL, "read the bind password from the first line of standard input "
+      "(stored encrypted, never shown again)" },
+    { "clear-password", NULL, "remove the stored bind password" },
+    { "base-dn", "DN", "where users and groups are searched (subtree)" },
+    { "filter", "FILTER", "the LDAP filter that selects users; '' = the preset's" },
+    { "group-filter", "FILTER", "the LDAP filter that selects groups; '' = no groups" },
+    { "attribute", "NAME=ATTR...", "override the attribute map: mail, proxy_addresses, alias, "
+      "upn, display_name, id, member (e.g. --attribute alias=mailAlternateAddress); "
+      "NAME= leaves it unused" },
+    { "page-size", "N", "entries per page of the paged search (1..10000, default 500)" },
+    { "timeout", "SECONDS", "connect, bind and per-page timeout (1..600, default 30)" },
+    { "max-entries", "N", "refuse a directory with more users and groups than this "
+      "(default 1000000)" },
+    { "schedule", "TIMES", "times of day (local) for the automatic sync, e.g. "
+      "06:00,12:00,18:00 (the default); '' = only on demand" },
+    { "max-remove-share", "SHARE", "a sync that would remove more than this share of the "
+      "directory's users stops and waits for --confirm (default 0.10 = 10%)" },
+    { NULL, NULL, NULL },
+};
+
+static const struct cli_option directory_sync_options[] = {
+    { "confirm", NULL, "apply even if more than max-remove-share of the users would be removed" },
+    { "no-wait", NULL, "start the sync and return at once" },
+    { "status", NULL, "do not start a sync: show the running one and the last result" },
+    { NULL, NULL, NULL },
+};
+
+static const struct cli_option user_add_options[] = {
+    { "name", "NAME", "the display name" },
+    { "alias", "ADDRESS...", "another address of the user; repeat it for each" },
+    { "password-stdin", NULL, "read a portal password (12 characters or more) from the first "
+      "line of standard input; stored as an argon2id hash" },
+    { "disabled", NULL, "add the user disabled (mail to it is refused as unknown)" },
+    { NULL, NULL, NULL },
+};
+
+static const struct cli_option group_add_options[] = {
+    { "name", "NAME", "the display name" },
+    { "alias", "ADDRESS...", "another address of the group; repeat it for each" },
+    { "member", "ADDRESS...", "a member (any address of a user or group); repeat it for each" },
+    { NULL, NULL, NULL },
+};
+
+static const struct cli_option group_members_options[] = {
+    { "add", "ADDRESS...", "add this user or group; repeat it for each" },
+    { "remove", "ADDRESS...", "remove this member; repeat it for each" },
+    { NULL, NULL, NULL },
+};
+
+static const struct cli_option rv_set_options[] = {
+    { "mode", "MODE", "directory (synced users and groups only), known (directory and manual), "
+      "call-forward (ask the domain's mail server with an RCPT probe) or accept-all" },
+    { "unreachable", "WHAT", "when the source cannot answer (directory never synced, mail "
+      "server down): tempfail (450 4.4.3, the default) or accept" },
+    { NULL, NULL, NULL },
+};
+
 /* cli_commands - every command; later issues add rows here */
 static const struct cli_command cli_commands[] = {
     { "domain", "add", "NAME", 1, 1, domain_add_options, cli_domain_add,
@@ -246,6 +316,79 @@ static const struct cli_command cli_commands[] = {
       "Prints each setting's effective value and its source: default, file (moat.conf), "
       "store (set with `moat settings set`) or command-line (moatd -o, which outranks a "
       "stored value). With --runtime, only the settings that can be changed at run time." },
+    { "directory", "show", "", 0, 0, NULL, cli_directory_show,
+      "show the LDAP / Active Directory source",
+      "Shows the directory source: server, TLS, bind account (the password only as set or not "
+      "set), base DN, filters, the effective attribute map, page size, schedule and the "
+      "safety limit on removals." },
+    { "directory", "set", "", 0, 0, directory_set_options, cli_directory_set,
+      "configure the LDAP / Active Directory source",
+      "Changes the given settings of the directory source; the others keep their value. "
+      "Example: echo \"$PW\" | moat directory set --preset active_directory --ldap-url "
+      "ldaps://dc1.example.com --ca-file /etc/moat/ad-ca.pem --bind-dn "
+      "'CN=moat-sync,OU=Service,DC=example,DC=com' --base-dn 'DC=example,DC=com' "
+      "--password-stdin" },
+    { "directory", "test", "", 0, 0, NULL, cli_directory_test,
+      "test the connection to the directory",
+      "Connects (with TLS as configured), binds, checks the base DN, samples a few users and "
+      "groups with the filters, and tells whether the server supports paged results. "
+      "Exits 1 when something fails, with the server's error." },
+    { "directory", "preview", "", 0, 0, NULL, cli_directory_preview,
+      "show what a sync would create, update and remove",
+      "Reads the whole directory and counts what a sync would do without changing anything; "
+      "lists addresses under domains that are not validated (never imported) and entries "
+      "that would be skipped, and warns when the safety stop would refuse the sync." },
+    { "directory", "sync", "", 0, 0, directory_sync_options, cli_directory_sync,
+      "synchronise the directory now",
+      "Reads the directory and applies it: users and groups are created, updated and "
+      "removed so Moat's directory matches it (manual users are never touched). Shows a "
+      "progress bar on a terminal. A sync that would remove more than max-remove-share of "
+      "the users is refused until run with --confirm. Exits 1 when the sync failed or was "
+      "refused; the previous directory then stays as it was." },
+    { "user", "list", "", 0, 0, NULL, cli_user_list,
+      "list the users (synchronised and manual)",
+      "Lists every user with its display name, source (directory or manual), state and "
+      "aliases." },
+    { "user", "show", "ADDRESS", 1, 1, NULL, cli_user_show,
+      "show one user",
+      "Shows the user that has ADDRESS (its primary address or an alias)." },
+    { "user", "add", "ADDRESS", 1, 1, user_add_options, cli_user_add,
+      "add a user by hand",
+      "Adds a manual user. Every address must be under an internal domain and belong to "
+      "nobody else. Example: moat user add ann@example.com --name 'Ann Admin' "
+      "--alias a.admin@example.com" },
+    { "user", "remove", "ADDRESS", 1, 1, NULL, cli_user_remove,
+      "remove a manual user",
+      "Removes the manual user that has ADDRESS, with its aliases. Users synchronised from "
+      "the directory are removed there." },
+    { "user", "import", "FILE", 1, 1, NULL, cli_user_import,
+      "import users from a CSV file",
+      "Imports manual users from FILE ('-' = standard input): a header line naming the "
+      "columns email and name, optionally password and aliases (aliases separated by ';' or "
+      "spaces), then one user a line; quote a field holding commas with \"...\". A row whose "
+      "email is a manual user's updates it. Every refused row is printed with its line "
+      "number and reason; the others are imported. Exits 1 when a row was refused." },
+    { "group", "list", "", 0, 0, NULL, cli_group_list,
+      "list the groups",
+      "Lists every group with its display name, source, number of members and aliases." },
+    { "group", "add", "ADDRESS", 1, 1, group_add_options, cli_group_add,
+      "add a group by hand",
+      "Adds a manual group. Example: moat group add sales@example.com --member "
+      "ann@example.com --member bob@example.com" },
+    { "group", "remove", "ADDRESS", 1, 1, NULL, cli_group_remove,
+      "remove a manual group",
+      "Removes the manual group that has ADDRESS (its members stay)." },
+    { "group", "members", "ADDRESS", 1, 1, group_members_options, cli_group_members,
+      "show or change a group's members",
+      "Prints the members of the group; with --add and --remove, changes them first." },
+    { "rv", "show", "[DOMAIN]", 0, 1, NULL, cli_rv_show,
+      "show recipient validation per domain",
+      "Shows each domain's recipient validation mode and what happens when its source cannot "
+      "answer." },
+    { "rv", "set", "DOMAIN", 1, 1, rv_set_options, cli_rv_set,
+      "set a domain's recipient validation",
+      "Sets how Moat tells known recipients of DOMAIN from unknown ones at RCPT time; "
+      "unknown ones get 550 5.1.1. Example: moat rv set example.com --mode known" },
     { "audit", NULL, "", 0, 0, audit_options, cli_audit,
       "show the audit log",
       "Shows who changed what, when and from where, newest first; secrets are never "

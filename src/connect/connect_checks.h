@@ -44,4 +44,22 @@ void connect_lockdown_run(const struct connect_env *env, json_t *input, connect_
                           void *arg);
 json_t *connect_lockdown_instructions(struct store *st, struct error *err);
 
+/* directory: a sync from the LDAP / Active Directory source has been applied (issue 5) */
+json_t *connect_directory_prepare(struct store *st, struct error *err);
+void connect_directory_run(const struct connect_env *env, json_t *input, connect_done_cb done,
+                           void *arg);
+json_t *connect_directory_instructions(struct store *st, struct error *err);
+
+/* users: at least one user under an internal domain (issue 5; connect_users.c) */
+json_t *connect_users_prepare(struct store *st, struct error *err);
+void connect_users_run(const struct connect_env *env, json_t *input, connect_done_cb done,
+                       void *arg);
+json_t *connect_users_instructions(struct store *st, struct error *err);
+/* recipient_validation: Moat's own listener refuses a random unknown address
+ * of each validating domain with 550 5.1.1 and accepts a known one */
+json_t *connect_rv_prepare(struct store *st, struct error *err);
+void connect_rv_run(const struct connect_env *env, json_t *input, connect_done_cb done,
+                    void *arg);
+json_t *connect_rv_instructions(struct store *st, struct error *err);
+
 #endif

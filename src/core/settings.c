@@ -379,6 +379,35 @@ static const struct setting settings_table[] = {
       "lockdown task (accepting port 25 only from Moat) is unlocked, so that mail still "
       "delivered along the old MX records by caching senders is not refused. 0 unlocks it "
       "as soon as the MX task is done." },
+
+    /* --- directory and recipient validation --- */
+    { "directory_csv_max_line", SETTING_SIZE, OFF(directory_csv_max_line), 0, "64k",
+      256, MiB, 0, 0, NULL, NULL, 0,
+      "Directory",
+      "Longest row (record) of a CSV user import, in octets; a longer row is reported with "
+      "its line number and skipped, the other rows are imported." },
+    { "directory_csv_max_rows", SETTING_INT, OFF(directory_csv_max_rows), 0, "1000000",
+      1, 100000000, 0, 0, NULL, NULL, 0,
+      "Directory",
+      "Most rows one CSV user import (one API request) may hold; later rows are reported "
+      "and not imported. `moat user import` sends a large file in several requests." },
+    { "rv_callforward_positive_ttl", SETTING_DURATION, OFF(rv_callforward_positive_ttl), 0,
+      "1h", 1, 7 * DAY, 0, 0, NULL, NULL, 0,
+      "Directory",
+      "Recipient validation by call-forward: how long the answer \"this recipient exists\" "
+      "from the domain's mail server is remembered before it is asked again." },
+    { "rv_callforward_negative_ttl", SETTING_DURATION, OFF(rv_callforward_negative_ttl), 0,
+      "10m", 1, DAY, 0, 0, NULL, NULL, 0,
+      "Directory",
+      "Recipient validation by call-forward: how long the answer \"no such recipient\" "
+      "(a 5xx reply to the probe RCPT) is remembered. Keep it short: a mailbox created "
+      "meanwhile is refused until it expires." },
+    { "rv_callforward_timeout", SETTING_DURATION, OFF(rv_callforward_timeout), 0, "30s",
+      1, 300, 0, 0, NULL, NULL, 0,
+      "Directory",
+      "Recipient validation by call-forward: the longest a probe (connect, EHLO, MAIL FROM:<>, "
+      "RCPT TO) may take; beyond it the domain's mail server counts as unreachable and the "
+      "domain's `unreachable` behaviour (450 4.4.3, or accept) applies." },
 };
 
 #define N_SETTINGS (sizeof settings_table / sizeof settings_table[0])

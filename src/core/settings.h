@@ -111,6 +111,12 @@ struct moat_settings {
     bool from_store_[SETTINGS_MAX_ROWS];     /* the value came from the store */
     char *below_store_[SETTINGS_MAX_ROWS];   /* what the store value replaced (file
                                               * syntax), restored by a reset */
+    /* directory and recipient validation (issue 5) */
+    int64_t directory_csv_max_line;    /* octets of one CSV row */
+    int64_t directory_csv_max_rows;    /* rows of one CSV import */
+    int64_t rv_callforward_positive_ttl; /* seconds a "recipient exists" probe answer is kept */
+    int64_t rv_callforward_negative_ttl; /* seconds a "no such recipient" answer is kept */
+    int64_t rv_callforward_timeout;    /* seconds for a whole call-forward probe */
 };
 
 /* settings_defaults - fill s with every default (paths derived from state_dir later) */

@@ -4,23 +4,51 @@
  * The first verdict other than DUNNO wins (Postfix smtpd_check.c style
  * restriction lists, as a table instead of scattered ifs).
  *
- * Entry points: policy_evaluate, policy_verdict_set.
+ * Entry points: policy_evaluate, policy_evaluate_async, policy_pending_cancel,
+ * policy_pending_done, policy_verdict_set.
  * Checks never block and never touch the store: they read the immutable
- * routing snapshot in the request.  Adding a check = one function here and
- * one row in policy_checks[].
+ * routing snapshot and directory index in the request.  Adding a check = one
+ * function (here or in its own file, declared in policy_priv.h) and one row
+ * in policy_checks[].
+ *
+ * Asynchronous checks (call-forward, policy_rcpt.c) have the async member
+ * instead of fn: they may answer POLICY_PENDING and finish later with
+ * policy_pending_done.  struct policy_pending is the evaluation parked at
+ * that check: the check owns it while waiting, the caller once it is
+ * resolved; whoever lets go last frees it (policy_pending_cancel /
+ * policy_pending_done), so a session that goes away mid-probe is safe.
  */
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include "../core/core.h"
 #include "policy.h"
+#include "policy_priv.h"
 
 typedef void (*policy_check_fn)(const struct policy_request *req, struct policy_verdict *out);
+/* an asynchronous check: p is NULL when the caller cannot wait (answer now),
+ * else the check may answer POLICY_PENDING and later policy_pending_done(p) */
+typedef void (*policy_async_fn)(const struct policy_request *req, struct policy_verdict *out,
+                                struct policy_pending *p);
 
 struct policy_check {
     const char *name;
     enum policy_stage stage;
-    policy_check_fn fn;
+    policy_check_fn fn;          /* one of fn and async */
+    policy_async_fn async;
+};
+
+/* an evaluation waiting for an asynchronous check; owned by the check while
+ * WAITING, by the caller once RESOLVED, freed by whoever lets go last */
+enum pending_state { PENDING_WAITING, PENDING_RESOLVED, PENDING_CANCELLED };
+
+struct policy_pending {
+    enum pending_state state;
+    size_t index;                /* the check that answered PENDING */
+    enum policy_stage stage;
+    struct policy_verdict verdict;
+    void (*ready)(void *arg);
+    void *arg;
 };
 
 void policy_verdict_set(struct policy_verdict *v, enum policy_action a, int code,
@@ -86,25 +114,103 @@ static void policy_check_relay(const struct policy_request *req, struct policy_v
 
 /* the pipeline: stage order is the order of the SMTP dialogue (DESIGN.md 2) */
 static const struct policy_check policy_checks[] = {
-    { "relay_control", POLICY_RCPT, policy_check_relay },
+    { "relay_control", POLICY_RCPT, policy_check_relay, NULL },
+    /* after relay control: only recipients under internal domains get here */
+    { "recipient_validation", POLICY_RCPT, NULL, policy_check_rcpt_valid },
 };
 
-void policy_evaluate(const struct policy_request *req, struct policy_verdict *out)
+#define N_CHECKS (sizeof policy_checks / sizeof policy_checks[0])
+
+/* evaluate_from - run the checks of req->stage from index first; a pending
+ * check stops the run (p NULL: asynchronous checks must answer now) */
+static void evaluate_from(const struct policy_request *req, size_t first,
+                          struct policy_verdict *out, struct policy_pending *p, size_t *stopped)
 {
-    memset(out, 0, sizeof *out);
-    out->action = POLICY_DUNNO;
-    for (size_t i = 0; i < sizeof policy_checks / sizeof policy_checks[0]; i++) {
+    for (size_t i = first; i < N_CHECKS; i++) {
         const struct policy_check *c = &policy_checks[i];
         if (c->stage != req->stage)
             continue;
         struct policy_verdict v;
         memset(&v, 0, sizeof v);
         v.action = POLICY_DUNNO;
-        c->fn(req, &v);
+        if (c->fn != NULL)
+            c->fn(req, &v);
+        else
+            c->async(req, &v, p);
+        if (v.action == POLICY_PENDING && p == NULL)
+            v.action = POLICY_DUNNO;   /* a broken check: never hang a caller that cannot wait */
         if (v.action != POLICY_DUNNO) {
             *out = v;
             out->check = c->name;
+            if (stopped != NULL)
+                *stopped = i;
             return;
         }
     }
+}
+
+void policy_evaluate(const struct policy_request *req, struct policy_verdict *out)
+{
+    memset(out, 0, sizeof *out);
+    out->action = POLICY_DUNNO;
+    evaluate_from(req, 0, out, NULL, NULL);
+}
+
+void policy_evaluate_async(const struct policy_request *req, struct policy_verdict *out,
+                           void (*ready)(void *arg), void *arg, struct policy_pending **pending)
+{
+    size_t first = 0, stopped = 0;
+    memset(out, 0, sizeof *out);
+    out->action = POLICY_DUNNO;
+    struct policy_pending *p = *pending;
+    if (p != NULL) {
+        /* the second call: the pending check has answered */
+        *pending = NULL;
+        struct policy_verdict v = p->verdict;
+        first = p->index + 1;
+        bool same_stage = p->stage == req->stage && p->state == PENDING_RESOLVED;
+        free(p);
+        if (!same_stage)
+            log_error("event=policy_bug reason=\"resumed an evaluation that is not resolved\"");
+        else if (v.action != POLICY_DUNNO && v.action != POLICY_PENDING) {
+            *out = v;
+            out->check = policy_checks[first - 1].name;
+            return;
+        }
+    }
+    p = xcalloc(1, sizeof *p);
+    p->state = PENDING_WAITING;
+    p->stage = req->stage;
+    p->ready = ready;
+    p->arg = arg;
+    evaluate_from(req, first, out, p, &stopped);
+    if (out->action == POLICY_PENDING) {
+        p->index = stopped;
+        *pending = p;
+        return;
+    }
+    free(p);    /* no check kept it */
+}
+
+void policy_pending_cancel(struct policy_pending *p)
+{
+    if (p == NULL)
+        return;
+    if (p->state == PENDING_WAITING)
+        p->state = PENDING_CANCELLED;   /* the check frees it when it answers */
+    else
+        free(p);
+}
+
+void policy_pending_done(struct policy_pending *p, const struct policy_verdict *v)
+{
+    if (p->state == PENDING_CANCELLED) {
+        free(p);
+        return;
+    }
+    p->verdict = *v;
+    if (p->verdict.action == POLICY_PENDING)
+        p->verdict.action = POLICY_DUNNO;
+    p->state = PENDING_RESOLVED;
+    p->ready(p->arg);
 }

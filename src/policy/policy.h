@@ -6,18 +6,28 @@
  * policy; it asks here.
  *
  * Checks run on the SMTP loop and must not block: they read the immutable
- * routing snapshot, never the store.
+ * routing snapshot and directory index, never the store.  A check that must
+ * ask the network (call-forward) is asynchronous: it answers POLICY_PENDING
+ * and completes later on the loop (policy_evaluate_async).
  */
 #ifndef MOAT_POLICY_H
 #define MOAT_POLICY_H
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <openssl/ssl.h>
+#include "../core/settings.h"
 #include "../store/store.h"
+
+struct directory_index;
+struct policy_callforward;
+struct event_base;
+struct dns;
 
 enum policy_stage { POLICY_CONNECT, POLICY_HELO, POLICY_MAIL, POLICY_RCPT, POLICY_DATA };
 
-enum policy_action { POLICY_DUNNO = 0, POLICY_ACCEPT, POLICY_REJECT, POLICY_TEMPFAIL, POLICY_HOLD };
+enum policy_action { POLICY_DUNNO = 0, POLICY_ACCEPT, POLICY_REJECT, POLICY_TEMPFAIL, POLICY_HOLD,
+                     POLICY_PENDING /* an asynchronous check will answer later */ };
 
 struct policy_verdict {
     enum policy_action action;
@@ -25,6 +35,7 @@ struct policy_verdict {
     char dsn[12];        /* "5.7.1" */
     char text[256];      /* human text, no CR/LF */
     const char *check;   /* name of the deciding check, for the log */
+    char reason[160];    /* why, for the log only (not sent); "" = text */
 };
 
 /* what a check may look at: filled by the SMTP session */
@@ -37,11 +48,48 @@ struct policy_request {
     const char *rcpt;         /* the recipient under test (RCPT stage) */
     size_t n_rcpts;           /* recipients accepted so far */
     const struct store_snapshot *snapshot;   /* routing configuration, may be NULL */
+    const struct directory_index *directory; /* recipient validation; NULL = none */
+    struct policy_callforward *callforward;  /* call-forward prober; NULL = unreachable */
 };
 
 /* policy_evaluate - run every check for req->stage in table order; the first
  * non-DUNNO verdict wins.  All DUNNO means accept (out->action = POLICY_DUNNO). */
 void policy_evaluate(const struct policy_request *req, struct policy_verdict *out);
+
+/* Asynchronous checks.  policy_evaluate_async runs the same table, but a
+ * check may answer POLICY_PENDING; then out->action is POLICY_PENDING,
+ * *pending holds the evaluation and ready(arg) is called later, on the loop,
+ * never from inside this call.  The caller then calls policy_evaluate_async
+ * again with a fresh request (the snapshot may have been swapped meanwhile)
+ * and the same *pending: the evaluation goes on after the pending check,
+ * with its answer, and *pending is released.  policy_pending_cancel drops an
+ * evaluation instead (ready is never called).  policy_evaluate is the same
+ * without waiting: an asynchronous check answers from what it knows (a
+ * cache) or as if the network were unreachable. */
+struct policy_pending;
+void policy_evaluate_async(const struct policy_request *req, struct policy_verdict *out,
+                           void (*ready)(void *arg), void *arg, struct policy_pending **pending);
+void policy_pending_cancel(struct policy_pending *p);
+/* policy_pending_done - for asynchronous checks: the answer of p's check */
+void policy_pending_done(struct policy_pending *p, const struct policy_verdict *v);
+
+/* --- recipient validation (policy_rcpt.c) --- */
+/* the call-forward prober: one per loop, created by moatd; probes the
+ * domain's route with MAIL FROM:<> and RCPT TO:<addr>, and remembers the
+ * answers (rv_callforward_positive_ttl / _negative_ttl) */
+struct policy_callforward_config {
+    struct event_base *base;
+    struct dns *dns;                  /* for route host names; may be NULL (IP routes only) */
+    SSL_CTX *tls_client;              /* STARTTLS per the route's TLS mode; may be NULL */
+    const struct moat_settings *settings;
+    const char *hostname;             /* EHLO name */
+};
+struct policy_callforward *policy_callforward_create(const struct policy_callforward_config *cfg);
+/* policy_callforward_free - probes in flight end as unreachable (after the
+ * SMTP server is gone: nobody waits any more) */
+void policy_callforward_free(struct policy_callforward *cf);
+/* policy_callforward_forget - empty the answer cache (a route or mode changed) */
+void policy_callforward_forget(struct policy_callforward *cf);
 
 /* policy_verdict_set - helper for checks */
 void policy_verdict_set(struct policy_verdict *v, enum policy_action a, int code,

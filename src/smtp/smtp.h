@@ -19,6 +19,8 @@
 struct event_base;
 struct spool;
 struct smtp_server;
+struct directory_index;
+struct policy_callforward;
 
 struct smtp_server_config {
     struct event_base *base;
@@ -29,6 +31,12 @@ struct smtp_server_config {
     struct spool *spool;
     /* the current routing snapshot; main swaps *snapshot between events */
     const struct store_snapshot *const *snapshot;
+    /* the current directory index (recipient validation), swapped the same way;
+     * NULL (or *directory NULL): no recipient validation */
+    const struct directory_index *const *directory;
+    /* the call-forward prober on this loop (policy.h); NULL: call-forward
+     * domains count as unreachable */
+    struct policy_callforward *callforward;
     const char *hostname;               /* banner, EHLO, Received */
 };
 

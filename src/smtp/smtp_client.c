@@ -617,6 +617,17 @@ static void txn_reply(struct smtp_conn *c, const struct smtp_reply *r)
             c->accepted++;
         else
             txn_set(c, cmd.idx, code, diag);
+        if (m->flags & SMTP_MSG_PROBE) {
+            /* a probe ends at its last RCPT reply: the accepted get theirs */
+            if (ok && !c->mail_failed)
+                txn_set(c, cmd.idx, r->code, diag);
+            if (c->answered == c->n_cmds) {
+                c->need_rset = true;
+                txn_finish(c, true);
+                return;
+            }
+            break;
+        }
         /* without PIPELINING, DATA is sent only when someone was accepted */
         if (!c->ext_pipelining && c->answered < c->n_cmds && c->cmds[c->answered].type == EX_DATA &&
             c->accepted == 0) {
@@ -716,7 +727,8 @@ void smtp_conn_send(struct smtp_conn *c, const struct smtp_client_msg *msg, smtp
         conn_leave(c);
         return;
     }
-    c->cmds[c->n_cmds++] = (struct smtp_cmd){ .type = EX_DATA };
+    if (!(msg->flags & SMTP_MSG_PROBE))
+        c->cmds[c->n_cmds++] = (struct smtp_cmd){ .type = EX_DATA };
     if (c->ext_pipelining) {
         /* RFC 2920 3.1: MAIL, RCPT and DATA may go in one group */
         while (c->sent < c->n_cmds)

@@ -82,6 +82,10 @@ struct smtp_conn *smtp_conn_open(const struct smtp_client_config *cfg,
 
 #define SMTP_MSG_8BIT     0x1     /* body has 8-bit octets: BODY=8BITMIME */
 #define SMTP_MSG_SMTPUTF8 0x2     /* needs SMTPUTF8 */
+/* SMTP_MSG_PROBE - a recipient probe (call-forward, Connect's checks): MAIL
+ * and RCPT only, no DATA; each recipient's result is the reply to its RCPT
+ * (2xx: exists) and the transaction is left for an RSET or QUIT; read unused */
+#define SMTP_MSG_PROBE    0x4
 
 struct smtp_client_rcpt {
     const char *addr;

@@ -18,6 +18,16 @@
  * that must end a group (EHLO, HELO, DATA, VRFY, NOOP, QUIT, STARTTLS) was
  * answered, so the client receives a group's replies in order and at once.
  *
+ * Asynchronous RCPT policy (call-forward, policy.h): when the verdict for a
+ * RCPT is POLICY_PENDING, the session parks the parsed RCPT and stops
+ * processing input (s->rcpt_pending): later pipelined commands stay in the
+ * input buffer, unread, so their replies cannot overtake the RCPT's.  The
+ * replies queued so far are flushed (they precede it anyway).  When the
+ * verdict arrives (session_rcpt_ready, from the loop) the RCPT is finished
+ * as if synchronously and processing resumes.  A transaction reset (RSET
+ * cannot arrive meanwhile; timeouts, shutdown and the end of the session
+ * can) cancels the pending evaluation.
+ *
  * Enhanced status codes (RFC 2034 3): every reply carries one except the
  * 220 greeting, the 250 replies to HELO/EHLO and the 354 intermediate reply
  * (RFC 3463 has no class 3).
@@ -113,6 +123,8 @@ struct smtp_session {
     struct buf replies;           /* replies of the current pipelined group */
     uint64_t n_errors, n_junk, n_messages, n_commands;
     struct smtp_txn txn;
+    struct policy_pending *rcpt_pending; /* an asynchronous RCPT verdict is awaited */
+    struct smtp_rcpt_args rcpt_wait;     /* the RCPT it is for */
     struct event *grace_timer;    /* shutdown grace for a session in DATA */
     struct event *finish_ev;      /* deferred close */
     uint64_t close_deadline_ms;   /* give up writing the last replies after this */
@@ -274,6 +286,10 @@ static void session_log_reject(struct smtp_session *s, const char *stage, int co
 static void txn_reset(struct smtp_session *s)
 {
     struct smtp_txn *t = &s->txn;
+    if (s->rcpt_pending != NULL) {
+        policy_pending_cancel(s->rcpt_pending);
+        s->rcpt_pending = NULL;
+    }
     if (t->spool != NULL) {
         spool_txn_abort(t->spool);
         t->spool = NULL;
@@ -289,7 +305,9 @@ static void txn_reset(struct smtp_session *s)
     buf_reset(&t->out);
 }
 
-/* session_policy - ask the pipeline; fills v */
+static void session_rcpt_ready(void *arg);
+
+/* session_policy - ask the pipeline; fills v (RCPT: may be POLICY_PENDING) */
 static void session_policy(struct smtp_session *s, enum policy_stage stage, const char *rcpt,
                            struct policy_verdict *v)
 {
@@ -302,8 +320,13 @@ static void session_policy(struct smtp_session *s, enum policy_stage stage, cons
         .rcpt = rcpt,
         .n_rcpts = s->txn.n_rcpts,
         .snapshot = s->srv->cfg.snapshot ? *s->srv->cfg.snapshot : NULL,
+        .directory = s->srv->cfg.directory ? *s->srv->cfg.directory : NULL,
+        .callforward = s->srv->cfg.callforward,
     };
-    policy_evaluate(&req, v);
+    if (stage == POLICY_RCPT)
+        policy_evaluate_async(&req, v, session_rcpt_ready, s, &s->rcpt_pending);
+    else
+        policy_evaluate(&req, v);
 }
 
 /* session_policy_refused - reply and log a REJECT/TEMPFAIL verdict; true if refused */
@@ -313,7 +336,7 @@ static bool session_policy_refused(struct smtp_session *s, const char *stage,
     if (v->action != POLICY_REJECT && v->action != POLICY_TEMPFAIL)
         return false;
     session_reply(s, v->code, v->dsn, "%s", v->text);
-    session_log_reject(s, stage, v->code, v->dsn, v->text, rcpt);
+    session_log_reject(s, stage, v->code, v->dsn, v->reason[0] ? v->reason : v->text, rcpt);
     return true;
 }
 
@@ -484,6 +507,9 @@ static void cmd_mail(struct smtp_session *s, const struct smtp_cmdline *cmd)
     session_reply(s, 250, "2.1.0", "Ok");
 }
 
+static void session_rcpt_finish(struct smtp_session *s, const struct smtp_rcpt_args *r,
+                                const struct policy_verdict *v);
+
 static void cmd_rcpt(struct smtp_session *s, const struct smtp_cmdline *cmd)
 {
     struct smtp_parse_error err;
@@ -506,7 +532,20 @@ static void cmd_rcpt(struct smtp_session *s, const struct smtp_cmdline *cmd)
     }
     struct policy_verdict v;
     session_policy(s, POLICY_RCPT, r.path.addr, &v);
-    if (session_policy_refused(s, "rcpt", &v, r.path.addr)) {
+    if (v.action == POLICY_PENDING) {
+        /* wait for the verdict; session_process reads nothing meanwhile */
+        s->rcpt_wait = r;
+        return;
+    }
+    session_rcpt_finish(s, &r, &v);
+}
+
+/* session_rcpt_finish - the RCPT's verdict is known: refuse, or add it */
+static void session_rcpt_finish(struct smtp_session *s, const struct smtp_rcpt_args *r,
+                                const struct policy_verdict *v)
+{
+    struct smtp_txn *t = &s->txn;
+    if (session_policy_refused(s, "rcpt", v, r->path.addr)) {
         s->srv->stats.rcpts_rejected++;
         return;
     }
@@ -515,11 +554,25 @@ static void cmd_rcpt(struct smtp_session *s, const struct smtp_cmdline *cmd)
         t->rcpts = xreallocarray(t->rcpts, t->cap_rcpts, sizeof *t->rcpts);
     }
     struct smtp_rcpt *rc = &t->rcpts[t->n_rcpts++];
-    rc->addr = xstrdup(r.path.addr);
-    rc->orcpt = r.orcpt[0] ? xstrdup(r.orcpt) : NULL;
-    rc->notify = r.notify;
+    rc->addr = xstrdup(r->path.addr);
+    rc->orcpt = r->orcpt[0] ? xstrdup(r->orcpt) : NULL;
+    rc->notify = r->notify;
     session_enter_state(s, SMTP_STATE_RCPT);
     session_reply(s, 250, "2.1.5", "Ok");
+}
+
+/* session_rcpt_ready - an asynchronous RCPT verdict arrived (from the loop):
+ * finish that RCPT with a fresh request (the snapshot may have changed),
+ * then go on with the commands the client pipelined meanwhile */
+static void session_rcpt_ready(void *arg)
+{
+    struct smtp_session *s = arg;
+    struct policy_verdict v;
+    session_policy(s, POLICY_RCPT, s->rcpt_wait.path.addr, &v);
+    if (v.action == POLICY_PENDING)
+        return;      /* a later check is asynchronous too: wait again */
+    session_rcpt_finish(s, &s->rcpt_wait, &v);
+    session_process(s);
 }
 
 /* session_received - RFC 5321 4.4 trace header, prepended to the data */
@@ -849,6 +902,8 @@ static void session_process(struct smtp_session *s)
     char *line = NULL;
     while (s->bev != NULL) {
         struct evbuffer *in = bufferevent_get_input(s->bev);
+        if (s->rcpt_pending != NULL)
+            break;   /* RFC 2920 3.1: replies in order; the RCPT's verdict comes first */
         if (s->state == SMTP_STATE_DATA) {
             if (!session_data_read(s, in))
                 break;

@@ -160,6 +160,80 @@ const char *const store_migrations[] = {
     "  updated    INTEGER NOT NULL DEFAULT 0,"   /* unix seconds */
     "  updated_by TEXT NOT NULL DEFAULT ''"      /* account name */
     ");",
+    /* 5: the directory (store_directory.c): users and groups, from a directory
+     * source or added by hand; every address (primary or alias) in one table
+     * whose primary key makes an address resolve to exactly one entry; group
+     * members; per-domain recipient validation; the directory's sync status. */
+    "CREATE TABLE dir_entries ("
+    "  id            INTEGER PRIMARY KEY,"
+    "  kind          TEXT NOT NULL CHECK (kind IN ('user', 'group')),"
+    "  source        TEXT NOT NULL CHECK (source IN ('directory', 'manual')),"
+    "  external_id   TEXT,"                        /* the directory's stable id; NULL = manual */
+    "  primary_addr  TEXT NOT NULL,"
+    "  name          TEXT NOT NULL DEFAULT '',"
+    "  disabled      INTEGER NOT NULL DEFAULT 0 CHECK (disabled IN (0, 1)),"
+    "  password_hash TEXT,"                        /* argon2id (portal sign-in, later) */
+    "  fingerprint   TEXT,"                        /* digest of the source's view (sync) */
+    "  created       INTEGER NOT NULL,"
+    "  updated       INTEGER NOT NULL,"
+    "  CHECK ((source = 'directory') = (external_id IS NOT NULL))"
+    ");"
+    "CREATE UNIQUE INDEX dir_entries_external ON dir_entries(external_id)"
+    "  WHERE external_id IS NOT NULL;"
+    "CREATE INDEX dir_entries_primary ON dir_entries(kind, primary_addr);"
+    "CREATE TABLE dir_addresses ("
+    "  address    TEXT PRIMARY KEY NOT NULL,"      /* lower-case; one owner per address */
+    "  entry_id   INTEGER NOT NULL REFERENCES dir_entries(id) ON DELETE CASCADE,"
+    "  is_primary INTEGER NOT NULL CHECK (is_primary IN (0, 1))"
+    ");"
+    "CREATE INDEX dir_addresses_entry ON dir_addresses(entry_id);"
+    "CREATE TABLE dir_members ("
+    "  group_id  INTEGER NOT NULL REFERENCES dir_entries(id) ON DELETE CASCADE,"
+    "  member_id INTEGER NOT NULL REFERENCES dir_entries(id) ON DELETE CASCADE,"
+    "  PRIMARY KEY (group_id, member_id)"
+    ");"
+    "CREATE INDEX dir_members_member ON dir_members(member_id);"
+    "CREATE TABLE rv_domains ("
+    "  domain      TEXT PRIMARY KEY NOT NULL REFERENCES domains(name) ON DELETE CASCADE,"
+    "  mode        TEXT NOT NULL CHECK (mode IN ('directory', 'known', 'call-forward',"
+    "              'accept-all')),"
+    "  unreachable TEXT NOT NULL CHECK (unreachable IN ('tempfail', 'accept')),"
+    "  updated     INTEGER NOT NULL"
+    ");"
+    "CREATE TABLE dir_status ("
+    "  id        INTEGER PRIMARY KEY CHECK (id = 1),"
+    "  synced_at INTEGER,"                         /* last applied directory sync; NULL = never */
+    "  generation INTEGER NOT NULL DEFAULT 0"      /* moves with every directory change */
+    ");"
+    "INSERT INTO dir_status (id) VALUES (1);",
+    /* 6: the LDAP / Active Directory source (one row; the bind password
+     * encrypted by src/auth, never in the clear) and the record of every
+     * sync run (store_ldap.c) */
+    "CREATE TABLE ldap_source ("
+    "  id         INTEGER PRIMARY KEY CHECK (id = 1),"
+    "  config     TEXT NOT NULL DEFAULT '{}',"      /* JSON: url, base_dn, filter, map, ... */
+    "  password   BLOB,"                            /* nonce || XChaCha20-Poly1305 ciphertext */
+    "  updated    INTEGER NOT NULL DEFAULT 0,"
+    "  updated_by TEXT NOT NULL DEFAULT ''"
+    ");"
+    "CREATE TABLE ldap_runs ("
+    "  id        INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  kind      TEXT NOT NULL CHECK (kind IN ('apply', 'preview')),"
+    "  trigger   TEXT NOT NULL CHECK (trigger IN ('manual', 'schedule')),"
+    "  who       TEXT NOT NULL DEFAULT '',"
+    "  started   INTEGER NOT NULL,"
+    "  finished  INTEGER NOT NULL,"
+    "  outcome   TEXT NOT NULL CHECK (outcome IN ('ok', 'error', 'refused')),"
+    "  entries   INTEGER NOT NULL DEFAULT 0,"
+    "  created   INTEGER NOT NULL DEFAULT 0,"
+    "  updated   INTEGER NOT NULL DEFAULT 0,"
+    "  removed   INTEGER NOT NULL DEFAULT 0,"
+    "  unchanged INTEGER NOT NULL DEFAULT 0,"
+    "  skipped_unvalidated INTEGER NOT NULL DEFAULT 0,"
+    "  errors    INTEGER NOT NULL DEFAULT 0,"
+    "  message   TEXT NOT NULL DEFAULT ''"
+    ");"
+    "CREATE INDEX ldap_runs_kind ON ldap_runs(kind, outcome, id);",
 };
 const int store_schema_latest = (int)(sizeof store_migrations / sizeof store_migrations[0]);
 
@@ -423,6 +497,14 @@ struct store *store_open(const char *path, struct error *err)
         store_close(st);
         return NULL;
     }
+    if (store_directory_prepare(st, path, err) < 0) {
+        store_close(st);
+        return NULL;
+    }
+    if (store_ldap_prepare(st, path, err) < 0) {
+        store_close(st);
+        return NULL;
+    }
     int64_t dv = 0;
     pragma_int(st->db, "PRAGMA data_version", &dv);
     st->data_version = dv;
@@ -438,6 +520,8 @@ void store_close(struct store *st)
     store_auth_finalize(st);
     store_connect_finalize(st);
     store_settings_finalize(st);
+    store_directory_finalize(st);
+    store_ldap_finalize(st);
     /* close_v2 would leave a zombie handle if something were still open; we
      * finalized everything, so plain close must succeed */
     if (sqlite3_close(st->db) != SQLITE_OK)

@@ -342,5 +342,180 @@ int store_setting_delete(struct store *st, const char *key, struct error *err);
 void store_settings_free(struct store_setting *s, size_t n);
 
 /* ==== end of runtime settings ==== */
+/* ==== directory: users, groups, addresses, recipient validation (issue 5; store_directory.c) ==== */
+/*
+ * src/directory is the caller.  An entry is a user or a group, from the
+ * directory source (external_id set, replaced by each sync) or added by hand
+ * (manual).  Every address of an entry -- its primary address and its
+ * aliases, lower-case -- is unique across all entries: an insert or update
+ * that would give an address a second owner is STORE_CONFLICT with
+ * err->field "address" (the primary) or "aliases" and a message naming the
+ * owner.  Group members are entries, named by any of their addresses.
+ *
+ * The changes below are each atomic (a savepoint) and may be grouped into
+ * one transaction with store_dir_begin / store_dir_commit (the sync, a CSV
+ * batch).  Strings in returned structs belong to the caller.
+ */
+enum store_dir_kind { STORE_DIR_USER = 0, STORE_DIR_GROUP };
+enum store_dir_source { STORE_DIR_DIRECTORY = 0, STORE_DIR_MANUAL };
+
+struct store_dir_entry {
+    int64_t id;
+    enum store_dir_kind kind;
+    enum store_dir_source source;
+    char *external_id;              /* directory entries; NULL for manual ones */
+    char *primary;                  /* lower-case address */
+    char *name;                     /* display name ("" when none) */
+    bool disabled;
+    char *password_hash;            /* argon2id encoded, or NULL; users only */
+    char *fingerprint;              /* directory entries: digest of the source's view */
+    char **aliases;                 /* lower-case, without the primary */
+    size_t n_aliases;
+    char **members;                 /* groups: the members' primary addresses (read only) */
+    size_t n_members;
+    int64_t created;
+    int64_t updated;
+};
+
+const char *store_dir_kind_name(enum store_dir_kind k);       /* "user", "group" */
+const char *store_dir_source_name(enum store_dir_source s);   /* "directory", "manual" */
+
+/* store_dir_begin - one transaction (write: BEGIN IMMEDIATE) for a batch of changes */
+int store_dir_begin(struct store *st, bool write, struct error *err);
+int store_dir_commit(struct store *st, struct error *err);
+void store_dir_rollback(struct store *st);
+
+/* store_dir_get - the entry that owns address (primary or alias), with aliases
+ * and members; STORE_NOT_FOUND (field "address") when nobody has it */
+int store_dir_get(struct store *st, const char *address, struct store_dir_entry *out,
+                  struct error *err);
+/* store_dir_list - entries of kind with primary > after (NULL: from the
+ * start), by primary, at most limit, with aliases and members */
+int store_dir_list(struct store *st, enum store_dir_kind kind, const char *after, size_t limit,
+                   struct store_dir_entry **out, size_t *n, struct error *err);
+/* store_dir_owner - who has address: *id and *source (STORE_NOT_FOUND when nobody) */
+int store_dir_owner(struct store *st, const char *address, int64_t *id,
+                    enum store_dir_source *source, struct error *err);
+
+/* store_dir_insert - a new entry and its addresses (members: store_dir_members_set) */
+int store_dir_insert(struct store *st, const struct store_dir_entry *e, int64_t *id_out,
+                     struct error *err);
+/* store_dir_update - replace name, primary, aliases, disabled, password_hash and
+ * fingerprint of entry id (kind, source and external_id stay) */
+int store_dir_update(struct store *st, int64_t id, const struct store_dir_entry *e,
+                     struct error *err);
+/* store_dir_addresses_clear - drop every address of entry id (a sync frees the
+ * addresses of the entries it changes before giving them out again) */
+int store_dir_addresses_clear(struct store *st, int64_t id, struct error *err);
+/* store_dir_delete - the entry, its addresses and memberships */
+int store_dir_delete(struct store *st, int64_t id, struct error *err);
+/* store_dir_members_set - group id's members are exactly these addresses;
+ * strict: an address nobody has is STORE_NOT_FOUND (field "members"), else
+ * it is skipped and counted in *skipped (may be NULL) */
+int store_dir_members_set(struct store *st, int64_t group_id, char *const *addresses, size_t n,
+                          bool strict, size_t *skipped, struct error *err);
+
+/* sync support: every directory entry's id, external id, kind and fingerprint */
+struct store_dir_ref {
+    int64_t id;
+    char *external_id;
+    char *fingerprint;
+    enum store_dir_kind kind;
+};
+int store_dir_refs(struct store *st, struct store_dir_ref **out, size_t *n, struct error *err);
+void store_dir_refs_free(struct store_dir_ref *r, size_t n);
+/* store_dir_synced - record an applied directory sync at when; *_get: 0 = never */
+int store_dir_synced_set(struct store *st, int64_t when, struct error *err);
+int store_dir_synced_get(struct store *st, int64_t *when, struct error *err);
+/* store_dir_generation - a number that moves with every change of users,
+ * groups, addresses, validation settings or sync status (cheap: one read), so
+ * the daemon reloads its RCPT index only when the directory changed */
+int store_dir_generation(struct store *st, int64_t *gen, struct error *err);
+
+/* store_dir_count - entries of kind from source (source < 0: any) under domain
+ * (NULL: anywhere; else primary address ending in @domain or .domain) */
+int store_dir_count(struct store *st, enum store_dir_kind kind, int source, const char *domain,
+                    int64_t *count, struct error *err);
+
+/* store_dir_sample - the primary address of an active user directly under
+ * domain (source < 0: any source), for probes; STORE_NOT_FOUND when none */
+int store_dir_sample(struct store *st, const char *domain, int source, char *out, size_t size,
+                     struct error *err);
+
+/* store_dir_addresses_each - every address with its owner's kind, source and
+ * state, for the RCPT index (directory_index_load); fn returning -1 stops */
+typedef int (*store_dir_address_fn)(void *arg, const char *address, enum store_dir_kind kind,
+                                    enum store_dir_source source, bool disabled);
+int store_dir_addresses_each(struct store *st, store_dir_address_fn fn, void *arg,
+                             struct error *err);
+
+void store_dir_entry_clear(struct store_dir_entry *e);
+void store_dir_entries_free(struct store_dir_entry *e, size_t n);
+
+/* recipient validation, per internal domain: mode "directory", "known",
+ * "call-forward" or "accept-all"; unreachable "tempfail" or "accept" */
+struct store_rv_domain {
+    char *domain;
+    char *mode;
+    char *unreachable;
+    int64_t updated;
+};
+/* store_rv_set - mode NULL removes the domain's setting (no validation) */
+int store_rv_set(struct store *st, const char *domain, const char *mode, const char *unreachable,
+                 struct error *err);
+int store_rv_list(struct store *st, struct store_rv_domain **out, size_t *n, struct error *err);
+void store_rv_free(struct store_rv_domain *r, size_t n);
+/* ==== end of directory ==== */
+
+/* ==== directory: LDAP source and sync runs (issue 5; store_ldap.c) ==== */
+/*
+ * The LDAP / Active Directory source (one row) and the record of every sync
+ * run.  src/directory gives the configuration its meaning: the store keeps
+ * it as a JSON object text, and the bind password only as the blob
+ * src/auth sealed (auth_secret_seal); nothing here sees it in the clear.
+ * Strings and blobs in returned structs belong to the caller.
+ */
+struct store_ldap_source {
+    char *config;                   /* JSON object text; "{}" when never set */
+    unsigned char *password;        /* the sealed bind password; NULL = none */
+    size_t password_len;
+    int64_t updated;                /* unix seconds; 0 = never */
+    char *updated_by;
+};
+
+/* store_ldap_source_get - the source (always present; config "{}" when never set) */
+int store_ldap_source_get(struct store *st, struct store_ldap_source *out, struct error *err);
+/* store_ldap_source_set - replace the configuration; keep_password: leave the
+ * stored password as it is, else store password (NULL clears it) */
+int store_ldap_source_set(struct store *st, const char *config, bool keep_password,
+                          const unsigned char *password, size_t password_len, const char *who,
+                          int64_t now, struct error *err);
+void store_ldap_source_clear(struct store_ldap_source *s);
+
+struct store_ldap_run {
+    int64_t id;                     /* filled by add and list */
+    const char *kind;               /* "apply", "preview" */
+    const char *trigger;            /* "manual", "schedule" */
+    const char *who;                /* account name, "" for the schedule */
+    int64_t started, finished;      /* unix seconds */
+    const char *outcome;            /* "ok", "error", "refused" (the safety stop) */
+    int64_t entries;                /* entries read from the directory */
+    int64_t created, updated, removed, unchanged, skipped_unvalidated, errors;
+    const char *message;            /* the error or the refusal, "" when ok */
+};
+
+/* store_ldap_run_add - record one finished run; *id (may be NULL) gets its id */
+int store_ldap_run_add(struct store *st, const struct store_ldap_run *r, int64_t *id,
+                       struct error *err);
+/* store_ldap_run_list - newest first, at most limit; kind NULL = every kind;
+ * free with store_ldap_runs_free (the strings are owned by the array) */
+int store_ldap_run_list(struct store *st, const char *kind, size_t limit,
+                        struct store_ldap_run **out, size_t *n, struct error *err);
+/* store_ldap_run_last - the newest run of kind with outcome (NULL = any);
+ * STORE_NOT_FOUND when none; free with store_ldap_runs_free(out, 1) */
+int store_ldap_run_last(struct store *st, const char *kind, const char *outcome,
+                        struct store_ldap_run **out, struct error *err);
+void store_ldap_runs_free(struct store_ldap_run *r, size_t n);
+/* ==== end of directory: LDAP source and sync runs ==== */
 
 #endif

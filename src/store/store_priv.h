@@ -37,6 +37,8 @@ struct store {
     sqlite3_stmt **auth_stmt; /* store_auth.c's statement table */
     sqlite3_stmt **connect_stmt; /* store_connect.c's statement table */
     sqlite3_stmt **settings_stmt; /* store_settings.c's statement table */
+    sqlite3_stmt **dir_stmt;  /* store_directory.c's statement table */
+    sqlite3_stmt **ldap_stmt; /* store_ldap.c's statement table */
 };
 
 /* store_auth_prepare - prepare store_auth.c's statements (store_open);
@@ -49,6 +51,12 @@ void store_connect_finalize(struct store *st);
 /* store_settings_prepare / store_settings_finalize - the same for store_settings.c */
 int store_settings_prepare(struct store *st, const char *path, struct error *err);
 void store_settings_finalize(struct store *st);
+/* store_directory_prepare / store_directory_finalize - the same for store_directory.c */
+int store_directory_prepare(struct store *st, const char *path, struct error *err);
+void store_directory_finalize(struct store *st);
+/* store_ldap_prepare / store_ldap_finalize - the same for store_ldap.c */
+int store_ldap_prepare(struct store *st, const char *path, struct error *err);
+void store_ldap_finalize(struct store *st);
 
 /* the migrations: store_migrations[i] takes the schema from version i to i + 1 */
 extern const char *const store_migrations[];

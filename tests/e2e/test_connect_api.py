@@ -40,7 +40,8 @@ def test_fresh_checklist(api_moatd):
     assert t["mx"]["blocked_by"] == ["inbound", "recipient_validation"]
     assert t["lockdown"]["blocked_by"][0] == "mx" and "mx_age" in t["lockdown"]["blocked_by"]
     assert t["forwarding"]["optional"] and not t["mx"]["optional"]
-    assert not t["directory"]["checkable"] and t["directory"]["later_issue"]
+    assert t["directory"]["checkable"] and not t["directory"].get("later_issue")
+    assert not t["journaling"]["checkable"] and t["journaling"]["later_issue"]
     assert all(x["next_step"] for x in r.json["tasks"])
     assert r.json["summary"] == {"total": 16, "done_or_skipped": 0, "mandatory": 12,
                                  "mandatory_done": 0}

@@ -1,0 +1,15 @@
+/*
+ * policy_priv.h - private to src/policy: the checks that live in their own
+ * files, for the table in policy.c.
+ */
+#ifndef MOAT_POLICY_PRIV_H
+#define MOAT_POLICY_PRIV_H
+
+#include "policy.h"
+
+/* policy_check_rcpt_valid - recipient validation (policy_rcpt.c): the
+ * directory index, or a call-forward probe (asynchronous when p != NULL) */
+void policy_check_rcpt_valid(const struct policy_request *req, struct policy_verdict *out,
+                             struct policy_pending *p);
+
+#endif
