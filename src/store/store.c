@@ -314,10 +314,58 @@ void store_db_error(struct store *st, struct error *err, const char *what)
 
 sqlite3_stmt *store_stmt(struct store *st, enum store_stmt id)
 {
-    sqlite3_stmt *s = st->stmt[id];
+    return store_stmt_reset(st->stmt[id]);
+}
+
+/* --- shared by the store's modules (store_auth.c, store_connect.c, ...),
+ * each of which keeps its own statement table (CONVENTIONS.md) --- */
+
+int store_stmts_prepare(struct store *st, const char *path, const char *module,
+                        const char *const *sql, int n, sqlite3_stmt ***out, struct error *err)
+{
+    *out = xcalloc((size_t)n, sizeof **out);
+    for (int i = 0; i < n; i++) {
+        if (sql[i] == NULL)
+            log_fatal("event=store_bug reason=\"%s statement %d has no SQL\"", module, i);
+        if (sqlite3_prepare_v3(st->db, sql[i], -1, SQLITE_PREPARE_PERSISTENT, &(*out)[i],
+                               NULL) != SQLITE_OK) {
+            error_set(err, "", "%s: cannot prepare %s statement %d: %s", path, module, i,
+                      sqlite3_errmsg(st->db));
+            return -1;
+        }
+    }
+    return 0;
+}
+
+void store_stmts_finalize(sqlite3_stmt ***stmts, int n)
+{
+    if (*stmts == NULL)
+        return;
+    for (int i = 0; i < n; i++)
+        sqlite3_finalize((*stmts)[i]);
+    free(*stmts);
+    *stmts = NULL;
+}
+
+sqlite3_stmt *store_stmt_reset(sqlite3_stmt *s)
+{
     sqlite3_reset(s);
     sqlite3_clear_bindings(s);
     return s;
+}
+
+void store_bind_text(sqlite3_stmt *s, int i, const char *v)
+{
+    if (v == NULL)
+        sqlite3_bind_null(s, i);
+    else
+        sqlite3_bind_text(s, i, v, -1, SQLITE_TRANSIENT);
+}
+
+char *store_col_strdup(sqlite3_stmt *s, int col)
+{
+    const unsigned char *t = sqlite3_column_text(s, col);
+    return xstrdup(t != NULL ? (const char *)t : "");
 }
 
 static int exec_sql(sqlite3 *db, const char *sql, struct error *err, const char *what)

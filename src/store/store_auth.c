@@ -123,51 +123,18 @@ static const char *const auth_sql[A__COUNT] = {
 
 int store_auth_prepare(struct store *st, const char *path, struct error *err)
 {
-    st->auth_stmt = xcalloc(A__COUNT, sizeof *st->auth_stmt);
-    for (int i = 0; i < A__COUNT; i++) {
-        if (auth_sql[i] == NULL)
-            log_fatal("event=store_bug reason=\"auth statement %d has no SQL\"", i);
-        if (sqlite3_prepare_v3(st->db, auth_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
-                               &st->auth_stmt[i], NULL) != SQLITE_OK) {
-            error_set(err, "", "%s: cannot prepare auth statement %d: %s", path, i,
-                      sqlite3_errmsg(st->db));
-            return -1;
-        }
-    }
-    return 0;
+    return store_stmts_prepare(st, path, "auth", auth_sql, A__COUNT, &st->auth_stmt, err);
 }
 
 void store_auth_finalize(struct store *st)
 {
-    if (st->auth_stmt == NULL)
-        return;
-    for (int i = 0; i < A__COUNT; i++)
-        sqlite3_finalize(st->auth_stmt[i]);
-    free(st->auth_stmt);
-    st->auth_stmt = NULL;
+    store_stmts_finalize(&st->auth_stmt, A__COUNT);
 }
 
 /* stmt - statement id, reset and unbound */
 static sqlite3_stmt *stmt(struct store *st, enum auth_stmt id)
 {
-    sqlite3_stmt *s = st->auth_stmt[id];
-    sqlite3_reset(s);
-    sqlite3_clear_bindings(s);
-    return s;
-}
-
-static void bind_text(sqlite3_stmt *s, int i, const char *v)
-{
-    if (v == NULL)
-        sqlite3_bind_null(s, i);
-    else
-        sqlite3_bind_text(s, i, v, -1, SQLITE_TRANSIENT);
-}
-
-static char *col_strdup(sqlite3_stmt *s, int col)
-{
-    const unsigned char *t = sqlite3_column_text(s, col);
-    return xstrdup(t != NULL ? (const char *)t : "");
+    return store_stmt_reset(st->auth_stmt[id]);
 }
 
 static void col_copy(sqlite3_stmt *s, int col, char *dst, size_t size)
@@ -201,9 +168,9 @@ static void account_from_row(sqlite3_stmt *s, struct store_account *a)
 {
     memset(a, 0, sizeof *a);
     a->id = sqlite3_column_int64(s, 0);
-    a->name = col_strdup(s, 1);
-    a->role = col_strdup(s, 2);
-    a->password_hash = col_strdup(s, 3);
+    a->name = store_col_strdup(s, 1);
+    a->role = store_col_strdup(s, 2);
+    a->password_hash = store_col_strdup(s, 3);
     a->must_change = sqlite3_column_int(s, 4) != 0;
     a->disabled = sqlite3_column_int(s, 5) != 0;
     if (sqlite3_column_type(s, 6) == SQLITE_BLOB) {
@@ -250,9 +217,9 @@ int store_account_create(struct store *st, const char *name, const char *role,
 {
     memset(err, 0, sizeof *err);
     sqlite3_stmt *s = stmt(st, A_ACCOUNT_INSERT);
-    bind_text(s, 1, name);
-    bind_text(s, 2, role);
-    bind_text(s, 3, password_hash);
+    store_bind_text(s, 1, name);
+    store_bind_text(s, 2, role);
+    store_bind_text(s, 3, password_hash);
     sqlite3_bind_int(s, 4, must_change ? 1 : 0);
     sqlite3_bind_int64(s, 5, now_s());
     int rc = sqlite3_step(s);
@@ -310,7 +277,7 @@ int store_account_get_by_name(struct store *st, const char *name, struct store_a
     memset(err, 0, sizeof *err);
     memset(out, 0, sizeof *out);
     sqlite3_stmt *s = stmt(st, A_ACCOUNT_GET_NAME);
-    bind_text(s, 1, name);
+    store_bind_text(s, 1, name);
     return account_get_one(st, s, out, "name", "with that name", err);
 }
 
@@ -348,7 +315,7 @@ int store_account_count(struct store *st, const char *role, int64_t *count, stru
     memset(err, 0, sizeof *err);
     sqlite3_stmt *s = stmt(st, role == NULL ? A_ACCOUNT_COUNT : A_ACCOUNT_COUNT_ROLE);
     if (role != NULL)
-        bind_text(s, 1, role);
+        store_bind_text(s, 1, role);
     int rc = sqlite3_step(s);
     if (rc == SQLITE_ROW)
         *count = sqlite3_column_int64(s, 0);
@@ -390,7 +357,7 @@ int store_account_set_role(struct store *st, int64_t id, const char *role, struc
     memset(err, 0, sizeof *err);
     sqlite3_stmt *s = stmt(st, A_ACCOUNT_SET_ROLE);
     sqlite3_bind_int64(s, 1, id);
-    bind_text(s, 2, role);
+    store_bind_text(s, 2, role);
     sqlite3_bind_int64(s, 3, now_s());
     int rc = sqlite3_step(s);
     sqlite3_reset(s);
@@ -452,7 +419,7 @@ int store_account_set_password(struct store *st, int64_t id, const char *passwor
     memset(err, 0, sizeof *err);
     sqlite3_stmt *s = stmt(st, A_ACCOUNT_SET_PASSWORD);
     sqlite3_bind_int64(s, 1, id);
-    bind_text(s, 2, password_hash);
+    store_bind_text(s, 2, password_hash);
     sqlite3_bind_int(s, 3, must_change ? 1 : 0);
     sqlite3_bind_int64(s, 4, now_s());
     int rc = sqlite3_step(s);
@@ -533,13 +500,13 @@ int store_session_create(struct store *st, const struct store_session *o, struct
 {
     memset(err, 0, sizeof *err);
     sqlite3_stmt *s = stmt(st, A_SESSION_INSERT);
-    bind_text(s, 1, o->id_hash);
+    store_bind_text(s, 1, o->id_hash);
     sqlite3_bind_int64(s, 2, o->account_id);
-    bind_text(s, 3, o->csrf);
+    store_bind_text(s, 3, o->csrf);
     sqlite3_bind_int64(s, 4, o->created);
     sqlite3_bind_int64(s, 5, o->last_seen);
     sqlite3_bind_int64(s, 6, o->expires);
-    bind_text(s, 7, o->client_ip);
+    store_bind_text(s, 7, o->client_ip);
     return run(st, s, "session create", err);
 }
 
@@ -548,7 +515,7 @@ int store_session_get(struct store *st, const char *id_hash, struct store_sessio
 {
     memset(err, 0, sizeof *err);
     sqlite3_stmt *s = stmt(st, A_SESSION_GET);
-    bind_text(s, 1, id_hash);
+    store_bind_text(s, 1, id_hash);
     int rc = sqlite3_step(s);
     if (rc == SQLITE_ROW)
         session_from_row(s, out);
@@ -567,7 +534,7 @@ int store_session_touch(struct store *st, const char *id_hash, int64_t now, stru
 {
     memset(err, 0, sizeof *err);
     sqlite3_stmt *s = stmt(st, A_SESSION_TOUCH);
-    bind_text(s, 1, id_hash);
+    store_bind_text(s, 1, id_hash);
     sqlite3_bind_int64(s, 2, now);
     return run(st, s, "session touch", err);
 }
@@ -577,7 +544,7 @@ int store_session_revoke(struct store *st, const char *id_hash, int64_t account_
 {
     memset(err, 0, sizeof *err);
     sqlite3_stmt *s = stmt(st, A_SESSION_REVOKE);
-    bind_text(s, 1, id_hash);
+    store_bind_text(s, 1, id_hash);
     sqlite3_bind_int64(s, 2, account_id);
     if (run(st, s, "session revoke", err) < 0)
         return STORE_ERR;
@@ -594,7 +561,7 @@ int store_session_revoke_others(struct store *st, int64_t account_id, const char
     memset(err, 0, sizeof *err);
     sqlite3_stmt *s = stmt(st, A_SESSION_REVOKE_OTHERS);
     sqlite3_bind_int64(s, 1, account_id);
-    bind_text(s, 2, keep_hash);
+    store_bind_text(s, 2, keep_hash);
     return run(st, s, "session revoke", err);
 }
 
@@ -644,9 +611,9 @@ static void token_from_row(sqlite3_stmt *s, struct store_token *t)
     memset(t, 0, sizeof *t);
     t->id = sqlite3_column_int64(s, 0);
     t->account_id = sqlite3_column_int64(s, 1);
-    t->account_name = col_strdup(s, 2);
-    t->name = col_strdup(s, 3);
-    t->role = col_strdup(s, 4);
+    t->account_name = store_col_strdup(s, 2);
+    t->name = store_col_strdup(s, 3);
+    t->role = store_col_strdup(s, 4);
     col_copy(s, 5, t->secret_hash, sizeof t->secret_hash);
     t->created = sqlite3_column_int64(s, 6);
     t->last_used = sqlite3_column_int64(s, 7);
@@ -678,9 +645,9 @@ int store_token_create(struct store *st, int64_t account_id, const char *name, c
     memset(err, 0, sizeof *err);
     sqlite3_stmt *s = stmt(st, A_TOKEN_INSERT);
     sqlite3_bind_int64(s, 1, account_id);
-    bind_text(s, 2, name);
-    bind_text(s, 3, role);
-    bind_text(s, 4, secret_hash);
+    store_bind_text(s, 2, name);
+    store_bind_text(s, 3, role);
+    store_bind_text(s, 4, secret_hash);
     sqlite3_bind_int64(s, 5, now);
     int rc = sqlite3_step(s);
     sqlite3_reset(s);
@@ -786,14 +753,14 @@ int store_audit_append(struct store *st, const struct store_audit_entry *e, stru
     sqlite3_stmt *s = stmt(st, A_AUDIT_INSERT);
     sqlite3_bind_int64(s, 1, e->ts);
     sqlite3_bind_int64(s, 2, e->account_id);
-    bind_text(s, 3, e->account_name ? e->account_name : "");
-    bind_text(s, 4, e->via ? e->via : "");
+    store_bind_text(s, 3, e->account_name ? e->account_name : "");
+    store_bind_text(s, 4, e->via ? e->via : "");
     sqlite3_bind_int64(s, 5, e->token_id);
-    bind_text(s, 6, e->client_ip ? e->client_ip : "");
-    bind_text(s, 7, e->action);
-    bind_text(s, 8, e->target ? e->target : "");
-    bind_text(s, 9, e->before_json);
-    bind_text(s, 10, e->after_json);
+    store_bind_text(s, 6, e->client_ip ? e->client_ip : "");
+    store_bind_text(s, 7, e->action);
+    store_bind_text(s, 8, e->target ? e->target : "");
+    store_bind_text(s, 9, e->before_json);
+    store_bind_text(s, 10, e->after_json);
     return run(st, s, "audit append", err);
 }
 
@@ -801,7 +768,7 @@ static const char *col_dup_or_null(sqlite3_stmt *s, int col)
 {
     if (sqlite3_column_type(s, col) == SQLITE_NULL)
         return NULL;
-    return col_strdup(s, col);
+    return store_col_strdup(s, col);
 }
 
 int store_audit_list(struct store *st, const struct store_audit_filter *f,
@@ -815,8 +782,8 @@ int store_audit_list(struct store *st, const struct store_audit_filter *f,
     sqlite3_stmt *s = stmt(st, A_AUDIT_LIST);
     sqlite3_bind_int64(s, 1, f->since);
     sqlite3_bind_int64(s, 2, f->until);
-    bind_text(s, 3, f->account);
-    bind_text(s, 4, f->action_prefix);
+    store_bind_text(s, 3, f->account);
+    store_bind_text(s, 4, f->action_prefix);
     sqlite3_bind_int64(s, 5, f->before_id);
     sqlite3_bind_int64(s, 6, (sqlite3_int64)(f->limit ? f->limit : 100));
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
@@ -829,12 +796,12 @@ int store_audit_list(struct store *st, const struct store_audit_filter *f,
         x->id = sqlite3_column_int64(s, 0);
         x->ts = sqlite3_column_int64(s, 1);
         x->account_id = sqlite3_column_int64(s, 2);
-        x->account_name = col_strdup(s, 3);
-        x->via = col_strdup(s, 4);
+        x->account_name = store_col_strdup(s, 3);
+        x->via = store_col_strdup(s, 4);
         x->token_id = sqlite3_column_int64(s, 5);
-        x->client_ip = col_strdup(s, 6);
-        x->action = col_strdup(s, 7);
-        x->target = col_strdup(s, 8);
+        x->client_ip = store_col_strdup(s, 6);
+        x->action = store_col_strdup(s, 7);
+        x->target = store_col_strdup(s, 8);
         x->before_json = col_dup_or_null(s, 9);
         x->after_json = col_dup_or_null(s, 10);
     }

@@ -60,45 +60,18 @@ static const char *const connect_sql[C__COUNT] = {
 
 int store_connect_prepare(struct store *st, const char *path, struct error *err)
 {
-    st->connect_stmt = xcalloc(C__COUNT, sizeof *st->connect_stmt);
-    for (int i = 0; i < C__COUNT; i++) {
-        if (connect_sql[i] == NULL)
-            log_fatal("event=store_bug reason=\"connect statement %d has no SQL\"", i);
-        if (sqlite3_prepare_v3(st->db, connect_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
-                               &st->connect_stmt[i], NULL) != SQLITE_OK) {
-            error_set(err, "", "%s: cannot prepare connect statement %d: %s", path, i,
-                      sqlite3_errmsg(st->db));
-            return -1;
-        }
-    }
-    return 0;
+    return store_stmts_prepare(st, path, "connect", connect_sql, C__COUNT, &st->connect_stmt, err);
 }
 
 void store_connect_finalize(struct store *st)
 {
-    if (st->connect_stmt == NULL)
-        return;
-    for (int i = 0; i < C__COUNT; i++)
-        sqlite3_finalize(st->connect_stmt[i]);
-    free(st->connect_stmt);
-    st->connect_stmt = NULL;
+    store_stmts_finalize(&st->connect_stmt, C__COUNT);
 }
 
 /* stmt - statement id, reset and unbound */
 static sqlite3_stmt *stmt(struct store *st, enum connect_stmt id)
 {
-    sqlite3_stmt *s = st->connect_stmt[id];
-    sqlite3_reset(s);
-    sqlite3_clear_bindings(s);
-    return s;
-}
-
-static void bind_text(sqlite3_stmt *s, int i, const char *v)
-{
-    if (v == NULL)
-        sqlite3_bind_null(s, i);
-    else
-        sqlite3_bind_text(s, i, v, -1, SQLITE_TRANSIENT);
+    return store_stmt_reset(st->connect_stmt[id]);
 }
 
 /* bind_time - 0 is stored as NULL ("never") */
@@ -108,12 +81,6 @@ static void bind_time(sqlite3_stmt *s, int i, int64_t v)
         sqlite3_bind_null(s, i);
     else
         sqlite3_bind_int64(s, i, v);
-}
-
-static char *col_strdup(sqlite3_stmt *s, int col)
-{
-    const unsigned char *t = sqlite3_column_text(s, col);
-    return xstrdup(t != NULL ? (const char *)t : "");
 }
 
 static char *col_strdup_null(sqlite3_stmt *s, int col)
@@ -205,18 +172,18 @@ int store_organisation_get(struct store *st, struct store_organisation *out, str
         sqlite3_reset(s);
         return STORE_ERR;
     }
-    out->name = col_strdup(s, 0);
-    out->environment = col_strdup(s, 1);
-    out->contact_name = col_strdup(s, 2);
-    out->contact_email = col_strdup(s, 3);
-    out->contact_phone = col_strdup(s, 4);
+    out->name = store_col_strdup(s, 0);
+    out->environment = store_col_strdup(s, 1);
+    out->contact_name = store_col_strdup(s, 2);
+    out->contact_email = store_col_strdup(s, 3);
+    out->contact_phone = store_col_strdup(s, 4);
     strings_from_json((const char *)sqlite3_column_text(s, 5), &out->public_hosts,
                       &out->n_public_hosts);
     strings_from_json((const char *)sqlite3_column_text(s, 6), &out->public_ips,
                       &out->n_public_ips);
-    out->probe_source = col_strdup(s, 7);
+    out->probe_source = store_col_strdup(s, 7);
     out->updated = sqlite3_column_int64(s, 8);
-    out->updated_by = col_strdup(s, 9);
+    out->updated_by = store_col_strdup(s, 9);
     sqlite3_reset(s);
     return STORE_OK;
 }
@@ -227,16 +194,16 @@ int store_organisation_set(struct store *st, const struct store_organisation *o,
     char *hosts = strings_to_json(o->public_hosts, o->n_public_hosts);
     char *ips = strings_to_json(o->public_ips, o->n_public_ips);
     sqlite3_stmt *s = stmt(st, C_ORG_SET);
-    bind_text(s, 1, o->name ? o->name : "");
-    bind_text(s, 2, o->environment ? o->environment : "");
-    bind_text(s, 3, o->contact_name ? o->contact_name : "");
-    bind_text(s, 4, o->contact_email ? o->contact_email : "");
-    bind_text(s, 5, o->contact_phone ? o->contact_phone : "");
-    bind_text(s, 6, hosts);
-    bind_text(s, 7, ips);
-    bind_text(s, 8, o->probe_source ? o->probe_source : "");
+    store_bind_text(s, 1, o->name ? o->name : "");
+    store_bind_text(s, 2, o->environment ? o->environment : "");
+    store_bind_text(s, 3, o->contact_name ? o->contact_name : "");
+    store_bind_text(s, 4, o->contact_email ? o->contact_email : "");
+    store_bind_text(s, 5, o->contact_phone ? o->contact_phone : "");
+    store_bind_text(s, 6, hosts);
+    store_bind_text(s, 7, ips);
+    store_bind_text(s, 8, o->probe_source ? o->probe_source : "");
     sqlite3_bind_int64(s, 9, now_s());
-    bind_text(s, 10, who ? who : "");
+    store_bind_text(s, 10, who ? who : "");
     int rc = run(st, s, "organisation update", err);
     free(hosts);
     free(ips);
@@ -265,17 +232,17 @@ void store_organisation_clear(struct store_organisation *o)
 
 static void task_from_row(sqlite3_stmt *s, struct store_connect_task *t)
 {
-    t->id = col_strdup(s, 0);
-    t->state = col_strdup(s, 1);
+    t->id = store_col_strdup(s, 0);
+    t->state = store_col_strdup(s, 1);
     t->changed = sqlite3_column_int64(s, 2);
-    t->changed_by = col_strdup(s, 3);
+    t->changed_by = store_col_strdup(s, 3);
     t->last_check = sqlite3_column_int64(s, 4);
     t->last_outcome = col_strdup_null(s, 5);
     t->last_message = col_strdup_null(s, 6);
     t->last_details = col_strdup_null(s, 7);
     t->next_check = sqlite3_column_int64(s, 8);
     t->backoff = sqlite3_column_int64(s, 9);
-    t->data = col_strdup(s, 10);
+    t->data = store_col_strdup(s, 10);
 }
 
 int store_connect_task_get(struct store *st, const char *id, struct store_connect_task *out,
@@ -283,7 +250,7 @@ int store_connect_task_get(struct store *st, const char *id, struct store_connec
 {
     sqlite3_stmt *s = stmt(st, C_TASK_GET);
     memset(out, 0, sizeof *out);
-    bind_text(s, 1, id);
+    store_bind_text(s, 1, id);
     int rc = sqlite3_step(s);
     if (rc == SQLITE_ROW) {
         task_from_row(s, out);
@@ -302,14 +269,14 @@ int store_connect_task_get(struct store *st, const char *id, struct store_connec
 int store_connect_task_put(struct store *st, const struct store_connect_task *t, struct error *err)
 {
     sqlite3_stmt *s = stmt(st, C_TASK_PUT);
-    bind_text(s, 1, t->id);
-    bind_text(s, 2, t->state);
+    store_bind_text(s, 1, t->id);
+    store_bind_text(s, 2, t->state);
     sqlite3_bind_int64(s, 3, t->changed);
-    bind_text(s, 4, t->changed_by ? t->changed_by : "");
+    store_bind_text(s, 4, t->changed_by ? t->changed_by : "");
     bind_time(s, 5, t->last_check);
-    bind_text(s, 6, t->last_outcome);
-    bind_text(s, 7, t->last_message);
-    bind_text(s, 8, t->last_details);
+    store_bind_text(s, 6, t->last_outcome);
+    store_bind_text(s, 7, t->last_message);
+    store_bind_text(s, 8, t->last_details);
     bind_time(s, 9, t->next_check);
     sqlite3_bind_int64(s, 10, t->backoff);
     return run(st, s, "connect task put", err);
@@ -345,10 +312,10 @@ int store_connect_task_data_get(struct store *st, const char *id, char **json_te
                                 struct error *err)
 {
     sqlite3_stmt *s = stmt(st, C_TASK_DATA_GET);
-    bind_text(s, 1, id);
+    store_bind_text(s, 1, id);
     int rc = sqlite3_step(s);
     if (rc == SQLITE_ROW) {
-        *json_text = col_strdup(s, 0);
+        *json_text = store_col_strdup(s, 0);
         sqlite3_reset(s);
         return STORE_OK;
     }
@@ -365,8 +332,8 @@ int store_connect_task_data_set(struct store *st, const char *id, const char *js
                                 struct error *err)
 {
     sqlite3_stmt *s = stmt(st, C_TASK_DATA_SET);
-    bind_text(s, 1, id);
-    bind_text(s, 2, json_text ? json_text : "{}");
+    store_bind_text(s, 1, id);
+    store_bind_text(s, 2, json_text ? json_text : "{}");
     sqlite3_bind_int64(s, 3, now_s());
     return run(st, s, "connect task data set", err);
 }

@@ -127,44 +127,18 @@ static const char *const dir_sql[D__COUNT] = {
 
 int store_directory_prepare(struct store *st, const char *path, struct error *err)
 {
-    st->dir_stmt = xcalloc(D__COUNT, sizeof *st->dir_stmt);
-    for (int i = 0; i < D__COUNT; i++) {
-        if (dir_sql[i] == NULL)
-            log_fatal("event=store_bug reason=\"directory statement %d has no SQL\"", i);
-        if (sqlite3_prepare_v3(st->db, dir_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
-                               &st->dir_stmt[i], NULL) != SQLITE_OK) {
-            error_set(err, "", "%s: cannot prepare directory statement %d: %s", path, i,
-                      sqlite3_errmsg(st->db));
-            return -1;
-        }
-    }
-    return 0;
+    return store_stmts_prepare(st, path, "directory", dir_sql, D__COUNT, &st->dir_stmt, err);
 }
 
 void store_directory_finalize(struct store *st)
 {
-    if (st->dir_stmt == NULL)
-        return;
-    for (int i = 0; i < D__COUNT; i++)
-        sqlite3_finalize(st->dir_stmt[i]);
-    free(st->dir_stmt);
-    st->dir_stmt = NULL;
+    store_stmts_finalize(&st->dir_stmt, D__COUNT);
 }
 
+/* stmt - statement id, reset and unbound */
 static sqlite3_stmt *stmt(struct store *st, enum dir_stmt id)
 {
-    sqlite3_stmt *s = st->dir_stmt[id];
-    sqlite3_reset(s);
-    sqlite3_clear_bindings(s);
-    return s;
-}
-
-static void bind_text(sqlite3_stmt *s, int i, const char *v)
-{
-    if (v == NULL)
-        sqlite3_bind_null(s, i);
-    else
-        sqlite3_bind_text(s, i, v, -1, SQLITE_TRANSIENT);
+    return store_stmt_reset(st->dir_stmt[id]);
 }
 
 static char *col_dup(sqlite3_stmt *s, int col)
@@ -332,7 +306,7 @@ int store_dir_get(struct store *st, const char *address, struct store_dir_entry 
 {
     memset(out, 0, sizeof *out);
     sqlite3_stmt *s = stmt(st, D_ENTRY_GET);
-    bind_text(s, 1, address);
+    store_bind_text(s, 1, address);
     int rc = sqlite3_step(s);
     if (rc == SQLITE_ROW)
         entry_from_row(s, out);
@@ -363,7 +337,7 @@ int store_dir_list(struct store *st, enum store_dir_kind kind, const char *after
     sqlite3_bind_text(s, 1, kind_names[kind == STORE_DIR_GROUP], -1, SQLITE_STATIC);
     sqlite3_bind_int64(s, 2, (sqlite3_int64)limit);
     if (after != NULL)
-        bind_text(s, 3, after);
+        store_bind_text(s, 3, after);
     if (limit > 0)
         v = xcalloc(limit, sizeof *v);
     while (count < limit && (rc = sqlite3_step(s)) == SQLITE_ROW)
@@ -391,7 +365,7 @@ int store_dir_owner(struct store *st, const char *address, int64_t *id,
                     enum store_dir_source *source, struct error *err)
 {
     sqlite3_stmt *s = stmt(st, D_OWNER);
-    bind_text(s, 1, address);
+    store_bind_text(s, 1, address);
     int rc = sqlite3_step(s);
     if (rc == SQLITE_ROW) {
         if (id != NULL)
@@ -420,7 +394,7 @@ static void conflict(struct store *st, const char *field, const char *address, s
 {
     struct store_dir_entry owner;
     sqlite3_stmt *s = stmt(st, D_ENTRY_GET);
-    bind_text(s, 1, address);
+    store_bind_text(s, 1, address);
     if (sqlite3_step(s) == SQLITE_ROW) {
         entry_from_row(s, &owner);
         sqlite3_reset(s);
@@ -440,7 +414,7 @@ static int addresses_insert(struct store *st, int64_t id, const struct store_dir
     for (size_t i = 0; i <= e->n_aliases; i++) {
         const char *a = i == 0 ? e->primary : e->aliases[i - 1];
         sqlite3_stmt *s = stmt(st, D_ADDR_INSERT);
-        bind_text(s, 1, a);
+        store_bind_text(s, 1, a);
         sqlite3_bind_int64(s, 2, id);
         sqlite3_bind_int(s, 3, i == 0);
         int rc = step_done(s);
@@ -468,12 +442,12 @@ int store_dir_insert(struct store *st, const struct store_dir_entry *e, int64_t 
     sqlite3_stmt *s = stmt(st, D_ENTRY_INSERT);
     sqlite3_bind_text(s, 1, kind_names[e->kind == STORE_DIR_GROUP], -1, SQLITE_STATIC);
     sqlite3_bind_text(s, 2, source_names[e->source == STORE_DIR_MANUAL], -1, SQLITE_STATIC);
-    bind_text(s, 3, e->source == STORE_DIR_DIRECTORY ? e->external_id : NULL);
-    bind_text(s, 4, e->primary);
-    bind_text(s, 5, e->name ? e->name : "");
+    store_bind_text(s, 3, e->source == STORE_DIR_DIRECTORY ? e->external_id : NULL);
+    store_bind_text(s, 4, e->primary);
+    store_bind_text(s, 5, e->name ? e->name : "");
     sqlite3_bind_int(s, 6, e->disabled ? 1 : 0);
-    bind_text(s, 7, e->password_hash);
-    bind_text(s, 8, e->fingerprint);
+    store_bind_text(s, 7, e->password_hash);
+    store_bind_text(s, 8, e->fingerprint);
     sqlite3_bind_int64(s, 9, now_s());
     int rc = step_done(s);
     if (rc != SQLITE_DONE) {
@@ -508,11 +482,11 @@ int store_dir_update(struct store *st, int64_t id, const struct store_dir_entry 
         return STORE_ERR;
     sqlite3_stmt *s = stmt(st, D_ENTRY_UPDATE);
     sqlite3_bind_int64(s, 1, id);
-    bind_text(s, 2, e->primary);
-    bind_text(s, 3, e->name ? e->name : "");
+    store_bind_text(s, 2, e->primary);
+    store_bind_text(s, 3, e->name ? e->name : "");
     sqlite3_bind_int(s, 4, e->disabled ? 1 : 0);
-    bind_text(s, 5, e->password_hash);
-    bind_text(s, 6, e->fingerprint);
+    store_bind_text(s, 5, e->password_hash);
+    store_bind_text(s, 6, e->fingerprint);
     sqlite3_bind_int64(s, 7, now_s());
     if (step_done(s) != SQLITE_DONE) {
         store_db_error(st, err, "directory update");
@@ -585,7 +559,7 @@ int store_dir_members_set(struct store *st, int64_t group_id, char *const *addre
     for (size_t i = 0; i < n; i++) {
         s = stmt(st, D_MEMBER_INSERT);
         sqlite3_bind_int64(s, 1, group_id);
-        bind_text(s, 2, addresses[i]);
+        store_bind_text(s, 2, addresses[i]);
         if (step_done(s) != SQLITE_DONE)
             goto dberr;
         if (sqlite3_changes(st->db) == 0) {
@@ -676,7 +650,7 @@ int store_dir_sample(struct store *st, const char *domain, int source, char *out
                      struct error *err)
 {
     sqlite3_stmt *s = stmt(st, D_SAMPLE);
-    bind_text(s, 1, domain);
+    store_bind_text(s, 1, domain);
     sqlite3_bind_int(s, 2, source);
     sqlite3_bind_text(s, 3, source_names[source == STORE_DIR_MANUAL], -1, SQLITE_STATIC);
     int rc = sqlite3_step(s);
@@ -727,7 +701,7 @@ int store_dir_count(struct store *st, enum store_dir_kind kind, int source, cons
     sqlite3_bind_int(s, 2, source);
     sqlite3_bind_text(s, 3, source_names[source == STORE_DIR_MANUAL], -1, SQLITE_STATIC);
     if (domain != NULL)
-        bind_text(s, 4, domain);
+        store_bind_text(s, 4, domain);
     int rc = sqlite3_step(s);
     *count = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
     sqlite3_reset(s);
@@ -806,7 +780,7 @@ int store_rv_set(struct store *st, const char *domain, const char *mode, const c
                  struct error *err)
 {
     sqlite3_stmt *s = stmt(st, D_DOMAIN_EXISTS);
-    bind_text(s, 1, domain);
+    store_bind_text(s, 1, domain);
     int rc = sqlite3_step(s);
     sqlite3_reset(s);
     if (rc == SQLITE_DONE) {
@@ -821,12 +795,12 @@ int store_rv_set(struct store *st, const char *domain, const char *mode, const c
         return STORE_ERR;
     if (mode == NULL) {
         s = stmt(st, D_RV_DELETE);
-        bind_text(s, 1, domain);
+        store_bind_text(s, 1, domain);
     } else {
         s = stmt(st, D_RV_UPSERT);
-        bind_text(s, 1, domain);
-        bind_text(s, 2, mode);
-        bind_text(s, 3, unreachable ? unreachable : "tempfail");
+        store_bind_text(s, 1, domain);
+        store_bind_text(s, 2, mode);
+        store_bind_text(s, 3, unreachable ? unreachable : "tempfail");
         sqlite3_bind_int64(s, 4, now_s());
     }
     rc = step_done(s);

@@ -51,42 +51,18 @@ static const char *const ldap_sql[L__COUNT] = {
 
 int store_ldap_prepare(struct store *st, const char *path, struct error *err)
 {
-    st->ldap_stmt = xcalloc(L__COUNT, sizeof *st->ldap_stmt);
-    for (int i = 0; i < L__COUNT; i++) {
-        if (ldap_sql[i] == NULL)
-            log_fatal("event=store_bug reason=\"ldap statement %d has no SQL\"", i);
-        if (sqlite3_prepare_v3(st->db, ldap_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
-                               &st->ldap_stmt[i], NULL) != SQLITE_OK) {
-            error_set(err, "", "%s: cannot prepare ldap statement %d: %s", path, i,
-                      sqlite3_errmsg(st->db));
-            return -1;
-        }
-    }
-    return 0;
+    return store_stmts_prepare(st, path, "ldap", ldap_sql, L__COUNT, &st->ldap_stmt, err);
 }
 
 void store_ldap_finalize(struct store *st)
 {
-    if (st->ldap_stmt == NULL)
-        return;
-    for (int i = 0; i < L__COUNT; i++)
-        sqlite3_finalize(st->ldap_stmt[i]);
-    free(st->ldap_stmt);
-    st->ldap_stmt = NULL;
+    store_stmts_finalize(&st->ldap_stmt, L__COUNT);
 }
 
+/* stmt - statement id, reset and unbound */
 static sqlite3_stmt *stmt(struct store *st, enum ldap_stmt id)
 {
-    sqlite3_stmt *s = st->ldap_stmt[id];
-    sqlite3_reset(s);
-    sqlite3_clear_bindings(s);
-    return s;
-}
-
-static char *col_strdup(sqlite3_stmt *s, int col)
-{
-    const unsigned char *t = sqlite3_column_text(s, col);
-    return xstrdup(t != NULL ? (const char *)t : "");
+    return store_stmt_reset(st->ldap_stmt[id]);
 }
 
 int store_ldap_source_get(struct store *st, struct store_ldap_source *out, struct error *err)
@@ -105,7 +81,7 @@ int store_ldap_source_get(struct store *st, struct store_ldap_source *out, struc
         sqlite3_reset(s);
         return STORE_ERR;
     }
-    out->config = col_strdup(s, 0);
+    out->config = store_col_strdup(s, 0);
     int len = sqlite3_column_bytes(s, 1);
     const void *blob = sqlite3_column_blob(s, 1);
     if (blob != NULL && len > 0) {
@@ -114,7 +90,7 @@ int store_ldap_source_get(struct store *st, struct store_ldap_source *out, struc
         out->password_len = (size_t)len;
     }
     out->updated = sqlite3_column_int64(s, 2);
-    out->updated_by = col_strdup(s, 3);
+    out->updated_by = store_col_strdup(s, 3);
     sqlite3_reset(s);
     return STORE_OK;
 }
@@ -187,12 +163,12 @@ int store_ldap_run_add(struct store *st, const struct store_ldap_run *r, int64_t
 static void run_read(sqlite3_stmt *s, struct store_ldap_run *r)
 {
     r->id = sqlite3_column_int64(s, 0);
-    r->kind = col_strdup(s, 1);
-    r->trigger = col_strdup(s, 2);
-    r->who = col_strdup(s, 3);
+    r->kind = store_col_strdup(s, 1);
+    r->trigger = store_col_strdup(s, 2);
+    r->who = store_col_strdup(s, 3);
     r->started = sqlite3_column_int64(s, 4);
     r->finished = sqlite3_column_int64(s, 5);
-    r->outcome = col_strdup(s, 6);
+    r->outcome = store_col_strdup(s, 6);
     r->entries = sqlite3_column_int64(s, 7);
     r->created = sqlite3_column_int64(s, 8);
     r->updated = sqlite3_column_int64(s, 9);
@@ -200,7 +176,7 @@ static void run_read(sqlite3_stmt *s, struct store_ldap_run *r)
     r->unchanged = sqlite3_column_int64(s, 11);
     r->skipped_unvalidated = sqlite3_column_int64(s, 12);
     r->errors = sqlite3_column_int64(s, 13);
-    r->message = col_strdup(s, 14);
+    r->message = store_col_strdup(s, 14);
 }
 
 int store_ldap_run_list(struct store *st, const char *kind, size_t limit,

@@ -69,6 +69,17 @@ struct store *store_open_at_version(const char *path, int version, struct error 
 
 /* store_stmt - the prepared statement id, reset and unbound, ready to bind */
 sqlite3_stmt *store_stmt(struct store *st, enum store_stmt id);
+/* store_stmts_prepare - prepare a module's statement table (n statements,
+ * every one must have SQL); *out is freed by store_stmts_finalize */
+int store_stmts_prepare(struct store *st, const char *path, const char *module,
+                        const char *const *sql, int n, sqlite3_stmt ***out, struct error *err);
+void store_stmts_finalize(sqlite3_stmt ***stmts, int n);
+/* store_stmt_reset - s reset and unbound, ready to bind */
+sqlite3_stmt *store_stmt_reset(sqlite3_stmt *s);
+/* store_bind_text - bind v, or NULL when v is NULL */
+void store_bind_text(sqlite3_stmt *s, int i, const char *v);
+/* store_col_strdup - a column as a new string ("" for NULL) */
+char *store_col_strdup(sqlite3_stmt *s, int col);
 /* store_db_error - fill err from the handle's last SQLite error */
 void store_db_error(struct store *st, struct error *err, const char *what);
 

@@ -35,43 +35,18 @@ static const char *const settings_sql[S__COUNT] = {
 
 int store_settings_prepare(struct store *st, const char *path, struct error *err)
 {
-    st->settings_stmt = xcalloc(S__COUNT, sizeof *st->settings_stmt);
-    for (int i = 0; i < S__COUNT; i++) {
-        if (settings_sql[i] == NULL)
-            log_fatal("event=store_bug reason=\"settings statement %d has no SQL\"", i);
-        if (sqlite3_prepare_v3(st->db, settings_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
-                               &st->settings_stmt[i], NULL) != SQLITE_OK) {
-            error_set(err, "", "%s: cannot prepare settings statement %d: %s", path, i,
-                      sqlite3_errmsg(st->db));
-            return -1;
-        }
-    }
-    return 0;
+    return store_stmts_prepare(st, path, "settings", settings_sql, S__COUNT, &st->settings_stmt, err);
 }
 
 void store_settings_finalize(struct store *st)
 {
-    if (st->settings_stmt == NULL)
-        return;
-    for (int i = 0; i < S__COUNT; i++)
-        sqlite3_finalize(st->settings_stmt[i]);
-    free(st->settings_stmt);
-    st->settings_stmt = NULL;
+    store_stmts_finalize(&st->settings_stmt, S__COUNT);
 }
 
 /* stmt - statement id, reset and unbound */
 static sqlite3_stmt *stmt(struct store *st, enum settings_stmt id)
 {
-    sqlite3_stmt *s = st->settings_stmt[id];
-    sqlite3_reset(s);
-    sqlite3_clear_bindings(s);
-    return s;
-}
-
-static char *col_strdup(sqlite3_stmt *s, int col)
-{
-    const unsigned char *t = sqlite3_column_text(s, col);
-    return xstrdup(t != NULL ? (const char *)t : "");
+    return store_stmt_reset(st->settings_stmt[id]);
 }
 
 /* store_settings_list - every stored value, by key */
@@ -90,10 +65,10 @@ int store_settings_list(struct store *st, struct store_setting **out, size_t *n,
             *out = xreallocarray(*out, cap, sizeof **out);
         }
         struct store_setting *e = &(*out)[(*n)++];
-        e->key = col_strdup(s, 0);
-        e->value = col_strdup(s, 1);
+        e->key = store_col_strdup(s, 0);
+        e->value = store_col_strdup(s, 1);
         e->updated = sqlite3_column_int64(s, 2);
-        e->updated_by = col_strdup(s, 3);
+        e->updated_by = store_col_strdup(s, 3);
     }
     sqlite3_reset(s);
     if (rc != SQLITE_DONE) {
