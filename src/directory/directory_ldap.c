@@ -34,6 +34,7 @@
 #include <unistd.h>
 #include <ldap.h>
 #include "directory_ldap.h"
+#include "directory_ldap_priv.h"
 
 #define PROBLEMS_MAX 1000        /* items kept in a problems list */
 #define LDAP_PAGED_OID "1.2.840.113556.1.4.319"
@@ -561,9 +562,9 @@ static void addr_list_free(struct addr_list *l)
     memset(l, 0, sizeof *l);
 }
 
-/* guid_text - AD objectGUID (16 octets, the first three fields little-endian)
- * in its usual text form */
-static char *guid_text(const struct berval *bv)
+/* directory_ldap_guid_text - AD objectGUID (16 octets, the first three
+ * fields little-endian) in its usual text form */
+char *directory_ldap_guid_text(const struct berval *bv)
 {
     const unsigned char *g = (const unsigned char *)bv->bv_val;
     return xasprintf("%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
@@ -571,12 +572,9 @@ static char *guid_text(const struct berval *bv)
                      g[12], g[13], g[14], g[15]);
 }
 
-/* text_value - the first value of attr as text (bounded), or NULL */
-static char *text_value(LDAP *ld, LDAPMessage *e, const char *attr)
+/* directory_ldap_text_value - the first value as text (bounded), or NULL */
+char *directory_ldap_text_value(struct berval **vals)
 {
-    if (attr[0] == '\0')
-        return NULL;
-    struct berval **vals = ldap_get_values_len(ld, e, attr);
     char *out = NULL;
     if (vals != NULL && vals[0] != NULL && vals[0]->bv_len > 0 &&
         vals[0]->bv_len <= DIRECTORY_LDAP_VALUE_MAX &&
@@ -587,8 +585,32 @@ static char *text_value(LDAP *ld, LDAPMessage *e, const char *attr)
             out = NULL;
         }
     }
+    return out;
+}
+
+/* text_value - the first value of attr as text (bounded), or NULL */
+static char *text_value(LDAP *ld, LDAPMessage *e, const char *attr)
+{
+    if (attr[0] == '\0')
+        return NULL;
+    struct berval **vals = ldap_get_values_len(ld, e, attr);
+    char *out = directory_ldap_text_value(vals);
     ldap_value_free_len(vals);
     return out;
+}
+
+/* directory_ldap_id_value - objectGUID (binary) as text, or the first value
+ * as bounded text, or NULL */
+char *directory_ldap_id_value(const char *attr, struct berval **vals)
+{
+    if (vals == NULL || vals[0] == NULL)
+        return NULL;
+    if (strcasecmp(attr, "objectGUID") == 0 && vals[0]->bv_len == 16)
+        return directory_ldap_guid_text(vals[0]);
+    if (vals[0]->bv_len > 0 && vals[0]->bv_len <= 256 &&
+        memchr(vals[0]->bv_val, '\0', vals[0]->bv_len) == NULL)
+        return xstrndup(vals[0]->bv_val, vals[0]->bv_len);
+    return NULL;
 }
 
 /* entry_id - the stable id: the configured attribute (objectGUID is binary),
@@ -598,14 +620,7 @@ static char *entry_id(LDAP *ld, LDAPMessage *e, const struct directory_ldap_attr
 {
     if (a->id[0] != '\0') {
         struct berval **vals = ldap_get_values_len(ld, e, a->id);
-        char *out = NULL;
-        if (vals != NULL && vals[0] != NULL) {
-            if (strcasecmp(a->id, "objectGUID") == 0 && vals[0]->bv_len == 16)
-                out = guid_text(vals[0]);
-            else if (vals[0]->bv_len > 0 && vals[0]->bv_len <= 256 &&
-                     memchr(vals[0]->bv_val, '\0', vals[0]->bv_len) == NULL)
-                out = xstrndup(vals[0]->bv_val, vals[0]->bv_len);
-        }
+        char *out = directory_ldap_id_value(a->id, vals);
         ldap_value_free_len(vals);
         if (out != NULL)
             return out;
@@ -632,8 +647,8 @@ static uint64_t hash_str(const char *s)
     return h;
 }
 
-/* dn_norm - a DN in one form so that member values match entry DNs */
-static char *dn_norm(const char *dn)
+/* directory_ldap_dn_norm - a DN in one form so that member values match entry DNs */
+char *directory_ldap_dn_norm(const char *dn)
 {
     char *out = NULL;
     if (ldap_dn_normalize(dn, LDAP_DN_FORMAT_LDAPV3, &out, LDAP_DN_FORMAT_LDAPV3) !=
@@ -888,6 +903,60 @@ static int paged_search(LDAP *ld, const struct directory_ldap_source *src, const
     return rc == LDAP_SUCCESS ? 0 : -1;
 }
 
+/* directory_ldap_entry_addresses - proxyAddresses (SMTP: primary, smtp:
+ * aliases, other types ignored), then mail and alias values, then the UPN
+ * when nothing gave a primary; aliases only: the first becomes primary */
+int directory_ldap_entry_addresses(const struct directory_ldap_values *vals, const char *dn,
+                                   json_t *problems, size_t *bad, char **primary_out,
+                                   char ***aliases, size_t *n_aliases)
+{
+    struct addr_list primary = {0}, rest = {0};
+    struct berval **v;
+    if ((v = vals->proxy) != NULL) {
+        for (size_t i = 0; v[i] != NULL; i++) {
+            if (v[i]->bv_len <= 5 || strncasecmp(v[i]->bv_val, "smtp:", 5) != 0)
+                continue;
+            struct berval addr = { v[i]->bv_len - 5, v[i]->bv_val + 5 };
+            bool is_primary = strncmp(v[i]->bv_val, "SMTP:", 5) == 0 && primary.n == 0;
+            addr_add(is_primary ? &primary : &rest, &addr, dn, problems, bad);
+        }
+    }
+    struct berval **plain[] = { vals->mail, vals->alias };
+    for (size_t k = 0; k < 2; k++) {
+        if ((v = plain[k]) == NULL)
+            continue;
+        for (size_t i = 0; v[i] != NULL; i++)
+            addr_add(primary.n == 0 && k == 0 && i == 0 ? &primary : &rest, v[i], dn,
+                     problems, bad);
+    }
+    if (primary.n == 0 && vals->upn != NULL && vals->upn[0] != NULL)
+        addr_add(&primary, vals->upn[0], dn, problems, bad);
+    if (primary.n == 0 && rest.n > 0) {    /* aliases only: the first becomes primary */
+        primary.v = xreallocarray(NULL, 1, sizeof *primary.v);
+        primary.v[0] = rest.v[0];
+        primary.n = 1;
+        memmove(rest.v, rest.v + 1, (rest.n - 1) * sizeof *rest.v);
+        rest.n--;
+    }
+    if (primary.n == 0) {
+        addr_list_free(&rest);
+        return -1;
+    }
+    *primary_out = primary.v[0];
+    free(primary.v);
+    /* aliases: everything but the primary */
+    size_t k = 0;
+    for (size_t i = 0; i < rest.n; i++) {
+        if (strcmp(rest.v[i], *primary_out) == 0)
+            free(rest.v[i]);
+        else
+            rest.v[k++] = rest.v[i];
+    }
+    *aliases = rest.v;
+    *n_aliases = k;
+    return 0;
+}
+
 /* --- reading --- */
 
 struct reader {
@@ -918,44 +987,25 @@ static int read_entry(void *arg, LDAP *ld, LDAPMessage *msg, struct error *err)
     char *dn = ldap_get_dn(ld, msg);
     if (dn == NULL)
         return 0;
-    struct addr_list primary = {0}, rest = {0};
     struct berval **v;
-    /* proxyAddresses: SMTP: primary, smtp: aliases, other types ignored */
-    if (a->proxy[0] && (v = ldap_get_values_len(ld, msg, a->proxy)) != NULL) {
-        for (size_t i = 0; v[i] != NULL; i++) {
-            if (v[i]->bv_len <= 5 || strncasecmp(v[i]->bv_val, "smtp:", 5) != 0)
-                continue;
-            struct berval addr = { v[i]->bv_len - 5, v[i]->bv_val + 5 };
-            bool is_primary = strncmp(v[i]->bv_val, "SMTP:", 5) == 0 && primary.n == 0;
-            addr_add(is_primary ? &primary : &rest, &addr, dn, r->problems, &r->bad_values);
-        }
-        ldap_value_free_len(v);
-    }
-    const char *plain[] = { a->mail, a->alias };
-    for (size_t k = 0; k < 2; k++) {
-        if (plain[k][0] == '\0' || (v = ldap_get_values_len(ld, msg, plain[k])) == NULL)
-            continue;
-        for (size_t i = 0; v[i] != NULL; i++)
-            addr_add(primary.n == 0 && k == 0 && i == 0 ? &primary : &rest, v[i], dn,
-                     r->problems, &r->bad_values);
-        ldap_value_free_len(v);
-    }
-    if (primary.n == 0 && a->upn[0] && (v = ldap_get_values_len(ld, msg, a->upn)) != NULL) {
-        if (v[0] != NULL)
-            addr_add(&primary, v[0], dn, r->problems, &r->bad_values);
-        ldap_value_free_len(v);
-    }
-    if (primary.n == 0 && rest.n > 0) {    /* aliases only: the first becomes primary */
-        primary.v = xreallocarray(NULL, 1, sizeof *primary.v);
-        primary.v[0] = rest.v[0];
-        primary.n = 1;
-        memmove(rest.v, rest.v + 1, (rest.n - 1) * sizeof *rest.v);
-        rest.n--;
-    }
-    if (primary.n == 0) {
+    /* the address-bearing attributes; NULL when not mapped or absent */
+    struct directory_ldap_values vals = {
+        .proxy = a->proxy[0] ? ldap_get_values_len(ld, msg, a->proxy) : NULL,
+        .mail = a->mail[0] ? ldap_get_values_len(ld, msg, a->mail) : NULL,
+        .alias = a->alias[0] ? ldap_get_values_len(ld, msg, a->alias) : NULL,
+        .upn = a->upn[0] ? ldap_get_values_len(ld, msg, a->upn) : NULL,
+    };
+    char *primary = NULL, **aliases = NULL;
+    size_t n_aliases = 0;
+    int rc = directory_ldap_entry_addresses(&vals, dn, r->problems, &r->bad_values, &primary,
+                                            &aliases, &n_aliases);
+    ldap_value_free_len(vals.proxy);
+    ldap_value_free_len(vals.mail);
+    ldap_value_free_len(vals.alias);
+    ldap_value_free_len(vals.upn);
+    if (rc < 0) {
         problem(r->problems, dn, NULL, "no e-mail address; skipped");
         r->no_address++;
-        addr_list_free(&rest);
         ldap_memfree(dn);
         return 0;
     }
@@ -970,18 +1020,9 @@ static int read_entry(void *arg, LDAP *ld, LDAPMessage *msg, struct error *err)
     memset(e, 0, sizeof *e);
     e->kind = r->kind;
     e->external_id = entry_id(ld, msg, a, dn);
-    e->primary = primary.v[0];
-    free(primary.v);
-    /* aliases: everything but the primary */
-    size_t k = 0;
-    for (size_t i = 0; i < rest.n; i++) {
-        if (strcmp(rest.v[i], e->primary) == 0)
-            free(rest.v[i]);
-        else
-            rest.v[k++] = rest.v[i];
-    }
-    e->aliases = rest.v;
-    e->n_aliases = k;
+    e->primary = primary;
+    e->aliases = aliases;
+    e->n_aliases = n_aliases;
     e->name = text_value(ld, msg, a->name);
     if (e->name == NULL)
         e->name = text_value(ld, msg, "cn");
@@ -1001,14 +1042,14 @@ static int read_entry(void *arg, LDAP *ld, LDAPMessage *msg, struct error *err)
                 memchr(v[i]->bv_val, '\0', v[i]->bv_len))
                 continue;
             char *raw = xstrndup(v[i]->bv_val, v[i]->bv_len);
-            m[j++] = dn_norm(raw);
+            m[j++] = directory_ldap_dn_norm(raw);
             free(raw);
         }
         ldap_value_free_len(v);
         r->member_dns[r->n] = m;
         r->n_member_dns[r->n] = j;
     }
-    r->dns[r->n] = dn_norm(dn);
+    r->dns[r->n] = directory_ldap_dn_norm(dn);
     ldap_memfree(dn);
     r->n++;
     if (r->progress != NULL && (r->n % 100) == 0 && !r->progress(r->arg, r->n, r->estimate)) {
