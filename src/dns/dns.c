@@ -30,6 +30,7 @@ struct dns_query {
     int async_id;
     enum dns_type type;
     bool immediate;          /* failed before reaching libunbound */
+    struct event *ev;        /* immediate: the deferred answer */
     char why[160];
     struct dns_query *prev, *next;
 };
@@ -183,12 +184,11 @@ void dns_shutdown(struct dns *d)
         dns_cb cb = q->cb;
         void *cbarg = q->arg;
         q->cb = NULL;
-        if (!q->immediate) {
+        if (!q->immediate)
             ub_cancel(d->ctx, q->async_id);
-            free(q);
-        }
-        /* an immediate query's deferred event will never run now; libevent
-         * frees that event with the base, and q with it is a small, bounded loss */
+        else
+            event_free(q->ev);   /* its deferred answer is given here instead */
+        free(q);
         if (cb) {
             struct dns_result r = { .status = DNS_TEMPFAIL };
             str_copy(r.why, sizeof(r.why), "the resolver is shutting down");
@@ -206,9 +206,9 @@ void dns_free(struct dns *d)
         struct dns_query *nx = q->next;
         if (!q->immediate)
             ub_cancel(d->ctx, q->async_id);
-        q->cb = NULL;   /* an immediate one still fires its event: it frees itself */
-        if (!q->immediate)
-            free(q);
+        else
+            event_free(q->ev);
+        free(q);
         q = nx;
     }
     d->queries = NULL;
@@ -367,10 +367,11 @@ static void dns_ub_cb(void *arg, int err, struct ub_result *ub)
 static void dns_fail_later(evutil_socket_t fd, short what, void *arg)
 {
     struct dns_query *q = arg;
+    event_free(q->ev);
+    query_unlink(q->d, q);
     if (q->cb) {
         struct dns_result r = { .status = DNS_TEMPFAIL };
         str_copy(r.why, sizeof(r.why), q->why);
-        query_unlink(q->d, q);
         q->cb(q->arg, &r);
     }
     free(q);
@@ -396,7 +397,9 @@ struct dns_query *dns_query(struct dns *d, const char *name, enum dns_type type,
         if (rc > 0 || rc < -1 || !q->why[0])
             xsnprintf(q->why, sizeof(q->why), "resolver error: %s", ub_strerror(rc));
         q->immediate = true;
-        if (event_base_once(d->base, -1, EV_TIMEOUT, dns_fail_later, q, NULL) < 0)
+        static const struct timeval now = { 0, 0 };
+        q->ev = evtimer_new(d->base, dns_fail_later, q);
+        if (q->ev == NULL || evtimer_add(q->ev, &now) < 0)
             log_fatal("event=dns_defer_failed");
     }
     return q;
@@ -406,13 +409,10 @@ void dns_cancel(struct dns *d, struct dns_query *q)
 {
     if (!q)
         return;
-    if (q->immediate) {
-        q->cb = NULL;   /* the pending event frees it */
-        query_unlink(d, q);
-        q->prev = q->next = NULL;
-        return;
-    }
-    ub_cancel(d->ctx, q->async_id);
+    if (q->immediate)
+        event_free(q->ev);   /* its deferred answer never comes */
+    else
+        ub_cancel(d->ctx, q->async_id);
     query_unlink(d, q);
     free(q);
 }

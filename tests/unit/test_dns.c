@@ -1,0 +1,105 @@
+/*
+ * test_dns.c - the resolver's own life cycle, without a DNS server: queries
+ * that fail before reaching libunbound are answered later on the loop (never
+ * inside dns_query), a cancelled query never calls back, and dns_shutdown
+ * answers every query still in flight with TEMPFAIL so that its owner can
+ * release what it kept.  The resolver address is a dead loopback port.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <cmocka.h>
+#include <event2/event.h>
+#include "core/core.h"
+#include "dns/dns.h"
+
+struct answer {
+    int calls;
+    enum dns_status status;
+    char why[160];
+};
+
+static void on_answer(void *arg, const struct dns_result *r)
+{
+    struct answer *a = arg;
+    a->calls++;
+    a->status = r->status;
+    str_copy(a->why, sizeof a->why, r->why);
+}
+
+static struct dns *make(struct event_base **base)
+{
+    struct error err = {0};
+    *base = event_base_new();
+    assert_non_null(*base);
+    struct dns *d = dns_create(*base, "127.0.0.1:9", &err);
+    assert_non_null(d);
+    return d;
+}
+
+static void test_invalid_name_answered_later(void **state)
+{
+    struct event_base *base;
+    struct dns *d = make(&base);
+    struct answer a = {0};
+    char longname[300];
+    memset(longname, 'a', sizeof longname - 1);
+    longname[sizeof longname - 1] = '\0';
+    dns_query(d, longname, DNS_T_TXT, on_answer, &a);
+    assert_int_equal(a.calls, 0);          /* never from inside dns_query */
+    event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+    assert_int_equal(a.calls, 1);
+    assert_int_equal(a.status, DNS_TEMPFAIL);
+    assert_string_equal(a.why, "invalid query name");
+    dns_free(d);
+    event_base_free(base);
+}
+
+static void test_cancel_never_calls_back(void **state)
+{
+    struct event_base *base;
+    struct dns *d = make(&base);
+    struct answer bad = {0}, good = {0};
+    struct dns_query *q = dns_query(d, "", DNS_T_A, on_answer, &bad);
+    dns_cancel(d, q);
+    struct dns_query *r = dns_query(d, "example.net", DNS_T_MX, on_answer, &good);
+    dns_cancel(d, r);
+    event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+    assert_int_equal(bad.calls, 0);
+    assert_int_equal(good.calls, 0);
+    dns_free(d);
+    event_base_free(base);
+}
+
+static void test_shutdown_answers_what_is_in_flight(void **state)
+{
+    struct event_base *base;
+    struct dns *d = make(&base);
+    struct answer slow = {0}, invalid = {0};
+    /* the resolver is a dead port: this one is still pending */
+    dns_query(d, "example.net", DNS_T_TXT, on_answer, &slow);
+    dns_query(d, "", DNS_T_TXT, on_answer, &invalid);
+    dns_shutdown(d);
+    assert_int_equal(slow.calls, 1);
+    assert_int_equal(slow.status, DNS_TEMPFAIL);
+    assert_string_equal(slow.why, "the resolver is shutting down");
+    assert_int_equal(invalid.calls, 1);
+    /* nothing is answered twice afterwards */
+    event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+    assert_int_equal(slow.calls, 1);
+    assert_int_equal(invalid.calls, 1);
+    dns_free(d);
+    event_base_free(base);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_invalid_name_answered_later),
+        cmocka_unit_test(test_cancel_never_calls_back),
+        cmocka_unit_test(test_shutdown_answers_what_is_in_flight),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
