@@ -319,9 +319,12 @@ def test_scheduled_sync_runs_at_its_time(api_moatd, slapd):
 
 
 def test_sync_progress_and_conflict(api_moatd, slapd):
-    s = slapd(3000, n_groups=0, size_limit=100)
+    # enough small pages that the sync is still running when it is polled,
+    # however fast the machine (3000 entries in pages of 50 once finished
+    # between two polls)
+    s = slapd(10000, n_groups=0, size_limit=100)
     m = moat_with_domain(api_moatd)
-    configure(m, s, group_filter="", page_size=50)
+    configure(m, s, group_filter="", page_size=10)
     r = m.admin().post("/api/v1/directory/sync", {})
     assert r.status == 202 and r.json["running"] is True
     r2 = m.admin().post("/api/v1/directory/sync", {})
@@ -332,8 +335,8 @@ def test_sync_progress_and_conflict(api_moatd, slapd):
         if not st["running"]:
             break
         seen.append(st["progress"])
-        time.sleep(0.05)
-    assert st["last"]["outcome"] == "ok" and st["last"]["created"] == 3000
+        time.sleep(0.01)
+    assert st["last"]["outcome"] == "ok" and st["last"]["created"] == 10000
     assert any(p["done"] > 0 for p in seen), seen
 
 
