@@ -16,10 +16,11 @@
  * or tempfail them, let deliveries in flight finish, close the spool (pending
  * commits complete), exit 0.
  *
- * The routing snapshot (internal domains and their routes) is owned here:
- * it is reloaded when the store reports a change (1 s poll) or at once when
- * the API changes it, and swapped between events; the SMTP
- * server and the delivery engine read it through a pointer to the slot.
+ * The routing snapshot (internal domains and their routes) and the RCPT
+ * index are owned here: a reload thread loads them when the store reports
+ * a change (1 s) or at once when the API changes something, and the loop
+ * swaps them in between events; the SMTP server and the delivery engine
+ * read them through a pointer to the slot.
  */
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -28,6 +29,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <grp.h>
+#include <pthread.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
@@ -55,12 +57,29 @@
 #include "auth/auth.h"
 #include "directory/directory_ldap.h"
 
+/* the configuration reload thread (see moatd_reload_main) */
+struct reloader {
+    pthread_t thread;
+    bool running;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;            /* wakes the thread: a request, or stop */
+    pthread_cond_t swapped_cv;    /* the loop swapped a load in */
+    bool stop;
+    uint64_t requested;           /* requests made so far */
+    uint64_t swapped;             /* requests the loop now serves */
+    uint64_t pending_seq;         /* requests the pending load covers */
+    struct store_snapshot *pending_snap;
+    struct directory_index *pending_ix;
+    struct event *ev_swap;        /* activated from the thread, runs on the loop */
+};
+
 struct moatd {
     struct moat_settings settings;
     struct event_base *base;
     struct store *store;
     struct store_snapshot *snapshot;    /* current; read via &snapshot */
     struct directory_index *directory;  /* current RCPT index; read via &directory */
+    int64_t directory_gen;              /* the directory generation loaded at start */
     struct policy_callforward *callforward;
     struct spool *spool;
     struct dns *dns;
@@ -73,7 +92,8 @@ struct moatd {
     struct api_server *api;
     struct connect *connect;
     struct directory_sync *dsync;       /* the LDAP sync runner (its own thread) */
-    struct event *ev_term, *ev_int, *ev_hup, *ev_poll;
+    struct event *ev_term, *ev_int, *ev_hup;
+    struct reloader rl;
     char *hostname;
     int lock_fd;
     uint64_t started_ms;
@@ -82,51 +102,182 @@ struct moatd {
 
 /* --- routing snapshot --- */
 
-/* moatd_reload_snapshot - load a fresh snapshot and swap it in.  Runs on the
- * loop; a snapshot load is a few indexed reads of a small table. */
-static int moatd_reload_snapshot(struct moatd *m, struct error *err)
+/* --- the routing snapshot and the RCPT index ---
+ *
+ * Both are loaded from the store by a thread of its own, with its own store
+ * handle: loading the index of 100,000 users takes about a tenth of a
+ * second, which the SMTP loop must never spend.  The loop only swaps the
+ * pointers (moatd_reload_swap).  The thread looks every second whether
+ * anything committed a change (store_changed: the API, the Connect timer,
+ * the LDAP sync), and at once when asked (API changes, SIGHUP);
+ * moatd_reload_request(wait) returns once the loop uses what was loaded. */
+
+/* moatd_config_load - a fresh snapshot, and a fresh index when the
+ * directory's generation moved past *gen (else *ix = NULL) */
+static int moatd_config_load(struct store *st, int64_t *gen, struct store_snapshot **snap,
+                             struct directory_index **ix, struct error *err)
 {
-    struct store_snapshot *snap = store_snapshot_load(m->store, err);
-    if (snap == NULL) {
-        log_warn("event=config_reload_failed reason=\"%s\"", err->msg);
+    *ix = NULL;
+    *snap = store_snapshot_load(st, err);
+    if (*snap == NULL)
         return -1;
+    int64_t g;
+    if (store_dir_generation(st, &g, err) < 0 || g != *gen) {
+        *ix = directory_index_load(st, err);
+        if (*ix == NULL) {
+            store_snapshot_free(*snap);
+            *snap = NULL;
+            return -1;
+        }
+        *gen = g;
     }
-    struct store_snapshot *old = m->snapshot;
-    m->snapshot = snap;
-    /* nobody keeps the old snapshot across events (smtp.h, deliver.h) */
-    store_snapshot_free(old);
-    log_info("event=config_loaded domains=%zu", store_snapshot_count(snap));
     return 0;
 }
 
-/* moatd_reload_directory - the recipient validation index, when the
- * directory changed (users, aliases, groups, modes, a sync); swapped like
- * the snapshot.  Runs on the loop. */
-static int moatd_reload_directory(struct moatd *m, struct error *err)
-{
-    if (!directory_index_stale(m->directory, m->store))
-        return 0;
-    struct directory_index *ix = directory_index_load(m->store, err);
-    if (ix == NULL) {
-        log_warn("event=directory_reload_failed reason=\"%s\"", err->msg);
-        return -1;
-    }
-    struct directory_index *old = m->directory;
-    m->directory = ix;
-    directory_index_free(old);
-    /* a mode or route may have changed: ask the routes afresh */
-    policy_callforward_forget(m->callforward);
-    return 0;
-}
-
-static void moatd_on_poll(evutil_socket_t fd, short what, void *arg)
+/* moatd_reload_swap - on the loop: use what the reload thread loaded */
+static void moatd_reload_swap(evutil_socket_t fd, short what, void *arg)
 {
     struct moatd *m = arg;
-    struct error err = {0};
-    if (store_changed(m->store)) {
-        moatd_reload_snapshot(m, &err);
-        moatd_reload_directory(m, &err);
+    struct reloader *rl = &m->rl;
+    pthread_mutex_lock(&rl->mu);
+    struct store_snapshot *snap = rl->pending_snap;
+    struct directory_index *ix = rl->pending_ix;
+    uint64_t seq = rl->pending_seq;
+    rl->pending_snap = NULL;
+    rl->pending_ix = NULL;
+    pthread_mutex_unlock(&rl->mu);
+    if (snap != NULL) {
+        /* nobody keeps the old snapshot across events (smtp.h, deliver.h) */
+        store_snapshot_free(m->snapshot);
+        m->snapshot = snap;
+        log_info("event=config_loaded domains=%zu", store_snapshot_count(snap));
     }
+    if (ix != NULL) {
+        directory_index_free(m->directory);
+        m->directory = ix;
+        /* a mode or route may have changed: ask the routes afresh */
+        policy_callforward_forget(m->callforward);
+        log_info("event=directory_loaded");
+    }
+    pthread_mutex_lock(&rl->mu);
+    if (seq > rl->swapped)
+        rl->swapped = seq;
+    pthread_cond_broadcast(&rl->swapped_cv);
+    pthread_mutex_unlock(&rl->mu);
+}
+
+/* moatd_reload_main - the reload thread */
+static void *moatd_reload_main(void *arg)
+{
+    struct moatd *m = arg;
+    struct reloader *rl = &m->rl;
+    struct error err = {0};
+    struct store *st = store_open(m->settings.database, &err);
+    if (st == NULL)
+        log_error("event=config_reload_failed reason=\"%s\"", err.msg);
+    int64_t gen = m->directory_gen;
+    uint64_t handled = 0;
+    pthread_mutex_lock(&rl->mu);
+    while (!rl->stop) {
+        uint64_t want = rl->requested;
+        pthread_mutex_unlock(&rl->mu);
+        if (st != NULL && (want > handled || store_changed(st))) {
+            struct store_snapshot *snap;
+            struct directory_index *ix;
+            if (moatd_config_load(st, &gen, &snap, &ix, &err) < 0)
+                log_warn("event=config_reload_failed reason=\"%s\"", err.msg);
+            pthread_mutex_lock(&rl->mu);
+            if (snap != NULL) {
+                store_snapshot_free(rl->pending_snap);
+                rl->pending_snap = snap;
+            }
+            if (ix != NULL) {
+                directory_index_free(rl->pending_ix);
+                rl->pending_ix = ix;
+            }
+            rl->pending_seq = want;   /* a failed load still answers its waiters */
+            pthread_mutex_unlock(&rl->mu);
+            event_active(rl->ev_swap, EV_TIMEOUT, 0);
+            handled = want;
+        }
+        pthread_mutex_lock(&rl->mu);
+        if (!rl->stop && rl->requested == handled) {
+            struct timespec until;
+            clock_gettime(CLOCK_MONOTONIC, &until);
+            until.tv_sec += 1;
+            pthread_cond_timedwait(&rl->cv, &rl->mu, &until);
+        }
+    }
+    pthread_mutex_unlock(&rl->mu);
+    store_close(st);
+    return NULL;
+}
+
+/* moatd_reload_request - load now; with wait, return once the loop uses it */
+static int moatd_reload_request(struct moatd *m, bool wait, struct error *err)
+{
+    struct reloader *rl = &m->rl;
+    pthread_mutex_lock(&rl->mu);
+    uint64_t me = ++rl->requested;
+    pthread_cond_signal(&rl->cv);
+    if (wait) {
+        struct timespec until;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_sec += 10;
+        while (rl->swapped < me && !rl->stop)
+            if (pthread_cond_timedwait(&rl->swapped_cv, &rl->mu, &until) == ETIMEDOUT)
+                break;
+    }
+    bool ok = !wait || rl->swapped >= me;
+    pthread_mutex_unlock(&rl->mu);
+    if (!ok) {
+        error_set(err, NULL, "the new configuration was not in use within 10 s");
+        return -1;
+    }
+    return 0;
+}
+
+/* moatd_reload_start - the thread, after the privilege drop */
+static int moatd_reload_start(struct moatd *m, struct error *err)
+{
+    struct reloader *rl = &m->rl;
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_mutex_init(&rl->mu, NULL);
+    pthread_cond_init(&rl->cv, &ca);
+    pthread_cond_init(&rl->swapped_cv, &ca);
+    pthread_condattr_destroy(&ca);
+    rl->ev_swap = event_new(m->base, -1, 0, moatd_reload_swap, m);
+    if (rl->ev_swap == NULL || pthread_create(&rl->thread, NULL, moatd_reload_main, m) != 0) {
+        error_set(err, NULL, "cannot start the configuration reload thread");
+        return -1;
+    }
+    rl->running = true;
+    return 0;
+}
+
+/* moatd_reload_stop - after the loop: waiters give up, the thread ends */
+static void moatd_reload_stop(struct moatd *m)
+{
+    struct reloader *rl = &m->rl;
+    if (!rl->running)
+        return;
+    pthread_mutex_lock(&rl->mu);
+    rl->stop = true;
+    pthread_cond_broadcast(&rl->cv);
+    pthread_cond_broadcast(&rl->swapped_cv);
+    pthread_mutex_unlock(&rl->mu);
+    pthread_join(rl->thread, NULL);
+    rl->running = false;
+    store_snapshot_free(rl->pending_snap);
+    directory_index_free(rl->pending_ix);
+    rl->pending_snap = NULL;
+    rl->pending_ix = NULL;
+    event_free(rl->ev_swap);
+    pthread_cond_destroy(&rl->cv);
+    pthread_cond_destroy(&rl->swapped_cv);
+    pthread_mutex_destroy(&rl->mu);
 }
 
 /* --- status, for GET /api/v1/status --- */
@@ -192,11 +343,10 @@ static void moatd_apply_stored_settings(struct moatd *m)
 
 /* --- HTTP API (api.h): moatd supplies the loop-side callbacks --- */
 
+/* moatd_api_reload - on an API worker thread, after a change */
 static int moatd_api_reload(void *arg, struct error *err)
 {
-    if (moatd_reload_snapshot(arg, err) < 0)
-        return -1;
-    return moatd_reload_directory(arg, err);
+    return moatd_reload_request(arg, true, err);
 }
 
 static json_t *moatd_api_status(void *arg)
@@ -295,7 +445,7 @@ static void moatd_on_signal(evutil_socket_t sig, short what, void *arg)
     if (sig == SIGHUP) {
         struct error err = {0};
         log_info("event=sighup");
-        moatd_reload_snapshot(m, &err);
+        moatd_reload_request(m, false, &err);
         return;
     }
     if (m->stopping) {
@@ -651,8 +801,10 @@ int main(int argc, char **argv)
         die("store", &err);
     log_info("event=store_open path=%s schema=%d", m.settings.database, store_schema_version(m.store));
     moatd_apply_stored_settings(&m);   /* before anything reads the runtime settings */
-    if (moatd_reload_snapshot(&m, &err) < 0 || moatd_reload_directory(&m, &err) < 0)
+    m.directory_gen = -1;
+    if (moatd_config_load(m.store, &m.directory_gen, &m.snapshot, &m.directory, &err) < 0)
         die("store", &err);
+    log_info("event=config_loaded domains=%zu", store_snapshot_count(m.snapshot));
     struct spool_options sopt = { .segment_size = (uint64_t)m.settings.spool_segment_size };
     m.spool = spool_open(m.settings.spool_dir, &sopt, m.base, &err);
     if (m.spool == NULL)
@@ -741,9 +893,8 @@ int main(int argc, char **argv)
     evsignal_add(m.ev_term, NULL);
     evsignal_add(m.ev_int, NULL);
     evsignal_add(m.ev_hup, NULL);
-    m.ev_poll = event_new(m.base, -1, EV_PERSIST, moatd_on_poll, &m);
-    struct timeval one = { 1, 0 };
-    event_add(m.ev_poll, &one);
+    if (moatd_reload_start(&m, &err) < 0)
+        die("reload", &err);
 
     if (smtp_server_start(m.smtp) < 0) {
         error_set(&err, "smtp_listen", "cannot start accepting");
@@ -763,9 +914,9 @@ int main(int argc, char **argv)
      * every module that asked (Connect checks, delivery) still exists to
      * release what it kept for them. */
     dns_shutdown(m.dns);
+    moatd_reload_stop(&m);   /* API workers waiting for a reload give up */
 
     /* orderly teardown: every module releases what it owns */
-    event_free(m.ev_poll);
     event_free(m.ev_term);
     event_free(m.ev_int);
     event_free(m.ev_hup);

@@ -43,7 +43,9 @@ struct api_config {
     struct auth *auth;
     struct deliver *deliver;          /* loop-owned: only inside api_loop_call */
     struct spool *spool;              /* loop-owned: only inside api_loop_call */
-    /* reload the routing snapshot; runs on the loop (moatd supplies it) */
+    /* load the changed configuration (routing snapshot, RCPT index) and
+     * return once the SMTP side uses it; called on an API worker thread,
+     * never on the loop (moatd supplies it) */
     int (*reload_config)(void *arg, struct error *err);
     void *reload_arg;
     /* the daemon's counters as JSON (GET /api/v1/status); runs on the loop */
@@ -99,6 +101,9 @@ int api_page(const struct api_request *req, struct api_response *resp, size_t *l
              const char **cursor);
 /* api_loop_call - run fn(arg) on the event loop and wait for it to return */
 void api_loop_call(const struct api_config *cfg, void (*fn)(void *arg), void *arg);
+/* api_reload - after a change: the SMTP side uses it when this returns; a
+ * failure is logged, the change stays */
+void api_reload(const struct api_request *req);
 /* api_audit - shortcut: auth_audit with the request's principal and address */
 void api_audit(const struct api_request *req, const char *action, const char *target,
                json_t *before, json_t *after);

@@ -4,10 +4,9 @@
  * applied on the loop), internal domains and their delivery routes.
  *
  * Every change goes to the store through this worker thread's handle, is
- * written to the audit log with its before and after state, and then the
- * routing snapshot is reloaded on the loop (api_loop_call ->
- * cfg->reload_config) so the SMTP side applies it at once; the store's own
- * change poll would catch it a second later anyway.
+ * written to the audit log with its before and after state, and then
+ * api_reload() returns once the SMTP side uses the new configuration; the
+ * daemon's own change poll would catch it a second later anyway.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -61,32 +60,6 @@ static json_t *domain_json(const struct store_domain *d)
 }
 
 /* --- helpers --- */
-
-struct reload_job {
-    const struct api_config *cfg;
-    bool done;
-    int rc;
-    struct error err;
-};
-
-static void reload_on_loop(void *arg)
-{
-    struct reload_job *j = arg;
-    j->rc = j->cfg->reload_config(j->cfg->reload_arg, &j->err);
-    j->done = true;
-}
-
-/* reload - the SMTP side sees the change now; a failure is logged, the change stays */
-static void reload(const struct api_request *req)
-{
-    struct reload_job j = { .cfg = req->cfg };
-    if (req->cfg->reload_config == NULL)
-        return;
-    api_loop_call(req->cfg, reload_on_loop, &j);
-    if (!j.done || j.rc < 0)
-        log_warn("event=config_reload_after_api_failed reason=\"%s\"",
-                 j.done ? j.err.msg : "the event loop did not answer");
-}
 
 /* domain_param - the {name} path segment, normalised as the store keeps it */
 static int domain_param(struct api_request *req, struct api_response *resp, char *out,
@@ -529,7 +502,7 @@ void api_domains_create(struct api_request *req, struct api_response *resp)
     if (trusted)
         log_warn("event=domain_trusted_unverified domain=%s reason=\"lab override: internal "
                  "without DNS verification\"", norm);
-    reload(req);
+    api_reload(req);
     resp->status = 201;
     resp->body = after ? after : json_pack("{s:s}", "name", norm);
 }
@@ -571,7 +544,7 @@ void api_domains_delete(struct api_request *req, struct api_response *resp)
     }
     api_audit(req, "domain.delete", norm, before, NULL);
     json_decref(before);
-    reload(req);
+    api_reload(req);
     resp->status = 204;
 }
 
@@ -661,7 +634,7 @@ void api_route_put(struct api_request *req, struct api_response *resp)
     store_route_clear(&now);
     api_audit(req, "route.set", norm, before, after);
     json_decref(before);
-    reload(req);
+    api_reload(req);
     resp->body = after;
 }
 
@@ -693,7 +666,7 @@ void api_route_delete(struct api_request *req, struct api_response *resp)
     store_route_clear(&old);
     api_audit(req, "route.delete", norm, before, NULL);
     json_decref(before);
-    reload(req);
+    api_reload(req);
     resp->status = 204;
 }
 
@@ -752,7 +725,7 @@ void api_domains_verify(struct api_request *req, struct api_response *resp)
     if (json_is_true(json_object_get(after, "verified")) &&
         !json_is_true(json_object_get(before, "verified"))) {
         api_audit(req, "domain.verified", norm, before, after);
-        reload(req);
+        api_reload(req);
     }
     json_decref(before);
     json_decref(d);

@@ -4,9 +4,9 @@
  * per-domain mode), over src/directory.
  *
  * Every change is audited (api_audit: user.*, group.*, user.import,
- * recipient_validation.set) and followed by the configuration reload on
- * the loop (cfg->reload_config), which moatd extends to the directory
- * index: the SMTP side validates recipients against the change at once.
+ * recipient_validation.set) and followed by api_reload(), which reloads the
+ * routing snapshot and the directory index: the SMTP side validates
+ * recipients against the change at once.
  *
  * The import is the one route with a text/csv body (http.c passes it in
  * req->text); its size is bounded by http_max_body, so the CLI sends a big
@@ -21,33 +21,6 @@
 #include "api_directory.h"
 
 /* --- helpers --- */
-
-struct reload_job {
-    const struct api_config *cfg;
-    struct error err;
-    int rc;
-    bool done;
-};
-
-static void reload_on_loop(void *arg)
-{
-    struct reload_job *j = arg;
-    j->rc = j->cfg->reload_config(j->cfg->reload_arg, &j->err);
-    j->done = true;
-}
-
-/* reload - the SMTP side sees the change now (as api_config.c does); a
- * failure is logged, the change stays */
-static void reload(const struct api_request *req)
-{
-    struct reload_job j = { .cfg = req->cfg };
-    if (req->cfg->reload_config == NULL)
-        return;
-    api_loop_call(req->cfg, reload_on_loop, &j);
-    if (!j.done || j.rc < 0)
-        log_warn("event=config_reload_after_api_failed reason=\"%s\"",
-                 j.done ? j.err.msg : "the event loop did not answer");
-}
 
 /* fail - a directory_status as the one error shape */
 static void fail(struct api_response *resp, int rc, const struct error *err)
@@ -106,7 +79,7 @@ static void create(struct api_request *req, struct api_response *resp, enum dire
     }
     const char *addr = json_string_value(json_object_get(out, "address"));
     api_audit(req, action(kind, "create", act, sizeof act), addr ? addr : "", NULL, out);
-    reload(req);
+    api_reload(req);
     resp->status = 201;
     resp->body = out;
 }
@@ -140,7 +113,7 @@ static void update(struct api_request *req, struct api_response *resp, enum dire
     const char *addr = json_string_value(json_object_get(before, "address"));
     api_audit(req, action(kind, "update", act, sizeof act), addr ? addr : "", before, after);
     json_decref(before);
-    reload(req);
+    api_reload(req);
     resp->body = after;
 }
 
@@ -157,7 +130,7 @@ static void delete(struct api_request *req, struct api_response *resp, enum dire
     const char *addr = json_string_value(json_object_get(before, "address"));
     api_audit(req, action(kind, "delete", act, sizeof act), addr ? addr : "", before, NULL);
     json_decref(before);
-    reload(req);
+    api_reload(req);
     resp->status = 204;
 }
 
@@ -224,7 +197,7 @@ void api_users_import(struct api_request *req, struct api_response *resp)
     json_decref(summary);
     if (json_integer_value(json_object_get(report, "created")) +
         json_integer_value(json_object_get(report, "updated")) > 0)
-        reload(req);
+        api_reload(req);
     resp->body = report;
 }
 
@@ -269,6 +242,6 @@ void api_rv_set(struct api_request *req, struct api_response *resp)
     api_audit(req, "recipient_validation.set", json_string_value(json_object_get(after, "domain")),
               before, after);
     json_decref(before);
-    reload(req);
+    api_reload(req);
     resp->body = after;
 }

@@ -9,9 +9,8 @@
  * Test and preview run here, on the worker thread (blocking LDAP, never the
  * loop).  An applied sync runs on the sync runner's thread
  * (directory_sync.c): the handler hands it over and, with "wait": true,
- * waits up to API_LDAP_WAIT_MS for the outcome, then has the loop reload
- * its configuration (api_loop_call -> cfg->reload_config) so RCPT lookups
- * see the new directory at once.  Every change and every action is audited;
+ * waits up to API_LDAP_WAIT_MS for the outcome, then api_reload() so RCPT
+ * lookups see the new directory at once.  Every change and every action is audited;
  * the password is never echoed (password_set only) and is redacted by
  * auth_audit anyway.
  */
@@ -128,20 +127,6 @@ void api_directory_preview(struct api_request *req, struct api_response *resp)
     resp->body = o;
 }
 
-struct reload_job {
-    const struct api_config *cfg;
-    bool done;
-    int rc;
-    struct error err;
-};
-
-static void reload_on_loop(void *arg)
-{
-    struct reload_job *j = arg;
-    j->rc = j->cfg->reload_config(j->cfg->reload_arg, &j->err);
-    j->done = true;
-}
-
 void api_directory_sync_start(struct api_request *req, struct api_response *resp)
 {
     static const char *const allowed[] = { "confirm", "wait", NULL };
@@ -185,13 +170,7 @@ void api_directory_sync_start(struct api_request *req, struct api_response *resp
     const char *outcome = json_string_value(json_object_get(last, "outcome"));
     const char *msg = json_string_value(json_object_get(last, "message"));
     if (outcome && strcmp(outcome, "ok") == 0) {
-        if (req->cfg->reload_config != NULL) {
-            struct reload_job j = { .cfg = req->cfg };
-            api_loop_call(req->cfg, reload_on_loop, &j);
-            if (!j.done || j.rc < 0)
-                log_warn("event=config_reload_after_api_failed reason=\"%s\"",
-                         j.done ? j.err.msg : "the event loop did not answer");
-        }
+        api_reload(req);
         resp->body = st;
         return;
     }

@@ -288,6 +288,15 @@ void api_loop_call(const struct api_config *cfg, void (*fn)(void *arg), void *ar
     pthread_mutex_unlock(&s->lock);
 }
 
+void api_reload(const struct api_request *req)
+{
+    struct error err = {0};
+    if (req->cfg->reload_config == NULL)
+        return;
+    if (req->cfg->reload_config(req->cfg->reload_arg, &err) < 0)
+        log_warn("event=config_reload_after_api_failed reason=\"%s\"", err.msg);
+}
+
 void api_audit(const struct api_request *req, const char *action, const char *target,
                json_t *before, json_t *after)
 {
