@@ -9,7 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
+#include <pthread.h>
+#include <event2/event.h>
 #include "core/core.h"
+#include "core/worker.h"
 
 static void test_crc32c_vectors(void **state)
 {
@@ -104,6 +107,67 @@ static void test_time(void **state)
     assert_true(b >= a);
 }
 
+/* worker pool: every job's work runs off the loop thread, every done runs
+ * on the loop, exactly once, also for jobs still queued at free */
+struct wjob {
+    pthread_t loop;
+    int worked, done;
+    bool off_loop;
+    int *remaining;
+    struct event_base *base;
+};
+
+static void wjob_work(void *arg)
+{
+    struct wjob *j = arg;
+    j->worked++;
+    j->off_loop = !pthread_equal(pthread_self(), j->loop);
+}
+
+static void wjob_done(void *arg)
+{
+    struct wjob *j = arg;
+    assert_true(pthread_equal(pthread_self(), j->loop));
+    j->done++;
+    if (--*j->remaining == 0 && j->base)
+        event_base_loopbreak(j->base);
+}
+
+static void test_worker_pool(void **state)
+{
+    (void)state;
+    struct error err = { 0 };
+    struct event_base *base = event_base_new();
+    struct worker_pool *p = worker_pool_create(base, 3, &err);
+    assert_non_null(p);
+    enum { N = 200 };
+    struct wjob jobs[N];
+    int remaining = N;
+    for (int i = 0; i < N; i++) {
+        jobs[i] = (struct wjob){ .loop = pthread_self(), .remaining = &remaining, .base = base };
+        worker_submit(p, wjob_work, wjob_done, &jobs[i]);
+    }
+    for (int i = 0; i < N; i++)
+        assert_int_equal(jobs[i].done, 0);   /* never inside worker_submit */
+    event_base_dispatch(base);
+    assert_int_equal(remaining, 0);
+    /* queued at free: still worked and done */
+    int rest = 5;
+    struct wjob more[5];
+    for (int i = 0; i < 5; i++) {
+        more[i] = (struct wjob){ .loop = pthread_self(), .remaining = &rest };
+        worker_submit(p, wjob_work, wjob_done, &more[i]);
+    }
+    worker_pool_free(p);
+    assert_int_equal(rest, 0);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(jobs[i].worked, 1);
+        assert_int_equal(jobs[i].done, 1);
+        assert_true(jobs[i].off_loop);
+    }
+    event_base_free(base);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -113,6 +177,7 @@ int main(void)
         cmocka_unit_test(test_format),
         cmocka_unit_test(test_log_quote),
         cmocka_unit_test(test_time),
+        cmocka_unit_test(test_worker_pool),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
