@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
@@ -971,7 +972,23 @@ struct smtp_conn *smtp_conn_open(const struct smtp_client_config *cfg,
     }
     xsnprintf(c->peer, sizeof(c->peer), "%.200s[%s]:%d", c->peer_name, addr, port);
     c->st = CS_CONNECTING;
-    c->bev = bufferevent_socket_new(c->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    evutil_socket_t fd = -1;
+    if (cfg->source != NULL) {
+        /* a chosen source address: Connect's probes speak as an authorised
+         * (or a deliberately unauthorised) host */
+        fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0 || cfg->source->sa_family != sa->sa_family ||
+            bind(fd, cfg->source, cfg->source_len) < 0) {
+            log_warn("event=smtp_client_bind_failed peer=%s error=%s", c->peer,
+                     fd < 0 ? strerror(errno) : cfg->source->sa_family != sa->sa_family
+                     ? "address family differs" : strerror(errno));
+            if (fd >= 0)
+                close(fd);
+            conn_destroy(c);
+            return NULL;
+        }
+    }
+    c->bev = bufferevent_socket_new(c->base, fd, BEV_OPT_CLOSE_ON_FREE);
     c->timer = evtimer_new(c->base, connect_timeout_cb, c);
     if (!c->bev || !c->timer) {
         log_error("event=smtp_client_alloc_failed peer=%s", c->peer);

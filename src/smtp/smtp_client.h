@@ -58,6 +58,10 @@ struct smtp_client_config {
     int timeout_connect;          /* seconds */
     int timeout_command;          /* seconds, RFC 5321 4.5.3.2 */
     int timeout_data;             /* seconds for the reply to "." (4.5.3.2.6: 10 min) */
+    /* source address to bind before connecting (port 0), or NULL: the
+     * kernel's choice; same family as the destination */
+    const struct sockaddr *source;
+    socklen_t source_len;
 };
 
 /* why a connection could not be used */
@@ -74,7 +78,9 @@ typedef void (*smtp_conn_ready_cb)(void *arg, struct smtp_conn *c, enum smtp_con
                                    int code, const char *diag);
 
 /* smtp_conn_open - start connecting to sa; peer_name is the host name used
- * for logs, SNI and (VERIFY) certificate name checks. */
+ * for logs, SNI and (VERIFY) certificate name checks.  NULL (and no
+ * callback) when it cannot even start: out of memory, or cfg->source cannot
+ * be bound (logged). */
 struct smtp_conn *smtp_conn_open(const struct smtp_client_config *cfg,
                                  const struct sockaddr *sa, socklen_t salen,
                                  const char *peer_name, enum smtp_client_tls tls,
