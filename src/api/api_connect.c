@@ -138,22 +138,22 @@ void api_connect_skip(struct api_request *req, struct api_response *resp)
 }
 
 /* api_connect_input - PUT /api/v1/connect/{task}/input: what a task's check
- * needs from the administrator (inbound: the address of the test message) */
+ * needs from the administrator (inbound, outbound: test addresses) */
 void api_connect_input(struct api_request *req, struct api_response *resp)
 {
     struct error err = {0};
     const struct connect_task *t;
     if (!have_engine(req, resp) || (t = task_param(req, resp)) == NULL)
         return;
-    if (strcmp(t->id, "inbound") != 0) {
+    if (t->input_check == NULL) {
         api_error(resp, 400, "invalid_field", "task", "the task %s takes no input", t->id);
         return;
     }
-    if (req->body == NULL) {
-        api_error(resp, 400, "missing_field", "test_address", "the field test_address is required");
+    if (req->body == NULL || !json_is_object(req->body)) {
+        api_error(resp, 400, "invalid_body", "body", "the input must be a JSON object");
         return;
     }
-    if (connect_inbound_input_check(req->body, &err) < 0) {
+    if (t->input_check(req->body, &err) < 0) {
         api_error_from(resp, 400, "invalid_field", &err);
         return;
     }

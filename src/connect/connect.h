@@ -93,6 +93,10 @@ struct connect_task {
      * persists the task state; records per-item findings the task owns
      * (domains verified, mx_only_moat_since).  -1 + err on a store error. */
     int (*apply)(struct store *st, const struct connect_result *r, struct error *err);
+    /* input_check - optional (NULL: the task takes no input): validates a PUT
+     * .../{task}/input body, the administrator's input for the check (a test
+     * address); -1 with err naming the field */
+    int (*input_check)(json_t *body, struct error *err);
 };
 
 extern const struct connect_task connect_tasks[];

@@ -571,3 +571,38 @@ bool connect_domain_covers(const char *parent, const char *name)
         return strcmp(parent, name) == 0;
     return ln > lp + 1 && name[ln - lp - 1] == '.' && strcmp(name + ln - lp, parent) == 0;
 }
+
+/* connect_listener_target - Moat's own SMTP listener as a client reaches it:
+ * the first smtp_listen address; a wildcard is reached on loopback */
+int connect_listener_target(const struct moat_settings *s, struct sockaddr_storage *sa,
+                            socklen_t *salen, char *text, size_t textlen)
+{
+    char *host = NULL;
+    int port = 0;
+    if (s->n_smtp_listen < 1 || settings_parse_hostport(s->smtp_listen[0], &host, &port) < 0)
+        return -1;
+    const char *h = host;
+    if (strcmp(h, "0.0.0.0") == 0 || h[0] == '\0' || strcmp(h, "*") == 0)
+        h = "127.0.0.1";
+    else if (strcmp(h, "::") == 0)
+        h = "::1";
+    struct sockaddr_in *s4 = (struct sockaddr_in *)sa;
+    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)sa;
+    memset(sa, 0, sizeof *sa);
+    int rc = 0;
+    if (inet_pton(AF_INET, h, &s4->sin_addr) == 1) {
+        s4->sin_family = AF_INET;
+        s4->sin_port = htons((uint16_t)port);
+        *salen = sizeof *s4;
+        xsnprintf(text, textlen, "%s:%d", h, port);
+    } else if (inet_pton(AF_INET6, h, &s6->sin6_addr) == 1) {
+        s6->sin6_family = AF_INET6;
+        s6->sin6_port = htons((uint16_t)port);
+        *salen = sizeof *s6;
+        xsnprintf(text, textlen, "[%s]:%d", h, port);
+    } else {
+        rc = -1;
+    }
+    free(host);
+    return rc;
+}

@@ -17,6 +17,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <jansson.h>
+#include <sys/socket.h>
 #include "../core/core.h"
 #include "../store/store.h"
 #include "connect.h"
@@ -76,5 +77,10 @@ void connect_finish_later(const struct connect_env *env, connect_done_cb done, v
     __attribute__((format(printf, 6, 7)));
 /* connect_domain_covers - parent equals name or is a parent domain of it */
 bool connect_domain_covers(const char *parent, const char *name);
+/* connect_listener_target - Moat's own SMTP listener as a client reaches it
+ * (the first smtp_listen; a wildcard on loopback); text "127.0.0.1:25".
+ * -1 when smtp_listen is not an IP address and port. */
+int connect_listener_target(const struct moat_settings *s, struct sockaddr_storage *sa,
+                            socklen_t *salen, char *text, size_t textlen);
 
 #endif

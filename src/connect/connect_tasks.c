@@ -45,7 +45,7 @@ const struct connect_task connect_tasks[] = {
     { .id = "inbound", .title = "Prepare for inbound email",
       .prereqs = PREREQS("domains"),
       .prepare = connect_inbound_prepare, .run = connect_inbound_run,
-      .instructions = connect_inbound_instructions },
+      .instructions = connect_inbound_instructions, .input_check = connect_inbound_input_check },
     { .id = "outbound", .title = "Set up your outbound email",
       .prereqs = PREREQS("domains"),
       .later_issue = "outbound relaying (authorised hosts, SMTP AUTH, SPF), a later issue" },

@@ -260,39 +260,6 @@ static void rv_next(struct rv_job *j)
                    SMTP_CLIENT_TLS_NONE, rv_ready, j);
 }
 
-/* rv_target - the first smtp_listen address; a wildcard is reached on loopback */
-static int rv_target(struct rv_job *j, const struct moat_settings *s)
-{
-    char *host = NULL;
-    int port = 0;
-    if (s->n_smtp_listen < 1 || settings_parse_hostport(s->smtp_listen[0], &host, &port) < 0)
-        return -1;
-    const char *h = host;
-    if (strcmp(h, "0.0.0.0") == 0 || h[0] == '\0' || strcmp(h, "*") == 0)
-        h = "127.0.0.1";
-    else if (strcmp(h, "::") == 0)
-        h = "::1";
-    struct sockaddr_in *s4 = (struct sockaddr_in *)&j->sa;
-    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&j->sa;
-    memset(&j->sa, 0, sizeof j->sa);
-    int rc = 0;
-    if (inet_pton(AF_INET, h, &s4->sin_addr) == 1) {
-        s4->sin_family = AF_INET;
-        s4->sin_port = htons((uint16_t)port);
-        j->salen = sizeof *s4;
-        xsnprintf(j->target, sizeof j->target, "%s:%d", h, port);
-    } else if (inet_pton(AF_INET6, h, &s6->sin6_addr) == 1) {
-        s6->sin6_family = AF_INET6;
-        s6->sin6_port = htons((uint16_t)port);
-        j->salen = sizeof *s6;
-        xsnprintf(j->target, sizeof j->target, "[%s]:%d", h, port);
-    } else {
-        rc = -1;
-    }
-    free(host);
-    return rc;
-}
-
 void connect_rv_run(const struct connect_env *env, json_t *input, connect_done_cb done,
                     void *arg)
 {
@@ -318,7 +285,8 @@ void connect_rv_run(const struct connect_env *env, json_t *input, connect_done_c
     j->ccfg.timeout_connect = 10;
     j->ccfg.timeout_command = (int)t;
     j->ccfg.timeout_data = (int)t;
-    if (rv_target(j, env->settings) < 0) {
+    if (connect_listener_target(env->settings, &j->sa, &j->salen, j->target,
+                                sizeof j->target) < 0) {
         struct connect_result r = { .outcome = CONNECT_FAIL };
         xsnprintf(r.message, sizeof r.message, "Moat's SMTP listener address (smtp_listen) "
                   "cannot be probed: it is not an IP address and port.");
