@@ -606,3 +606,111 @@ int connect_listener_target(const struct moat_settings *s, struct sockaddr_stora
     free(host);
     return rc;
 }
+
+/* connect_address_valid - a plain mail address "local@domain" (ASCII, no
+ * quoting, RFC 5321 lengths), as the checks' test addresses must be */
+bool connect_address_valid(const char *a)
+{
+    const char *at = strrchr(a, '@');
+    size_t len = strlen(a);
+    bool ok = at != NULL && at != a && len <= 254 && (size_t)(at - a) <= 64;
+    for (const char *p = a; ok && *p; p++)
+        ok = (unsigned char)*p > ' ' && (unsigned char)*p < 0x7f && *p != '<' && *p != '>' &&
+             *p != '"' && *p != '\\';
+    char dom[256];
+    if (ok) {
+        str_copy(dom, sizeof dom, at + 1);
+        ok = domain_name_valid(dom);
+    }
+    return ok;
+}
+
+/* --- the outbound task --- */
+
+/* smart_host - the name the mail server sends to: Moat's first public host
+ * name, else its first address */
+static const char *smart_host(const struct connect_org *org)
+{
+    return org->n_hosts > 0 ? org->hosts[0] : org->ips[0];
+}
+
+json_t *connect_art_outbound(const struct connect_org *org)
+{
+    json_t *m = missing(org);
+    if (m != NULL)
+        return m;
+    json_t *steps = json_array(), *arts = json_array();
+    const char *sh = smart_host(org);
+    struct buf b;
+    buf_init(&b);
+
+    if (env_is(org, "microsoft365") || env_is(org, "hybrid")) {
+        buf_printf(&b, "# Exchange Online PowerShell: run Connect-ExchangeOnline first.\n"
+                       "# Every message to the internet leaves through Moat (");
+        hosts_list(&b, org, ", ");
+        buf_printf(&b, "), under TLS.\n");
+        buf_printf(&b, "New-OutboundConnector -Name \"To Moat\" -ConnectorType Partner "
+                       "-RecipientDomains \"*\" -UseMXRecord $false -SmartHosts ");
+        for (size_t i = 0; i < (org->n_hosts ? org->n_hosts : org->n_ips); i++)
+            buf_printf(&b, "%s\"%s\"", i ? "," : "", org->n_hosts ? org->hosts[i] : org->ips[i]);
+        buf_printf(&b, " -TlsSettings %s%s%s -Comment \"Moat secure email gateway%s%s\"\n",
+                   org->n_hosts ? "DomainValidation -TlsDomain \"" : "EncryptionOnly",
+                   org->n_hosts ? sh : "", org->n_hosts ? "\"" : "", org->name[0] ? " for " : "",
+                   org->name);
+        json_array_append_new(arts, take(&b, "powershell",
+            "Exchange Online: outbound connector to Moat"));
+        json_array_append_new(steps, json_string(
+            "In Exchange Online PowerShell, create the outbound connector below. Exchange Online "
+            "sends from Microsoft's shared outbound ranges (published by Microsoft as \"Exchange "
+            "Online Protection\" addresses): authorise those ranges in Moat."));
+    }
+    if (env_is(org, "exchange") || env_is(org, "hybrid")) {
+        buf_printf(&b, "# Exchange Management Shell: mail to the internet goes to Moat, under TLS.\n");
+        buf_printf(&b, "New-SendConnector -Name \"To Moat\" -Usage Custom -AddressSpaces \"SMTP:*;1\" "
+                       "-DNSRoutingEnabled $false -SmartHosts ");
+        for (size_t i = 0; i < (org->n_hosts ? org->n_hosts : org->n_ips); i++)
+            buf_printf(&b, "%s\"%s\"", i ? "," : "", org->n_hosts ? org->hosts[i] : org->ips[i]);
+        buf_printf(&b, " -SmartHostAuthMechanism None -RequireTLS $true%s%s%s "
+                       "-SourceTransportServers $env:COMPUTERNAME\n",
+                   org->n_hosts ? " -TlsAuthLevel DomainValidation -TlsDomain \"" : "",
+                   org->n_hosts ? sh : "", org->n_hosts ? "\"" : "");
+        json_array_append_new(arts, take(&b, "powershell",
+            "Exchange Management Shell: send connector to Moat"));
+        json_array_append_new(steps, json_string(
+            "In the Exchange Management Shell, create the send connector below and authorise "
+            "the sending Exchange servers' addresses in Moat."));
+    }
+    if (env_is(org, "google")) {
+        buf_printf(&b, "Google Admin console > Apps > Google Workspace > Gmail > Routing > Outbound gateway\n"
+                       "  Outbound gateway: %s\n", sh);
+        json_array_append_new(arts, take(&b, "settings", "Google Workspace: outbound gateway"));
+        json_array_append_new(steps, json_string(
+            "In the Google Admin console, set Moat as the outbound gateway and authorise "
+            "Google's outbound ranges in Moat."));
+    }
+    if (env_is(org, "smtp")) {
+        buf_printf(&b, "# /etc/postfix/main.cf: mail to the internet goes to Moat, encrypted.\n"
+                       "relayhost = [%s]:25\n"
+                       "smtp_tls_security_level = encrypt\n"
+                       "# Either authorise this server's address in Moat (moat outbound host add),\n"
+                       "# or sign in with an SMTP AUTH account (moat outbound account add):\n"
+                       "#   smtp_sasl_auth_enable = yes\n"
+                       "#   smtp_sasl_security_options = noanonymous\n"
+                       "#   smtp_sasl_password_maps = texthash:/etc/postfix/moat_passwd\n"
+                       "#   with /etc/postfix/moat_passwd: [%s]:25 NAME:PASSWORD\n"
+                       "# then: postfix reload\n", sh, sh);
+        json_array_append_new(arts, take(&b, "postfix", "Postfix: send through Moat"));
+        json_array_append_new(steps, json_string(
+            "On your mail server, send mail for other domains through Moat (the Postfix snippet "
+            "below; other servers: a smart host or relay host setting)."));
+    }
+    buf_printf(&b, "; SPF: Moat's addresses in each domain's record, before its all term;\n"
+                   "; the check shows the exact record for each domain, merged with the current one.\n");
+    for (size_t i = 0; i < org->n_ips; i++)
+        buf_printf(&b, "%s%s:%s", i ? " " : "", strchr(org->ips[i], ':') ? "ip6" : "ip4",
+                   org->ips[i]);
+    buf_printf(&b, "\n");
+    json_array_append_new(arts, take(&b, "dns", "SPF: the terms that authorise Moat"));
+    buf_free(&b);
+    return json_pack("{s:o, s:o}", "steps", steps, "artefacts", arts);
+}

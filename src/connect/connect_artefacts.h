@@ -64,6 +64,10 @@ json_t *connect_art_inbound(const struct connect_org *org, const struct connect_
 json_t *connect_art_lockdown(const struct connect_org *org, const struct connect_art_route *r,
                              size_t n);
 
+/* the outbound task: how the mail server sends through Moat (smart host,
+ * connectors) and the SPF terms that authorise Moat: {"steps","artefacts"} */
+json_t *connect_art_outbound(const struct connect_org *org);
+
 /* --- shared by the checks (connect_artefacts.c) --- */
 struct connect_env;
 /* connect_finish - call done(arg, result) now (already on the loop, later
@@ -77,6 +81,8 @@ void connect_finish_later(const struct connect_env *env, connect_done_cb done, v
     __attribute__((format(printf, 6, 7)));
 /* connect_domain_covers - parent equals name or is a parent domain of it */
 bool connect_domain_covers(const char *parent, const char *name);
+/* connect_address_valid - a plain mail address "local@domain" (ASCII, RFC 5321 lengths) */
+bool connect_address_valid(const char *a);
 /* connect_listener_target - Moat's own SMTP listener as a client reaches it
  * (the first smtp_listen; a wildcard on loopback); text "127.0.0.1:25".
  * -1 when smtp_listen is not an IP address and port. */

@@ -116,18 +116,7 @@ int connect_inbound_input_check(json_t *body, struct error *err)
                   "receives the test message, like alice@example.com");
         return -1;
     }
-    const char *at = strrchr(a, '@');
-    size_t len = strlen(a);
-    bool ok = at != NULL && at != a && len <= 254 && (size_t)(at - a) <= 64;
-    for (const char *p = a; ok && *p; p++)
-        ok = (unsigned char)*p > ' ' && (unsigned char)*p < 0x7f && *p != '<' && *p != '>' &&
-             *p != '"' && *p != '\\';
-    char dom[256];
-    if (ok) {
-        str_copy(dom, sizeof dom, at + 1);
-        ok = domain_name_valid(dom);
-    }
-    if (!ok) {
+    if (!connect_address_valid(a)) {
         error_set(err, "test_address", "test_address is not a mail address like alice@example.com");
         return -1;
     }
