@@ -61,6 +61,15 @@ struct connect_result {
     json_t *details;      /* owned: per-domain findings, found vs expected, ... */
 };
 
+/* outbound relays the SMTP server has accepted since moatd started (the
+ * outbound task's evidence when it cannot send a test from an authorised
+ * address itself) */
+struct connect_outbound_seen {
+    uint64_t relayed;                 /* transactions with an external recipient */
+    int64_t last;                     /* unix seconds of the last; 0 = none */
+    char last_client[64];             /* its client address, or an account name */
+};
+
 /* what a check may use on the loop */
 struct connect_env {
     struct event_base *base;
@@ -69,6 +78,9 @@ struct connect_env {
     const struct moat_settings *settings;
     struct spool *spool;              /* test messages (spool_inject) */
     const char *hostname;
+    /* outbound_seen - optional: fills *out (on the loop) */
+    void (*outbound_seen)(void *arg, struct connect_outbound_seen *out);
+    void *outbound_seen_arg;
 };
 
 typedef void (*connect_done_cb)(void *arg, struct connect_result *r);
