@@ -697,7 +697,8 @@ json_t *connect_art_outbound(const struct connect_org *org)
                        "#   smtp_sasl_auth_enable = yes\n"
                        "#   smtp_sasl_security_options = noanonymous\n"
                        "#   smtp_sasl_password_maps = texthash:/etc/postfix/moat_passwd\n"
-                       "#   with /etc/postfix/moat_passwd: [%s]:25 NAME:PASSWORD\n"
+                       "#   /etc/postfix/moat_passwd holds one line: [%s]:25, a space, then\n"
+                       "#   the account's name, a colon and its password (chmod 600)\n"
                        "# then: postfix reload\n", sh, sh);
         json_array_append_new(arts, take(&b, "postfix", "Postfix: send through Moat"));
         json_array_append_new(steps, json_string(

@@ -77,10 +77,13 @@ static void golden(const char *env)
     buf_init(&b);
     json_t *in = connect_art_inbound(&org, routes, 2);
     json_t *lk = connect_art_lockdown(&org, routes, 2);
+    json_t *ob = connect_art_outbound(&org);
     render(&b, "inbound", in);
     render(&b, "lockdown", lk);
+    render(&b, "outbound", ob);
     json_decref(in);
     json_decref(lk);
+    json_decref(ob);
     char *mx = connect_art_mx_records("harbour.example", &org);
     char *txt = connect_art_txt_record("harbour.example", "0123456789abcdef0123456789abcdef");
     buf_printf(&b, "==== dns\n%s%s\n", mx, txt);
