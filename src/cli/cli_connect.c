@@ -345,11 +345,18 @@ int cli_connect_skip(struct cli_ctx *ctx)
 int cli_connect_input(struct cli_ctx *ctx)
 {
     json_t *body = json_object();
-    if (cli_opt(ctx, "test-address"))
-        json_object_set_new(body, "test_address", json_string(cli_opt(ctx, "test-address")));
+    static const char *const opts[][2] = {
+        { "test-address", "test_address" },
+        { "test-recipient", "test_recipient" },
+        { "test-sender", "test_sender" },
+    };
+    for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++)
+        if (cli_opt(ctx, opts[i][0]))
+            json_object_set_new(body, opts[i][1], json_string(cli_opt(ctx, opts[i][0])));
     if (json_object_size(body) == 0) {
         json_decref(body);
-        return cli_usage_error(ctx, "nothing to set: give --test-address");
+        return cli_usage_error(ctx, "nothing to set: give --test-address (inbound) or "
+                               "--test-recipient (outbound)");
     }
     char *p = task_path(ctx->args[0], "/input");
     json_t *r = cli_api(ctx, "PUT", p, body, NULL, NULL);

@@ -74,6 +74,10 @@ static const struct cli_option audit_options[] = {
 static const struct cli_option connect_input_options[] = {
     { "test-address", "ADDRESS", "inbound: the mailbox (under one of your domains) that "
       "receives the test message sent through Moat to your mail server" },
+    { "test-recipient", "ADDRESS", "outbound: an address at another organisation that "
+      "receives the test message Moat relays from an authorised address" },
+    { "test-sender", "ADDRESS", "outbound: the test message's sender (default: postmaster at "
+      "your first domain)" },
     { NULL, NULL, NULL },
 };
 
@@ -278,7 +282,9 @@ static const struct cli_command cli_commands[] = {
     { "connect", "input", "TASK", 1, 1, connect_input_options, cli_connect_input,
       "give a Connect task what its check needs",
       "Records the input a task's check needs from you; for inbound, the mailbox that "
-      "receives the test message: moat connect input inbound --test-address postmaster@example.com" },
+      "receives the test message: moat connect input inbound --test-address postmaster@example.com; "
+      "for outbound, an address at another organisation: moat connect input outbound "
+      "--test-recipient someone@example.org" },
     { "connect", "status", "", 0, 0, NULL, cli_connect_list,
       "the Connect checklist (same as `moat connect`)",
       "Prints the Connect checklist: every onboarding task in order with its state, what "
