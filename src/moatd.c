@@ -56,6 +56,7 @@
 #include "policy/policy.h"
 #include "auth/auth.h"
 #include "directory/directory_ldap.h"
+#include "deliver/deliver_dkim.h"
 
 /* the configuration reload thread (see moatd_reload_main) */
 struct reloader {
@@ -70,6 +71,7 @@ struct reloader {
     uint64_t pending_seq;         /* requests the pending load covers */
     struct store_snapshot *pending_snap;
     struct directory_index *pending_ix;
+    struct dkim_keyset *pending_dkim;
     struct event *ev_swap;        /* activated from the thread, runs on the loop */
 };
 
@@ -94,6 +96,7 @@ struct moatd {
     struct directory_sync *dsync;       /* the LDAP sync runner (its own thread) */
     struct event *ev_term, *ev_int, *ev_hup;
     struct reloader rl;
+    struct dkim_keyset *dkim_keys;      /* current DKIM signing keys; read via &dkim_keys */
     char *hostname;
     int lock_fd;
     uint64_t started_ms;
@@ -145,7 +148,14 @@ static void moatd_reload_swap(evutil_socket_t fd, short what, void *arg)
     uint64_t seq = rl->pending_seq;
     rl->pending_snap = NULL;
     rl->pending_ix = NULL;
+    struct dkim_keyset *dkim = rl->pending_dkim;
+    rl->pending_dkim = NULL;
     pthread_mutex_unlock(&rl->mu);
+    if (dkim != NULL) {
+        /* nobody keeps the old key set across events (deliver_dkim.c) */
+        dkim_keyset_free(m->dkim_keys);
+        m->dkim_keys = dkim;
+    }
     if (snap != NULL) {
         /* nobody keeps the old snapshot across events (smtp.h, deliver.h) */
         store_snapshot_free(m->snapshot);
@@ -186,7 +196,15 @@ static void *moatd_reload_main(void *arg)
             struct directory_index *ix;
             if (moatd_config_load(st, &gen, &snap, &ix, &err) < 0)
                 log_warn("event=config_reload_failed reason=\"%s\"", err.msg);
+            /* DKIM keys: decrypted here, never on the loop, never in the snapshot */
+            struct dkim_keyset *dkim = dkim_keyset_load(st, m->auth, &err);
+            if (dkim == NULL)
+                log_warn("event=dkim_reload_failed reason=\"%s\"", err.msg);
             pthread_mutex_lock(&rl->mu);
+            if (dkim != NULL) {
+                dkim_keyset_free(rl->pending_dkim);
+                rl->pending_dkim = dkim;
+            }
             if (snap != NULL) {
                 store_snapshot_free(rl->pending_snap);
                 rl->pending_snap = snap;
@@ -272,8 +290,10 @@ static void moatd_reload_stop(struct moatd *m)
     rl->running = false;
     store_snapshot_free(rl->pending_snap);
     directory_index_free(rl->pending_ix);
+    dkim_keyset_free(rl->pending_dkim);
     rl->pending_snap = NULL;
     rl->pending_ix = NULL;
+    rl->pending_dkim = NULL;
     event_free(rl->ev_swap);
     pthread_cond_destroy(&rl->cv);
     pthread_cond_destroy(&rl->swapped_cv);
@@ -838,6 +858,11 @@ int main(int argc, char **argv)
     m.auth = auth_create(&acfg, &err);
     if (m.auth == NULL)
         die("auth", &err);
+    m.dkim_keys = dkim_keyset_load(m.store, m.auth, &err);
+    if (m.dkim_keys == NULL)
+        log_warn("event=dkim_load_failed reason=\"%s\" action=send_unsigned", err.msg);
+    else
+        log_info("event=dkim_keys_loaded keys=%zu", dkim_keyset_count(m.dkim_keys));
     /* first start: the initial administrator's one-time password (stderr and
      * STATE/initial-admin-password) */
     m.api_cfg = (struct api_config){
@@ -874,6 +899,7 @@ int main(int argc, char **argv)
     struct deliver_config dcfg = {
         .base = m.base, .settings = &m.settings, .spool = m.spool, .dns = m.dns,
         .tls_client = m.tls_client, .snapshot = snap, .hostname = m.hostname,
+        .dkim_keys = (const struct dkim_keyset *const *)&m.dkim_keys,
     };
     m.deliver = deliver_create(&dcfg, &err);
     if (m.deliver == NULL)
@@ -935,6 +961,7 @@ int main(int argc, char **argv)
     SSL_CTX_free(m.tls_server);
     SSL_CTX_free(m.tls_client);
     store_snapshot_free(m.snapshot);
+    dkim_keyset_free(m.dkim_keys);
     store_close(m.store);
     event_base_free(m.base);
     libevent_global_shutdown();

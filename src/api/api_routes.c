@@ -17,6 +17,7 @@
 #include "api_connect.h"
 #include "api_directory.h"
 #include "api_ldap.h"
+#include "api_dkim.h"
 
 const struct api_route api_routes[] = {
     /* --- public --- */
@@ -100,6 +101,12 @@ const struct api_route api_routes[] = {
     { "GET",    "/api/v1/queue/{id}",              AUTH_PERM_CONFIG_READ,     api_queue_show,          false },
     { "POST",   "/api/v1/queue/{id}/retry",        AUTH_PERM_QUEUE_WRITE,     api_queue_retry,         true },
     { "DELETE", "/api/v1/queue/{id}",              AUTH_PERM_QUEUE_WRITE,     api_queue_delete,        true },
+
+    /* --- DKIM signing keys of outbound mail (the private half never leaves moatd) --- */
+    { "GET",    "/api/v1/dkim/keys",               AUTH_PERM_CONFIG_READ,     api_dkim_keys_list,      false },
+    { "POST",   "/api/v1/dkim/keys",               AUTH_PERM_CONFIG_WRITE,    api_dkim_keys_create,    true },
+    { "DELETE", "/api/v1/dkim/keys/{domain}/{selector}", AUTH_PERM_CONFIG_WRITE, api_dkim_keys_delete, true },
+    { "POST",   "/api/v1/dkim/keys/{domain}/{selector}/activate", AUTH_PERM_CONFIG_WRITE, api_dkim_keys_activate, true },
 };
 
 const size_t api_routes_count = sizeof api_routes / sizeof api_routes[0];

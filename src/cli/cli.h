@@ -166,5 +166,10 @@ int cli_group_remove(struct cli_ctx *ctx);
 int cli_group_members(struct cli_ctx *ctx);
 int cli_rv_show(struct cli_ctx *ctx);
 int cli_rv_set(struct cli_ctx *ctx);
+int cli_dkim_keygen(struct cli_ctx *ctx);
+int cli_dkim_list(struct cli_ctx *ctx);
+int cli_dkim_record(struct cli_ctx *ctx);
+int cli_dkim_activate(struct cli_ctx *ctx);
+int cli_dkim_remove(struct cli_ctx *ctx);
 
 #endif

@@ -18,6 +18,20 @@
 #include <curl/curl.h>
 #include "cli.h"
 
+static const struct cli_option dkim_keygen_options[] = {
+    { "selector", "S", "the selector (default moatYYYYMM, e.g. moat202611)" },
+    { "algorithm", "ALG", "rsa (RSA 2048, the default: every receiver verifies it) or ed25519 "
+      "(RFC 8463; best added beside an RSA key)" },
+    { "inactive", NULL, "keep signing with the current key: publish the new record first, then "
+      "run moat dkim activate DOMAIN SELECTOR" },
+    { NULL, NULL, NULL },
+};
+
+static const struct cli_option dkim_record_options[] = {
+    { "selector", "S", "the key with this selector (default: the active key)" },
+    { NULL, NULL, NULL },
+};
+
 static const struct cli_option route_set_options[] = {
     { "tls", "MODE", "opportunistic (STARTTLS when offered), relaxed (TLS required, "
       "certificate not checked) or strict (TLS required, trusted certificate matching HOST); "
@@ -399,6 +413,28 @@ static const struct cli_command cli_commands[] = {
       "show the audit log",
       "Shows who changed what, when and from where, newest first; secrets are never "
       "recorded. Nothing can alter or delete the log." },
+    { "dkim", "keygen", "DOMAIN", 1, 1, dkim_keygen_options, cli_dkim_keygen,
+      "create a DKIM signing key and print its DNS record",
+      "Creates a key pair in moatd for DOMAIN (an internal domain or a subdomain of one), keeps "
+      "the private key encrypted, and prints the TXT record to publish: SELECTOR._domainkey."
+      "DOMAIN, split into strings of at most 255 octets for a zone file, and unsplit for web "
+      "forms. Outbound mail whose From is under DOMAIN is signed with it. Example: moat dkim "
+      "keygen example.com --algorithm ed25519" },
+    { "dkim", "list", "[DOMAIN]", 0, 1, NULL, cli_dkim_list,
+      "list DKIM keys",
+      "Lists every DKIM key (or DOMAIN's) with its selector, algorithm, creation time and "
+      "whether it signs; the private keys never leave moatd." },
+    { "dkim", "record", "DOMAIN", 1, 1, dkim_record_options, cli_dkim_record,
+      "print the DNS record of a domain's DKIM key",
+      "Prints the TXT record to publish for DOMAIN's active key (or the key --selector names)." },
+    { "dkim", "activate", "DOMAIN SELECTOR", 2, 2, NULL, cli_dkim_activate,
+      "sign a domain's mail with another of its keys",
+      "From now on, mail of DOMAIN is signed with the key SELECTOR (publish its record first); "
+      "the previously active key is kept until removed." },
+    { "dkim", "remove", "DOMAIN SELECTOR", 2, 2, NULL, cli_dkim_remove,
+      "delete a DKIM key",
+      "Deletes the key; if it was the active one, DOMAIN's mail is sent unsigned until "
+      "another key is activated. Remove its DNS record afterwards." },
 };
 
 #define N_COMMANDS (sizeof cli_commands / sizeof cli_commands[0])

@@ -33,6 +33,7 @@
 #include <event2/event.h>
 #include "deliver.h"
 #include "deliver_dsn.h"
+#include "deliver_dkim.h"
 #include "../dns/dns.h"
 #include "../spool/spool.h"
 #include "../smtp/smtp_client.h"
@@ -63,6 +64,11 @@ struct dmsg {
     /* per recipient, for this attempt */
     unsigned char *outcome;      /* enum rcpt_outcome */
     char **remote;               /* the host that answered, for Remote-MTA */
+    /* DKIM: computed at the first attempt towards an external destination,
+     * then sent with every try (deliver_dkim.c) */
+    bool dkim_done;
+    char *dkim_hdr;              /* "DKIM-Signature: ...\r\n", or NULL: unsigned */
+    size_t dkim_len;
 };
 
 enum rcpt_outcome { OUT_NONE, OUT_DELIVERED, OUT_DEFERRED, OUT_FAILED };
@@ -75,6 +81,7 @@ struct job {
     size_t *idx;                 /* recipient indexes in the envelope */
     struct smtp_client_rcpt *rc;
     struct smtp_client_msg msg;
+    size_t prefix_len;           /* dm->dkim_len when this job sends it, else 0 */
 };
 
 struct daddr {
@@ -242,6 +249,7 @@ static void dmsg_free(struct dmsg *dm)
     free(dm->remote);
     free(dm->outcome);
     free(dm->last_error);
+    free(dm->dkim_hdr);
     free(dm);
 }
 
@@ -707,7 +715,37 @@ static void slot_end(struct slot *s)
 static ssize_t job_read(void *arg, uint64_t off, void *buf, size_t len)
 {
     struct job *j = arg;
-    return spool_msg_read(j->dm->d->cfg.spool, j->dm->m, off, buf, len);
+    if (off < j->prefix_len) {   /* the DKIM-Signature goes before the first header */
+        size_t n = j->prefix_len - (size_t)off < len ? j->prefix_len - (size_t)off : len;
+        memcpy(buf, j->dm->dkim_hdr + off, n);
+        return (ssize_t)n;
+    }
+    return spool_msg_read(j->dm->d->cfg.spool, j->dm->m, off - j->prefix_len, buf, len);
+}
+
+/* spool_read - the message as spooled (the DKIM signer's reader) */
+static ssize_t spool_read(void *arg, uint64_t off, void *buf, size_t len)
+{
+    struct dmsg *dm = arg;
+    return spool_msg_read(dm->d->cfg.spool, dm->m, off, buf, len);
+}
+
+/* dkim_prefix - the DKIM-Signature for a job to an external (MX)
+ * destination: signed once per message, cached; a failure sends unsigned */
+static void dkim_prefix(struct deliver *d, struct dmsg *dm, struct job *j)
+{
+    if (!j->ds->is_mx || !d->cfg.dkim_keys || !d->cfg.snapshot)
+        return;
+    if (!dm->dkim_done) {
+        dm->dkim_done = true;
+        (void)dkim_sign_message(*d->cfg.dkim_keys, *d->cfg.snapshot, dm->qid,
+                                spool_msg_envelope(dm->m)->sender, spool_read, dm,
+                                &dm->dkim_hdr, &dm->dkim_len);
+    }
+    if (dm->dkim_hdr != NULL) {
+        j->prefix_len = dm->dkim_len;
+        j->msg.size += dm->dkim_len;
+    }
 }
 
 static void slot_next_job(struct slot *s, struct smtp_conn *c);
@@ -910,6 +948,7 @@ static struct job *job_new(struct dmsg *dm, struct dest *ds, size_t cap)
     j->msg.size = env->size;
     j->msg.read = job_read;
     j->msg.read_arg = j;
+    dkim_prefix(dm->d, dm, j);
     return j;
 }
 

@@ -25,6 +25,7 @@ struct event_base;
 struct spool;
 struct dns;
 struct deliver;
+struct dkim_keyset;
 
 struct deliver_config {
     struct event_base *base;
@@ -36,6 +37,9 @@ struct deliver_config {
     SSL_CTX *tls_client;
     const struct store_snapshot *const *snapshot;   /* see smtp.h */
     const char *hostname;            /* EHLO name and DSN Reporting-MTA */
+    /* DKIM signing keys (deliver_dkim.h), swapped in by moatd like the
+     * snapshot; NULL or an empty set signs nothing */
+    const struct dkim_keyset *const *dkim_keys;
 };
 
 struct deliver_stats {

@@ -234,6 +234,22 @@ const char *const store_migrations[] = {
     "  message   TEXT NOT NULL DEFAULT ''"
     ");"
     "CREATE INDEX ldap_runs_kind ON ldap_runs(kind, outcome, id);",
+    /* 9: DKIM signing keys (store_dkim.c): the private key sealed by src/auth
+     * (never in the clear), the public half as the record's p= value; at most
+     * one active key per domain, older ones kept until deleted so a new
+     * record can be published before the switch */
+    "CREATE TABLE dkim_keys ("
+    "  domain      TEXT NOT NULL,"
+    "  selector    TEXT NOT NULL,"
+    "  algorithm   TEXT NOT NULL CHECK (algorithm IN ('rsa', 'ed25519')),"
+    "  private_key BLOB NOT NULL,"                  /* nonce || XChaCha20-Poly1305 of the PEM */
+    "  public_key  TEXT NOT NULL,"                  /* base64, the record's p= */
+    "  active      INTEGER NOT NULL DEFAULT 0 CHECK (active IN (0, 1)),"
+    "  created     INTEGER NOT NULL,"
+    "  created_by  TEXT NOT NULL DEFAULT '',"
+    "  PRIMARY KEY (domain, selector)"
+    ");"
+    "CREATE UNIQUE INDEX dkim_keys_active ON dkim_keys(domain) WHERE active = 1;",
 };
 const int store_schema_latest = (int)(sizeof store_migrations / sizeof store_migrations[0]);
 
@@ -553,6 +569,10 @@ struct store *store_open(const char *path, struct error *err)
         store_close(st);
         return NULL;
     }
+    if (store_dkim_prepare(st, path, err) < 0) {
+        store_close(st);
+        return NULL;
+    }
     int64_t dv = 0;
     pragma_int(st->db, "PRAGMA data_version", &dv);
     st->data_version = dv;
@@ -570,6 +590,7 @@ void store_close(struct store *st)
     store_settings_finalize(st);
     store_directory_finalize(st);
     store_ldap_finalize(st);
+    store_dkim_finalize(st);
     /* close_v2 would leave a zombie handle if something were still open; we
      * finalized everything, so plain close must succeed */
     if (sqlite3_close(st->db) != SQLITE_OK)

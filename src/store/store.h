@@ -518,4 +518,43 @@ int store_ldap_run_last(struct store *st, const char *kind, const char *outcome,
 void store_ldap_runs_free(struct store_ldap_run *r, size_t n);
 /* ==== end of directory: LDAP source and sync runs ==== */
 
+/* ==== DKIM signing keys (issue 6; store_dkim.c) ==== */
+/*
+ * The private key arrives sealed by src/auth (auth_secret_seal of its PEM);
+ * nothing here sees it in the clear.  public_key is the base64 p= value of
+ * the DNS record (SubjectPublicKeyInfo for RSA, the raw 32 octets for
+ * Ed25519, RFC 8463).  At most one key per domain is active.
+ */
+struct store_dkim_key {
+    char *domain;                   /* lower case */
+    char *selector;
+    char *algorithm;                /* "rsa", "ed25519" */
+    unsigned char *private_key;     /* sealed blob */
+    size_t private_key_len;
+    char *public_key;               /* base64 p= */
+    bool active;
+    int64_t created;                /* unix seconds */
+    char *created_by;
+};
+
+/* store_dkim_key_add - a new key; activate: it becomes the domain's active
+ * key and the previous one is kept inactive.  STORE_CONFLICT when domain and
+ * selector exist already (err names "selector"). */
+int store_dkim_key_add(struct store *st, const struct store_dkim_key *k, bool activate,
+                       struct error *err);
+/* store_dkim_key_list - by domain and selector; domain NULL = every domain;
+ * active_only = only the active key of each domain (the signing set, and
+ * what Connect checks is published); free with store_dkim_keys_free */
+int store_dkim_key_list(struct store *st, const char *domain, bool active_only,
+                        struct store_dkim_key **out, size_t *n, struct error *err);
+/* store_dkim_key_activate - the domain's active key is now this one;
+ * STORE_NOT_FOUND when there is no such key */
+int store_dkim_key_activate(struct store *st, const char *domain, const char *selector,
+                            struct error *err);
+/* store_dkim_key_delete - STORE_NOT_FOUND when there is no such key */
+int store_dkim_key_delete(struct store *st, const char *domain, const char *selector,
+                          struct error *err);
+void store_dkim_keys_free(struct store_dkim_key *k, size_t n);
+/* ==== end of DKIM signing keys ==== */
+
 #endif
