@@ -166,5 +166,8 @@ int cli_group_remove(struct cli_ctx *ctx);
 int cli_group_members(struct cli_ctx *ctx);
 int cli_rv_show(struct cli_ctx *ctx);
 int cli_rv_set(struct cli_ctx *ctx);
+int cli_outbound_host(struct cli_ctx *ctx);
+int cli_outbound_account(struct cli_ctx *ctx);
+int cli_tls_inbound(struct cli_ctx *ctx);
 
 #endif

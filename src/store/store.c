@@ -234,6 +234,29 @@ const char *const store_migrations[] = {
     "  message   TEXT NOT NULL DEFAULT ''"
     ");"
     "CREATE INDEX ldap_runs_kind ON ldap_runs(kind, outcome, id);",
+    /* 7: the outbound role (store_outbound.c): authorised outbound hosts (CIDR
+     * text in canonical form), SMTP AUTH accounts (argon2id hashes, never the
+     * password), and sender domains whose inbound mail must arrive under TLS */
+    "CREATE TABLE outbound_hosts ("
+    "  id      INTEGER PRIMARY KEY,"
+    "  cidr    TEXT NOT NULL UNIQUE,"
+    "  comment TEXT NOT NULL DEFAULT '',"
+    "  created INTEGER NOT NULL"
+    ");"
+    "CREATE TABLE smtp_accounts ("
+    "  id            INTEGER PRIMARY KEY,"
+    "  name          TEXT NOT NULL UNIQUE,"        /* lower-case */
+    "  password_hash TEXT NOT NULL,"
+    "  comment       TEXT NOT NULL DEFAULT '',"
+    "  created       INTEGER NOT NULL,"
+    "  disabled      INTEGER NOT NULL DEFAULT 0 CHECK (disabled IN (0, 1)),"
+    "  last_used     INTEGER NOT NULL DEFAULT 0"
+    ");"
+    "CREATE TABLE tls_inbound_required ("
+    "  domain  TEXT PRIMARY KEY NOT NULL,"         /* lower-case */
+    "  comment TEXT NOT NULL DEFAULT '',"
+    "  created INTEGER NOT NULL"
+    ");",
 };
 const int store_schema_latest = (int)(sizeof store_migrations / sizeof store_migrations[0]);
 
@@ -553,6 +576,10 @@ struct store *store_open(const char *path, struct error *err)
         store_close(st);
         return NULL;
     }
+    if (store_outbound_prepare(st, path, err) < 0) {
+        store_close(st);
+        return NULL;
+    }
     int64_t dv = 0;
     pragma_int(st->db, "PRAGMA data_version", &dv);
     st->data_version = dv;
@@ -570,6 +597,7 @@ void store_close(struct store *st)
     store_settings_finalize(st);
     store_directory_finalize(st);
     store_ldap_finalize(st);
+    store_outbound_finalize(st);
     /* close_v2 would leave a zombie handle if something were still open; we
      * finalized everything, so plain close must succeed */
     if (sqlite3_close(st->db) != SQLITE_OK)

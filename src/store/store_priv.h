@@ -39,6 +39,7 @@ struct store {
     sqlite3_stmt **settings_stmt; /* store_settings.c's statement table */
     sqlite3_stmt **dir_stmt;  /* store_directory.c's statement table */
     sqlite3_stmt **ldap_stmt; /* store_ldap.c's statement table */
+    sqlite3_stmt **outbound_stmt; /* store_outbound.c's statement table */
 };
 
 /* store_auth_prepare - prepare store_auth.c's statements (store_open);
@@ -57,6 +58,14 @@ void store_directory_finalize(struct store *st);
 /* store_ldap_prepare / store_ldap_finalize - the same for store_ldap.c */
 int store_ldap_prepare(struct store *st, const char *path, struct error *err);
 void store_ldap_finalize(struct store *st);
+
+/* store_outbound_prepare / store_outbound_finalize - the same for store_outbound.c */
+int store_outbound_prepare(struct store *st, const char *path, struct error *err);
+void store_outbound_finalize(struct store *st);
+/* store_smtp_account_hashes - enabled accounts only: names[i] and hashes[i]
+ * (both arrays and strings owned by the caller), for the snapshot */
+int store_smtp_account_hashes(struct store *st, char ***names, char ***hashes, size_t *n,
+                              struct error *err);
 
 /* the migrations: store_migrations[i] takes the schema from version i to i + 1 */
 extern const char *const store_migrations[];
