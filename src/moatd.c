@@ -57,6 +57,7 @@
 #include "auth/auth.h"
 #include "directory/directory_ldap.h"
 #include "deliver/deliver_dkim.h"
+#include "core/worker.h"
 
 /* the configuration reload thread (see moatd_reload_main) */
 struct reloader {
@@ -94,6 +95,7 @@ struct moatd {
     struct api_server *api;
     struct connect *connect;
     struct directory_sync *dsync;       /* the LDAP sync runner (its own thread) */
+    struct worker_pool *workers;        /* blocking work for the loop (SMTP AUTH argon2id) */
     struct event *ev_term, *ev_int, *ev_hup;
     struct reloader rl;
     struct dkim_keyset *dkim_keys;      /* current DKIM signing keys; read via &dkim_keys */
@@ -845,11 +847,16 @@ int main(int argc, char **argv)
         .hostname = m.hostname,
     };
     m.callforward = policy_callforward_create(&cfcfg);
+    /* two threads: argon2id takes 64 MiB and a core each (auth.c) */
+    m.workers = worker_pool_create(m.base, 2, &err);
+    if (m.workers == NULL)
+        die("workers", &err);
     struct smtp_server_config scfg = {
         .base = m.base, .settings = &m.settings, .tls = m.tls_server, .spool = m.spool,
         .snapshot = snap, .hostname = m.hostname,
         .directory = (const struct directory_index *const *)&m.directory,
         .callforward = m.callforward,
+        .workers = m.workers,
     };
     m.smtp = smtp_server_create(&scfg, &err);
     if (m.smtp == NULL)
@@ -955,6 +962,7 @@ int main(int argc, char **argv)
     deliver_free(m.deliver);
     smtp_server_free(m.smtp);
     policy_callforward_free(m.callforward);   /* after the sessions: nobody waits any more */
+    worker_pool_free(m.workers);   /* after the sessions: their jobs are orphaned, done frees them */
     directory_index_free(m.directory);
     spool_close(m.spool);
     dns_free(m.dns);

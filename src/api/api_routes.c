@@ -18,6 +18,7 @@
 #include "api_directory.h"
 #include "api_ldap.h"
 #include "api_dkim.h"
+#include "api_outbound.h"
 
 const struct api_route api_routes[] = {
     /* --- public --- */
@@ -107,6 +108,17 @@ const struct api_route api_routes[] = {
     { "POST",   "/api/v1/dkim/keys",               AUTH_PERM_CONFIG_WRITE,    api_dkim_keys_create,    true },
     { "DELETE", "/api/v1/dkim/keys/{domain}/{selector}", AUTH_PERM_CONFIG_WRITE, api_dkim_keys_delete, true },
     { "POST",   "/api/v1/dkim/keys/{domain}/{selector}/activate", AUTH_PERM_CONFIG_WRITE, api_dkim_keys_activate, true },
+    /* --- the outbound role: authorised hosts, SMTP AUTH accounts; inbound TLS requirement --- */
+    { "GET",    "/api/v1/outbound/hosts",          AUTH_PERM_CONFIG_READ,     api_outbound_hosts_list,     false },
+    { "POST",   "/api/v1/outbound/hosts",          AUTH_PERM_CONFIG_WRITE,    api_outbound_hosts_create,   true },
+    { "DELETE", "/api/v1/outbound/hosts/{id}",     AUTH_PERM_CONFIG_WRITE,    api_outbound_hosts_delete,   true },
+    { "GET",    "/api/v1/outbound/accounts",       AUTH_PERM_CONFIG_READ,     api_outbound_accounts_list,  false },
+    { "POST",   "/api/v1/outbound/accounts",       AUTH_PERM_CONFIG_WRITE,    api_outbound_accounts_create, true },
+    { "DELETE", "/api/v1/outbound/accounts/{name}", AUTH_PERM_CONFIG_WRITE,   api_outbound_accounts_delete, true },
+    { "POST",   "/api/v1/outbound/accounts/{name}/password", AUTH_PERM_CONFIG_WRITE, api_outbound_accounts_password, true },
+    { "GET",    "/api/v1/tls/inbound",             AUTH_PERM_CONFIG_READ,     api_tls_inbound_list,        false },
+    { "POST",   "/api/v1/tls/inbound",             AUTH_PERM_CONFIG_WRITE,    api_tls_inbound_create,      true },
+    { "DELETE", "/api/v1/tls/inbound/{domain}",    AUTH_PERM_CONFIG_WRITE,    api_tls_inbound_delete,      true },
 };
 
 const size_t api_routes_count = sizeof api_routes / sizeof api_routes[0];

@@ -171,5 +171,8 @@ int cli_dkim_list(struct cli_ctx *ctx);
 int cli_dkim_record(struct cli_ctx *ctx);
 int cli_dkim_activate(struct cli_ctx *ctx);
 int cli_dkim_remove(struct cli_ctx *ctx);
+int cli_outbound_host(struct cli_ctx *ctx);
+int cli_outbound_account(struct cli_ctx *ctx);
+int cli_tls_inbound(struct cli_ctx *ctx);
 
 #endif

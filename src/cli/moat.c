@@ -197,6 +197,13 @@ static const struct cli_option rv_set_options[] = {
 };
 
 /* cli_commands - every command; later issues add rows here */
+static const struct cli_option outbound_options[] = {
+    { "comment", "TEXT", "a note kept with the entry (who, what for)" },
+    { "password-file", "FILE", "account add / passwd: read the password (12 characters or more) "
+      "from the first line of FILE ('-' = standard input) instead of generating one" },
+    { NULL, NULL, NULL },
+};
+
 static const struct cli_command cli_commands[] = {
     { "domain", "add", "NAME", 1, 1, domain_add_options, cli_domain_add,
       "add an internal domain",
@@ -435,6 +442,20 @@ static const struct cli_command cli_commands[] = {
       "delete a DKIM key",
       "Deletes the key; if it was the active one, DOMAIN's mail is sent unsigned until "
       "another key is activated. Remove its DNS record afterwards." },
+    { "outbound", "host", "add CIDR | list | remove CIDR|ID", 1, 2, outbound_options,
+      cli_outbound_host, "authorised outbound hosts (may relay to any domain)",
+      "add CIDR authorises an address or range (192.0.2.10, 192.0.2.0/24, 2001:db8::/32) to "
+      "send mail to any domain through Moat; list shows them; remove takes the range or its id." },
+    { "outbound", "account", "add NAME | list | remove NAME | passwd NAME", 1, 2, outbound_options,
+      cli_outbound_account, "SMTP AUTH accounts (relay from dynamic addresses)",
+      "add NAME creates an SMTP AUTH account (e.g. scanner@example.com); without "
+      "--password-file a password is generated and printed once. passwd NAME sets a new one "
+      "the same way. Authenticated clients may relay to any domain, with a sender under an "
+      "internal domain, after STARTTLS." },
+    { "tls", "inbound", "add DOMAIN | list | remove DOMAIN", 1, 2, outbound_options,
+      cli_tls_inbound, "sender domains whose mail must arrive under TLS",
+      "add DOMAIN makes Moat refuse mail from DOMAIN (and its subdomains) sent in clear, "
+      "with 530 5.7.0 at MAIL FROM; list shows them; remove stops it." },
 };
 
 #define N_COMMANDS (sizeof cli_commands / sizeof cli_commands[0])

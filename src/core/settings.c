@@ -408,6 +408,32 @@ static const struct setting settings_table[] = {
       "Recipient validation by call-forward: the longest a probe (connect, EHLO, MAIL FROM:<>, "
       "RCPT TO) may take; beyond it the domain's mail server counts as unreachable and the "
       "domain's `unreachable` behaviour (450 4.4.3, or accept) applies." },
+
+    /* --- SMTP AUTH (the outbound role) --- */
+    { "smtp_auth", SETTING_BOOL, OFF(smtp_auth), 0, "yes", 0, 0, 0, 0, NULL, NULL, SETTING_RUNTIME,
+      "SMTP AUTH",
+      "Offer SMTP AUTH (PLAIN and LOGIN, RFC 4954) to clients, after STARTTLS only: an "
+      "authenticated account may relay to any domain (the outbound role) with a sender under "
+      "an internal domain. AUTH before TLS gets 538 5.7.11." },
+    { "smtp_auth_max_line", SETTING_SIZE, OFF(smtp_auth_max_line), 0, "12288",
+      512, 64 * KiB, 0, 0, NULL, NULL, SETTING_RUNTIME,
+      "SMTP AUTH",
+      "Longest AUTH command or AUTH response line, in octets including CRLF (RFC 4954 4 "
+      "allows 12288); a longer one gets 500 5.5.6." },
+    { "smtp_auth_timeout", SETTING_DURATION, OFF(smtp_auth_timeout), 0, "1m",
+      1, 10 * MINUTE, 0, 0, NULL, NULL, SETTING_RUNTIME,
+      "SMTP AUTH",
+      "How long the server waits for the client's answer to an AUTH challenge (334) before "
+      "answering 421 4.4.2 and closing." },
+    { "smtp_auth_max_failures", SETTING_INT, OFF(smtp_auth_max_failures), 0, "5",
+      1, 1000, 0, 0, NULL, NULL, SETTING_RUNTIME,
+      "SMTP AUTH",
+      "Failed AUTH attempts allowed per client address, and per account name, within "
+      "`smtp_auth_failure_window`; beyond it AUTH gets 454 4.7.0 without checking the password." },
+    { "smtp_auth_failure_window", SETTING_DURATION, OFF(smtp_auth_failure_window), 0, "5m",
+      1, DAY, 0, 0, NULL, NULL, SETTING_RUNTIME,
+      "SMTP AUTH",
+      "The window in which failed AUTH attempts are counted (see `smtp_auth_max_failures`)." },
 };
 
 #define N_SETTINGS (sizeof settings_table / sizeof settings_table[0])

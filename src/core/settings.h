@@ -117,6 +117,12 @@ struct moat_settings {
     int64_t rv_callforward_positive_ttl; /* seconds a "recipient exists" probe answer is kept */
     int64_t rv_callforward_negative_ttl; /* seconds a "no such recipient" answer is kept */
     int64_t rv_callforward_timeout;    /* seconds for a whole call-forward probe */
+    /* SMTP AUTH for the outbound role (issue 6) */
+    bool smtp_auth;                    /* offer AUTH PLAIN/LOGIN after STARTTLS */
+    int64_t smtp_auth_max_line;        /* octets of an AUTH command or response line */
+    int64_t smtp_auth_timeout;         /* seconds to wait for an AUTH continuation */
+    int64_t smtp_auth_max_failures;    /* per client address and per account in the window */
+    int64_t smtp_auth_failure_window;  /* seconds */
 };
 
 /* settings_defaults - fill s with every default (paths derived from state_dir later) */

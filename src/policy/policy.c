@@ -6,6 +6,10 @@
  *
  * Entry points: policy_evaluate, policy_evaluate_async, policy_pending_cancel,
  * policy_pending_done, policy_verdict_set.
+ * Relay control also decides the outbound role: an authorised outbound host
+ * or an authenticated session may relay to any domain (ACCEPT, which skips
+ * recipient validation); the MAIL-stage checks of that role are in
+ * policy_outbound.c.
  * Checks never block and never touch the store: they read the immutable
  * routing snapshot and directory index in the request.  Adding a check = one
  * function (here or in its own file, declared in policy_priv.h) and one row
@@ -106,6 +110,14 @@ static void policy_check_relay(const struct policy_request *req, struct policy_v
         return;
     }
     if (store_snapshot_find(req->snapshot, domain) == NULL) {
+        if (req->outbound_host || req->auth_user != NULL) {
+            /* the outbound role: relayed by MX; recipient validation is for
+             * internal domains only, so stop here */
+            policy_verdict_set(out, POLICY_ACCEPT, 250, "2.1.5", "Ok");
+            xsnprintf(out->reason, sizeof out->reason, "outbound relay (%s)",
+                      req->auth_user ? "authenticated" : "authorised host");
+            return;
+        }
         policy_verdict_set(out, POLICY_REJECT, 550, "5.7.1", "<%.200s>: Relaying denied", rcpt);
         return;
     }
@@ -117,6 +129,9 @@ static const struct policy_check policy_checks[] = {
     { "relay_control", POLICY_RCPT, policy_check_relay, NULL },
     /* after relay control: only recipients under internal domains get here */
     { "recipient_validation", POLICY_RCPT, NULL, policy_check_rcpt_valid },
+    /* the outbound role (policy_outbound.c); MAIL stage, so their place here is free */
+    { "tls_inbound", POLICY_MAIL, policy_check_tls_inbound, NULL },
+    { "outbound_sender", POLICY_MAIL, policy_check_outbound_sender, NULL },
 };
 
 #define N_CHECKS (sizeof policy_checks / sizeof policy_checks[0])

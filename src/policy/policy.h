@@ -50,6 +50,9 @@ struct policy_request {
     const struct store_snapshot *snapshot;   /* routing configuration, may be NULL */
     const struct directory_index *directory; /* recipient validation; NULL = none */
     struct policy_callforward *callforward;  /* call-forward prober; NULL = unreachable */
+    /* the outbound role (issue 6), computed by the session from the snapshot */
+    bool outbound_host;       /* the client address is an authorised outbound host */
+    const char *auth_user;    /* SMTP AUTH account of the session; NULL = none */
 };
 
 /* policy_evaluate - run every check for req->stage in table order; the first

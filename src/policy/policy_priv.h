@@ -12,4 +12,10 @@
 void policy_check_rcpt_valid(const struct policy_request *req, struct policy_verdict *out,
                              struct policy_pending *p);
 
+/* the outbound role (policy_outbound.c), MAIL stage:
+ * policy_check_tls_inbound - sender domains listed as TLS-required must come under TLS;
+ * policy_check_outbound_sender - an authenticated account sends as an internal domain */
+void policy_check_tls_inbound(const struct policy_request *req, struct policy_verdict *out);
+void policy_check_outbound_sender(const struct policy_request *req, struct policy_verdict *out);
+
 #endif

@@ -21,6 +21,7 @@ struct spool;
 struct smtp_server;
 struct directory_index;
 struct policy_callforward;
+struct worker_pool;
 
 struct smtp_server_config {
     struct event_base *base;
@@ -38,6 +39,9 @@ struct smtp_server_config {
      * domains count as unreachable */
     struct policy_callforward *callforward;
     const char *hostname;               /* banner, EHLO, Received */
+    /* the worker pool for blocking work (argon2id of SMTP AUTH); NULL: AUTH
+     * is not offered */
+    struct worker_pool *workers;
 };
 
 struct smtp_server_stats {

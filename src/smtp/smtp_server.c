@@ -27,6 +27,11 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 #include "smtp_server_private.h"
+#include "smtp_auth.h"
+
+/* failed-AUTH bookkeeping: client addresses and account names tracked at once;
+ * beyond this the entry touched longest ago is forgotten (bounded memory) */
+#define SMTP_AUTH_LIMIT_SLOTS 4096
 
 /* server_refuse - over a connection limit: one 421 line, then close */
 static void server_refuse(struct smtp_server *srv, evutil_socket_t fd, const char *addr, const char *limit)
@@ -96,6 +101,7 @@ struct smtp_server *smtp_server_create(const struct smtp_server_config *cfg, str
 {
     struct smtp_server *srv = xcalloc(1, sizeof *srv);
     srv->cfg = *cfg;
+    srv->auth_limit = smtp_auth_limiter_new(SMTP_AUTH_LIMIT_SLOTS);
     srv->set = cfg->settings;
     srv->hostname = xstrdup(cfg->hostname && cfg->hostname[0] ? cfg->hostname : "localhost");
     srv->next_id = time_wall_ms() << 12;    /* distinct ids across restarts, for log grepping */
@@ -209,6 +215,7 @@ void smtp_server_free(struct smtp_server *srv)
         }
     }
     free(srv->hostname);
+    smtp_auth_limiter_free(srv->auth_limit);
     free(srv);
 }
 

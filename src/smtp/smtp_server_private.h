@@ -36,6 +36,7 @@ struct smtp_server {
     bool done_called;
     void (*done)(void *arg);
     void *done_arg;
+    struct smtp_auth_limiter *auth_limit; /* failed AUTH attempts, all sessions */
 };
 
 /* smtp_session_start - take over an accepted, non-blocking fd: greet the

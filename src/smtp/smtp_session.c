@@ -40,6 +40,18 @@
  * were given), junk commands (beyond smtp_max_junk_commands each counts as
  * an error), timeouts (421 4.4.2), and the DATA bounds in smtp_data.h.
  *
+ * SMTP AUTH (RFC 4954; PLAIN RFC 4616, LOGIN): offered after STARTTLS only.
+ * The continuation lines of an exchange (s->auth_step) are read by
+ * session_process instead of commands, bounded by smtp_auth_max_line and
+ * timed by smtp_auth_timeout.  The argon2id check runs on the worker pool
+ * with a copy of the hash (the snapshot may be swapped meanwhile); an
+ * unknown name costs one argon2id too, so timing does not tell names apart.
+ * While it runs (s->auth_job) no input is read, like a pending RCPT; a
+ * session freed meanwhile orphans the job, whose done callback then only
+ * frees it.  Failures are counted per client address and per name in the
+ * server's fixed-size table (smtp_auth.h); over smtp_auth_max_failures in
+ * smtp_auth_failure_window, AUTH gets 454 4.7.0 without a check.
+ *
  * Lifetime: a session is freed in one place, session_free, only when its
  * connection is gone and no spool commit callback is outstanding: a client
  * that disconnects right after the final "." still gets its message stored
@@ -57,8 +69,14 @@
 #include <event2/event.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sodium.h>
+#include "../core/cidr.h"
+#include "../core/worker.h"
 #include "../policy/policy.h"
 #include "../spool/spool.h"
+#include "smtp_auth.h"
 #include "smtp_data.h"
 #include "smtp_parse.h"
 #include "smtp_server_private.h"
@@ -70,6 +88,7 @@
 #define SMTP_OUTPUT_HIGH (64 * 1024)      /* stop reading while replies pile up */
 #define SMTP_SPOOL_CHUNK (64 * 1024)      /* canonical data handed to the spool at once */
 #define SMTP_INPUT_MIN_HIGH (64 * 1024)
+#define AUTH_HASH_COPY_MAX 128            /* crypto_pwhash_STRBYTES */
 
 enum smtp_state {
     SMTP_STATE_INIT = 0,   /* greeted, no HELO/EHLO yet (also right after TLS) */
@@ -104,6 +123,16 @@ struct smtp_txn {
     bool write_failed;
 };
 
+/* where an SMTP AUTH exchange stands */
+enum smtp_auth_step {
+    SMTP_AUTH_NONE = 0,
+    SMTP_AUTH_PLAIN_WAIT,     /* "334 " sent, waiting for the PLAIN response */
+    SMTP_AUTH_LOGIN_USER,     /* "334 VXNlcm5hbWU6" sent */
+    SMTP_AUTH_LOGIN_PASS,     /* "334 UGFzc3dvcmQ6" sent */
+};
+
+struct smtp_auth_job;
+
 struct smtp_session {
     struct smtp_server *srv;
     const struct moat_settings *set;
@@ -128,6 +157,22 @@ struct smtp_session {
     struct event *grace_timer;    /* shutdown grace for a session in DATA */
     struct event *finish_ev;      /* deferred close */
     uint64_t close_deadline_ms;   /* give up writing the last replies after this */
+    struct sockaddr_storage sa;   /* the client's address, for the outbound ranges */
+    enum smtp_auth_step auth_step;
+    char auth_login_user[SMTP_AUTH_FIELD_MAX + 1]; /* AUTH LOGIN: the name, between steps */
+    struct smtp_auth_job *auth_job; /* an argon2id check is running on the pool */
+    char auth_user[STORE_SMTP_ACCOUNT_NAME_MAX + 1]; /* "" = not authenticated */
+};
+
+/* an argon2id verification on the worker pool; owned by the session until
+ * it is orphaned, then by the done callback */
+struct smtp_auth_job {
+    struct smtp_session *s;       /* NULL once orphaned */
+    char name[STORE_SMTP_ACCOUNT_NAME_MAX + 1];
+    char hash[AUTH_HASH_COPY_MAX];   /* "" = unknown or disabled account */
+    char password[SMTP_AUTH_FIELD_MAX + 1];
+    const char *mech;
+    bool ok;
 };
 
 /* --- the command table --- */
@@ -136,6 +181,7 @@ struct smtp_session {
 #define SMTP_CMD_JUNK       0x4   /* counts toward smtp_max_junk_commands */
 #define SMTP_CMD_NOT_IMPL   0x8   /* known verb we do not implement: 502 5.5.1 */
 #define SMTP_CMD_PARAMS     0x10  /* MAIL/RCPT: line may use SMTP_PARAM_ALLOWANCE */
+#define SMTP_CMD_AUTH_LINE  0x20  /* AUTH: line may be smtp_auth_max_line long */
 
 #define ST(x) (1u << (x))
 #define ST_CMD (ST(SMTP_STATE_INIT) | ST(SMTP_STATE_READY) | ST(SMTP_STATE_MAIL) | ST(SMTP_STATE_RCPT))
@@ -158,6 +204,7 @@ static void cmd_noop(struct smtp_session *s, const struct smtp_cmdline *cmd);
 static void cmd_quit(struct smtp_session *s, const struct smtp_cmdline *cmd);
 static void cmd_vrfy(struct smtp_session *s, const struct smtp_cmdline *cmd);
 static void cmd_help(struct smtp_session *s, const struct smtp_cmdline *cmd);
+static void cmd_auth(struct smtp_session *s, const struct smtp_cmdline *cmd);
 
 static const struct smtp_command smtp_commands[] = {
     { "HELO",     ST_CMD, SMTP_CMD_BEFORE_TLS | SMTP_CMD_GROUP_END, cmd_helo },
@@ -176,7 +223,7 @@ static const struct smtp_command smtp_commands[] = {
     { "TURN",     ST_CMD, SMTP_CMD_GROUP_END | SMTP_CMD_NOT_IMPL, NULL },
     { "ETRN",     ST_CMD, SMTP_CMD_JUNK | SMTP_CMD_NOT_IMPL, NULL },
     { "ATRN",     ST_CMD, SMTP_CMD_GROUP_END | SMTP_CMD_NOT_IMPL, NULL },
-    { "AUTH",     ST_CMD, SMTP_CMD_GROUP_END | SMTP_CMD_NOT_IMPL, NULL },
+    { "AUTH",     ST_CMD, SMTP_CMD_GROUP_END | SMTP_CMD_AUTH_LINE, cmd_auth },
     { "BDAT",     ST_CMD, SMTP_CMD_NOT_IMPL, NULL },
     { "SEND",     ST_CMD, SMTP_CMD_NOT_IMPL, NULL },
     { "SOML",     ST_CMD, SMTP_CMD_NOT_IMPL, NULL },
@@ -273,10 +320,11 @@ static void session_log_reject(struct smtp_session *s, const char *stage, int co
 {
     char r[300], from[300], to[300];
     const char *qid = s->txn.qid[0] ? s->txn.qid : "NOQUEUE";
-    log_info("qid=%s session=%s client=%s event=reject stage=%s code=%d dsn=%s reason=%s from=%s to=%s",
+    log_info("qid=%s session=%s client=%s event=reject stage=%s code=%d dsn=%s reason=%s from=%s to=%s%s%s",
              qid, s->id, s->addr, stage, code, dsn, log_quote(r, sizeof r, reason),
              log_quote(from, sizeof from, s->state >= SMTP_STATE_MAIL ? s->txn.mail.path.addr : ""),
-             log_quote(to, sizeof to, rcpt ? rcpt : ""));
+             log_quote(to, sizeof to, rcpt ? rcpt : ""), s->auth_user[0] ? " auth=" : "",
+             s->auth_user);
 }
 
 /* --- transactions --- */
@@ -322,7 +370,9 @@ static void session_policy(struct smtp_session *s, enum policy_stage stage, cons
         .snapshot = s->srv->cfg.snapshot ? *s->srv->cfg.snapshot : NULL,
         .directory = s->srv->cfg.directory ? *s->srv->cfg.directory : NULL,
         .callforward = s->srv->cfg.callforward,
+        .auth_user = s->auth_user[0] ? s->auth_user : NULL,
     };
+    req.outbound_host = store_snapshot_outbound_host(req.snapshot, (const struct sockaddr *)&s->sa);
     if (stage == POLICY_RCPT)
         policy_evaluate_async(&req, v, session_rcpt_ready, s, &s->rcpt_pending);
     else
@@ -338,6 +388,326 @@ static bool session_policy_refused(struct smtp_session *s, const char *stage,
     session_reply(s, v->code, v->dsn, "%s", v->text);
     session_log_reject(s, stage, v->code, v->dsn, v->reason[0] ? v->reason : v->text, rcpt);
     return true;
+}
+
+/* --- SMTP AUTH (RFC 4954) --- */
+
+/* session_line_max - the longest input line read at once: commands with
+ * parameters, or an AUTH line when AUTH is on */
+static size_t session_line_max(const struct smtp_session *s)
+{
+    size_t hard = (size_t)s->set->smtp_max_command_line + SMTP_PARAM_ALLOWANCE;
+    if (s->set->smtp_auth && (size_t)s->set->smtp_auth_max_line > hard)
+        hard = (size_t)s->set->smtp_auth_max_line;
+    return hard;
+}
+
+/* session_set_sockaddr - the client's address as a socket address (the
+ * listener hands us text); unknown forms stay AF_UNSPEC and match no range */
+static void session_set_sockaddr(struct smtp_session *s)
+{
+    int family;
+    unsigned char a[16];
+    memset(&s->sa, 0, sizeof s->sa);
+    if (cidr_addr_from_text(s->addr, &family, a) < 0)
+        return;
+    if (family == AF_INET) {
+        struct sockaddr_in *sin = (struct sockaddr_in *)&s->sa;
+        sin->sin_family = AF_INET;
+        memcpy(&sin->sin_addr, a, 4);
+    } else {
+        struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&s->sa;
+        sin6->sin6_family = AF_INET6;
+        memcpy(&sin6->sin6_addr, a, 16);
+    }
+}
+
+/* session_auth_offered - AUTH is on and can be verified off the loop */
+static bool session_auth_offered(const struct smtp_session *s)
+{
+    return s->set->smtp_auth && s->srv->cfg.workers != NULL;
+}
+
+/* session_auth_end - leave a challenge exchange (done, cancelled, refused) */
+static void session_auth_end(struct smtp_session *s)
+{
+    if (s->auth_step == SMTP_AUTH_NONE)
+        return;
+    s->auth_step = SMTP_AUTH_NONE;
+    sodium_memzero(s->auth_login_user, sizeof s->auth_login_user);
+    session_set_timeouts(s, s->set->smtp_timeout_command);
+}
+
+/* session_auth_challenge - a 334 reply (no enhanced code: RFC 4954 4) and wait */
+static void session_auth_challenge(struct smtp_session *s, enum smtp_auth_step step,
+                                   const char *b64)
+{
+    s->auth_step = step;
+    buf_printf(&s->replies, "334 %s\r\n", b64);
+    session_set_timeouts(s, s->set->smtp_auth_timeout);
+}
+
+static void session_auth_log(struct smtp_session *s, const char *mech, const char *name,
+                             const char *result, const char *reason)
+{
+    char n[300], r[200];
+    log_info("session=%s client=%s event=auth mech=%s auth=%s result=%s reason=%s", s->id, s->addr,
+             mech, log_quote(n, sizeof n, name ? name : ""), result,
+             log_quote(r, sizeof r, reason ? reason : ""));
+}
+
+/* session_auth_decode_failed - reply to a response that cannot be used */
+static void session_auth_decode_failed(struct smtp_session *s, const char *mech,
+                                       enum smtp_auth_decode rc)
+{
+    session_auth_end(s);
+    if (rc == SMTP_AUTH_CANCEL) {
+        session_reply(s, 501, "5.0.0", "Authentication cancelled");
+        session_auth_log(s, mech, NULL, "cancelled", "client sent *");
+    } else {
+        session_reply(s, 501, "5.5.2", "Invalid base64 data or malformed %s response", mech);
+        session_auth_log(s, mech, NULL, "malformed", "bad base64 or format");
+    }
+}
+
+/* the limiter's keys */
+static void auth_key_ip(const struct smtp_session *s, char *dst, size_t size)
+{
+    (void)xsnprintf(dst, size, "ip:%s", s->addr);
+}
+
+static void auth_key_user(const char *name, char *dst, size_t size)
+{
+    if (xsnprintf(dst, size, "user:%s", name) < 0)
+        dst[0] = '\0';
+    str_lower(dst);
+}
+
+/* session_auth_limited - over smtp_auth_max_failures for this address (or name) */
+static bool session_auth_limited(struct smtp_session *s, const char *name)
+{
+    char key[200];
+    uint64_t now = time_mono_ms(), win = (uint64_t)s->set->smtp_auth_failure_window * 1000;
+    auth_key_ip(s, key, sizeof key);
+    if (smtp_auth_limited(s->srv->auth_limit, key, now, win, s->set->smtp_auth_max_failures))
+        return true;
+    if (name == NULL)
+        return false;
+    auth_key_user(name, key, sizeof key);
+    return key[0] && smtp_auth_limited(s->srv->auth_limit, key, now, win,
+                                       s->set->smtp_auth_max_failures);
+}
+
+static void session_auth_refuse_limited(struct smtp_session *s, const char *mech, const char *name)
+{
+    session_auth_end(s);
+    session_reply(s, 454, "4.7.0", "too many failed authentication attempts, try later");
+    session_auth_log(s, mech, name, "limited", "smtp_auth_max_failures reached");
+}
+
+/* auth_job_work - on a pool thread: argon2id; an unknown name hashes the
+ * password once, about the cost of a verification */
+static void auth_job_work(void *arg)
+{
+    struct smtp_auth_job *j = arg;
+    if (j->hash[0] != '\0') {
+        j->ok = crypto_pwhash_str_verify(j->hash, j->password, strlen(j->password)) == 0;
+    } else {
+        char dummy[crypto_pwhash_STRBYTES];
+        if (crypto_pwhash_str(dummy, j->password, strlen(j->password),
+                              crypto_pwhash_OPSLIMIT_INTERACTIVE,
+                              crypto_pwhash_MEMLIMIT_INTERACTIVE) != 0)
+            dummy[0] = '\0';    /* out of memory: refused all the same */
+        j->ok = false;
+    }
+    sodium_memzero(j->password, sizeof j->password);
+}
+
+static void auth_job_free(struct smtp_auth_job *j)
+{
+    sodium_memzero(j, sizeof *j);
+    free(j);
+}
+
+/* auth_job_done - on the loop: answer the client, go on with its input */
+static void auth_job_done(void *arg)
+{
+    struct smtp_auth_job *j = arg;
+    struct smtp_session *s = j->s;
+    if (s == NULL) {                  /* the session went away meanwhile */
+        auth_job_free(j);
+        return;
+    }
+    s->auth_job = NULL;
+    if (s->state == SMTP_STATE_CLOSING || s->bev == NULL) {
+        auth_job_free(j);
+        return;
+    }
+    if (j->ok) {
+        (void)str_copy(s->auth_user, sizeof s->auth_user, j->name);
+        str_lower(s->auth_user);
+        session_reply(s, 235, "2.7.0", "Authentication successful");
+        session_auth_log(s, j->mech, j->name, "ok", "");
+    } else {
+        char key[200];
+        uint64_t now = time_mono_ms(), win = (uint64_t)s->set->smtp_auth_failure_window * 1000;
+        auth_key_ip(s, key, sizeof key);
+        smtp_auth_failed(s->srv->auth_limit, key, now, win);
+        auth_key_user(j->name, key, sizeof key);
+        if (key[0])
+            smtp_auth_failed(s->srv->auth_limit, key, now, win);
+        session_reply(s, 535, "5.7.8", "Authentication credentials invalid");
+        session_auth_log(s, j->mech, j->name, "failed",
+                         j->hash[0] ? "wrong password" : "unknown or disabled account");
+    }
+    auth_job_free(j);
+    session_flush(s);
+    session_process(s);
+}
+
+/* session_auth_verify - name and password are known: check them off the loop */
+static void session_auth_verify(struct smtp_session *s, const char *mech, const char *authzid,
+                                const char *name, const char *password)
+{
+    session_auth_end(s);
+    if (session_auth_limited(s, name)) {
+        session_auth_refuse_limited(s, mech, name);
+        return;
+    }
+    struct smtp_auth_job *j = xcalloc(1, sizeof *j);
+    j->s = s;
+    j->mech = mech;
+    (void)str_copy(j->name, sizeof j->name, name);
+    /* RFC 4616 2: we do not act on behalf of another identity */
+    bool proxy = authzid != NULL && authzid[0] != '\0' && !str_ieq(authzid, name);
+    const char *hash = NULL;
+    if (!proxy && strlen(name) <= STORE_SMTP_ACCOUNT_NAME_MAX)
+        hash = store_snapshot_smtp_account_hash(s->srv->cfg.snapshot ? *s->srv->cfg.snapshot : NULL,
+                                                name);
+    if (hash == NULL || str_copy(j->hash, sizeof j->hash, hash) < 0)
+        j->hash[0] = '\0';
+    (void)str_copy(j->password, sizeof j->password, password);
+    s->auth_job = j;
+    worker_submit(s->srv->cfg.workers, auth_job_work, auth_job_done, j);
+}
+
+static void session_auth_plain(struct smtp_session *s, const char *b64, size_t len)
+{
+    struct smtp_auth_plain p;
+    enum smtp_auth_decode rc = smtp_auth_plain_decode(b64, len, &p);
+    if (rc != SMTP_AUTH_OK) {
+        session_auth_decode_failed(s, "PLAIN", rc);
+        return;
+    }
+    session_auth_verify(s, "PLAIN", p.authzid, p.authcid, p.passwd);
+    sodium_memzero(&p, sizeof p);
+}
+
+/* session_auth_continue - one response line of a challenge exchange */
+static void session_auth_continue(struct smtp_session *s, const char *line, size_t len)
+{
+    s->n_commands++;
+    if (len + 2 > (size_t)s->set->smtp_auth_max_line) {
+        session_auth_end(s);
+        session_reply(s, 500, "5.5.6", "Error: AUTH response too long");
+        return;
+    }
+    switch (s->auth_step) {
+    case SMTP_AUTH_PLAIN_WAIT:
+        session_auth_plain(s, line, len);
+        return;
+    case SMTP_AUTH_LOGIN_USER: {
+        enum smtp_auth_decode rc = smtp_auth_login_decode(line, len, s->auth_login_user,
+                                                          sizeof s->auth_login_user);
+        if (rc != SMTP_AUTH_OK) {
+            session_auth_decode_failed(s, "LOGIN", rc);
+            return;
+        }
+        session_auth_challenge(s, SMTP_AUTH_LOGIN_PASS, "UGFzc3dvcmQ6");   /* "Password:" */
+        return;
+    }
+    case SMTP_AUTH_LOGIN_PASS: {
+        char pw[SMTP_AUTH_FIELD_MAX + 1];
+        enum smtp_auth_decode rc = smtp_auth_login_decode(line, len, pw, sizeof pw);
+        if (rc != SMTP_AUTH_OK) {
+            session_auth_decode_failed(s, "LOGIN", rc);
+            return;
+        }
+        char name[SMTP_AUTH_FIELD_MAX + 1];
+        memcpy(name, s->auth_login_user, sizeof name);
+        session_auth_verify(s, "LOGIN", NULL, name, pw);
+        sodium_memzero(pw, sizeof pw);
+        sodium_memzero(name, sizeof name);
+        return;
+    }
+    case SMTP_AUTH_NONE:
+        return;
+    }
+}
+
+/* cmd_auth - RFC 4954 4: AUTH mechanism [initial-response] */
+static void cmd_auth(struct smtp_session *s, const struct smtp_cmdline *cmd)
+{
+    if (!session_auth_offered(s)) {
+        session_reply(s, 502, "5.5.1", "Error: command not implemented");
+        return;
+    }
+    if (s->state == SMTP_STATE_INIT) {
+        session_reply(s, 503, "5.5.1", "Error: send EHLO first");
+        return;
+    }
+    if (!s->tls) {
+        /* RFC 4954 6 */
+        session_reply(s, 538, "5.7.11", "Encryption required for requested authentication mechanism");
+        session_auth_log(s, "-", NULL, "refused", "AUTH before STARTTLS");
+        return;
+    }
+    if (s->auth_user[0] != '\0') {
+        session_reply(s, 503, "5.5.1", "Error: already authenticated");
+        return;
+    }
+    if (s->state != SMTP_STATE_READY) {
+        session_reply(s, 503, "5.5.1", "Error: AUTH not allowed during a mail transaction");
+        return;
+    }
+    char mech[32];
+    const char *sp = memchr(cmd->args, ' ', cmd->args_len);
+    size_t mlen = sp ? (size_t)(sp - cmd->args) : cmd->args_len;
+    if (mlen == 0 || mlen >= sizeof mech) {
+        session_reply(s, 501, "5.5.4", "Syntax: AUTH mechanism [initial-response]");
+        return;
+    }
+    memcpy(mech, cmd->args, mlen);
+    mech[mlen] = '\0';
+    const char *ir = sp ? sp + 1 : NULL;
+    size_t ir_len = sp ? cmd->args_len - mlen - 1 : 0;
+    bool plain = str_ieq(mech, "PLAIN"), login = str_ieq(mech, "LOGIN");
+    if (!plain && !login) {
+        session_reply(s, 504, "5.5.4", "Unrecognized authentication type");
+        return;
+    }
+    if (session_auth_limited(s, NULL)) {
+        session_auth_refuse_limited(s, plain ? "PLAIN" : "LOGIN", NULL);
+        return;
+    }
+    if (plain) {
+        if (ir == NULL)
+            session_auth_challenge(s, SMTP_AUTH_PLAIN_WAIT, "");
+        else
+            session_auth_plain(s, ir, ir_len);
+        return;
+    }
+    if (ir == NULL) {
+        session_auth_challenge(s, SMTP_AUTH_LOGIN_USER, "VXNlcm5hbWU6");       /* "Username:" */
+        return;
+    }
+    enum smtp_auth_decode rc = smtp_auth_login_decode(ir, ir_len, s->auth_login_user,
+                                                      sizeof s->auth_login_user);
+    if (rc != SMTP_AUTH_OK) {
+        session_auth_decode_failed(s, "LOGIN", rc);
+        return;
+    }
+    session_auth_challenge(s, SMTP_AUTH_LOGIN_PASS, "UGFzc3dvcmQ6");
 }
 
 /* --- command handlers --- */
@@ -381,7 +751,7 @@ static void cmd_ehlo(struct smtp_session *s, const struct smtp_cmdline *cmd)
         return;
     s->esmtp = true;
     /* RFC 5321 4.1.1.1 ehlo-greet, then one keyword a line */
-    const char *ext[10];
+    const char *ext[12];
     char size[40];
     size_t n = 0;
     (void)xsnprintf(size, sizeof size, "SIZE %" PRId64, s->set->message_size_limit);
@@ -390,6 +760,9 @@ static void cmd_ehlo(struct smtp_session *s, const struct smtp_cmdline *cmd)
     /* RFC 3207 4.2: not offered again once TLS is active */
     if (!s->tls && s->srv->cfg.tls != NULL)
         ext[n++] = "STARTTLS";
+    /* RFC 4954 4 / RFC 3207 6: no plain-text passwords over a clear channel */
+    if (s->tls && session_auth_offered(s))
+        ext[n++] = "AUTH PLAIN LOGIN";
     ext[n++] = "ENHANCEDSTATUSCODES";        /* RFC 2034 */
     ext[n++] = "8BITMIME";                   /* RFC 6152 */
     ext[n++] = "DSN";                        /* RFC 3461 */
@@ -446,7 +819,7 @@ static void cmd_starttls(struct smtp_session *s, const struct smtp_cmdline *cmd)
     s->bev = tls;
     bufferevent_openssl_set_allow_dirty_shutdown(tls, 1);
     bufferevent_setcb(tls, session_read_cb, session_write_cb, session_event_cb, s);
-    size_t high = (size_t)s->set->smtp_max_command_line + SMTP_PARAM_ALLOWANCE;
+    size_t high = session_line_max(s);
     bufferevent_setwatermark(tls, EV_READ, 0, high * 2 > SMTP_INPUT_MIN_HIGH ? high * 2 : SMTP_INPUT_MIN_HIGH);
     struct timeval hs = { (time_t)s->set->smtp_timeout_tls_handshake, 0 };
     bufferevent_set_timeouts(tls, &hs, &hs);
@@ -583,10 +956,11 @@ static void session_received(struct smtp_session *s)
     time_rfc5322(date, sizeof date, time(NULL));
     /* RFC 3848 / RFC 6531 3.7.3 "with" protocol names */
     const char *with;
+    bool a = s->auth_user[0] != '\0';
     if (t->mail.smtputf8)
-        with = s->tls ? "UTF8SMTPS" : "UTF8SMTP";
+        with = a ? "UTF8SMTPSA" : s->tls ? "UTF8SMTPS" : "UTF8SMTP";
     else if (s->esmtp)
-        with = s->tls ? "ESMTPS" : "ESMTP";
+        with = a ? "ESMTPSA" : s->tls ? "ESMTPS" : "ESMTP";
     else
         with = s->tls ? "SMTPS" : "SMTP";
     bool v6 = strchr(s->addr, ':') != NULL;
@@ -627,8 +1001,9 @@ static void cmd_data(struct smtp_session *s, const struct smtp_cmdline *cmd)
     buf_reset(&t->out);
     session_received(s);
     char from[300];
-    log_info("qid=%s session=%s client=%s event=data from=%s nrcpt=%zu", t->qid, s->id, s->addr,
-             log_quote(from, sizeof from, t->mail.path.addr), t->n_rcpts);
+    log_info("qid=%s session=%s client=%s event=data from=%s nrcpt=%zu auth=%s", t->qid, s->id,
+             s->addr, log_quote(from, sizeof from, t->mail.path.addr), t->n_rcpts,
+             s->auth_user[0] ? s->auth_user : "-");
     session_enter_state(s, SMTP_STATE_DATA);
     session_set_timeouts(s, s->set->smtp_timeout_data_block);
     /* RFC 5321 4.2.2: 354 is intermediate, it has no enhanced code (RFC 3463 has no class 3) */
@@ -730,6 +1105,8 @@ static void session_dispatch(struct smtp_session *s, const char *line, size_t le
     }
     /* RFC 5321 4.5.3.1.4: 512 octets incl. CRLF, extended for MAIL/RCPT parameters */
     size_t limit = (size_t)set->smtp_max_command_line + ((c->flags & SMTP_CMD_PARAMS) ? SMTP_PARAM_ALLOWANCE : 0);
+    if ((c->flags & SMTP_CMD_AUTH_LINE) && (size_t)set->smtp_auth_max_line > limit)
+        limit = (size_t)set->smtp_auth_max_line;   /* RFC 4954 4: 12288 octets */
     if (len + 2 > limit) {
         session_reply(s, 500, "5.5.6", "Error: line too long");
         return;
@@ -897,13 +1274,12 @@ static bool session_data_read(struct smtp_session *s, struct evbuffer *in)
 /* session_process - everything that can be done with the buffered input */
 static void session_process(struct smtp_session *s)
 {
-    const struct moat_settings *set = s->set;
-    size_t hard = (size_t)set->smtp_max_command_line + SMTP_PARAM_ALLOWANCE;
+    size_t hard = session_line_max(s);
     char *line = NULL;
     while (s->bev != NULL) {
         struct evbuffer *in = bufferevent_get_input(s->bev);
-        if (s->rcpt_pending != NULL)
-            break;   /* RFC 2920 3.1: replies in order; the RCPT's verdict comes first */
+        if (s->rcpt_pending != NULL || s->auth_job != NULL)
+            break;   /* RFC 2920 3.1: replies in order; the RCPT's / AUTH's verdict comes first */
         if (s->state == SMTP_STATE_DATA) {
             if (!session_data_read(s, in))
                 break;
@@ -943,12 +1319,20 @@ static void session_process(struct smtp_session *s)
             evbuffer_drain(in, len + 2);
             s->skip_line = false;
             s->n_commands++;
+            session_auth_end(s);
             session_reply(s, 500, "5.5.6", "Error: line too long");
             continue;
         }
         if (line == NULL)
             line = xmalloc(hard);
         evbuffer_remove(in, line, len + 2);
+        if (s->auth_step != SMTP_AUTH_NONE) {
+            line[len] = '\0';
+            session_auth_continue(s, line, len);
+            sodium_memzero(line, len);
+            session_flush(s);
+            continue;
+        }
         session_dispatch(s, line, len);
     }
     free(line);
@@ -1025,6 +1409,11 @@ static void session_free(struct smtp_session *s)
     log_info("session=%s client=%s event=disconnect commands=%" PRIu64 " messages=%" PRIu64
              " errors=%" PRIu64, s->id, s->addr, s->n_commands, s->n_messages, s->n_errors);
     txn_reset(s);
+    if (s->auth_job != NULL) {
+        s->auth_job->s = NULL;      /* the done callback frees it */
+        s->auth_job = NULL;
+    }
+    sodium_memzero(s->auth_login_user, sizeof s->auth_login_user);
     free(s->txn.rcpts);
     buf_free(&s->txn.out);
     buf_free(&s->replies);
@@ -1176,6 +1565,7 @@ void smtp_session_start(struct smtp_server *srv, evutil_socket_t fd, const char 
     s->set = srv->set;
     (void)xsnprintf(s->id, sizeof s->id, "%012" PRIX64, srv->next_id++);
     (void)str_copy(s->addr, sizeof s->addr, client_addr);
+    session_set_sockaddr(s);
     buf_init(&s->replies);
     buf_init(&s->txn.out);
     s->state = SMTP_STATE_INIT;
@@ -1194,7 +1584,7 @@ void smtp_session_start(struct smtp_server *srv, evutil_socket_t fd, const char 
 
     bufferevent_setcb(s->bev, session_read_cb, session_write_cb, session_event_cb, s);
     /* bounded input: at most this much is buffered before reading pauses */
-    size_t high = (size_t)s->set->smtp_max_command_line + SMTP_PARAM_ALLOWANCE;
+    size_t high = session_line_max(s);
     bufferevent_setwatermark(s->bev, EV_READ, 0, high * 2 > SMTP_INPUT_MIN_HIGH ? high * 2 : SMTP_INPUT_MIN_HIGH);
     session_set_timeouts(s, s->set->smtp_timeout_command);
     log_info("session=%s client=%s event=connect", s->id, s->addr);

@@ -234,7 +234,30 @@ const char *const store_migrations[] = {
     "  message   TEXT NOT NULL DEFAULT ''"
     ");"
     "CREATE INDEX ldap_runs_kind ON ldap_runs(kind, outcome, id);",
-    /* 9: DKIM signing keys (store_dkim.c): the private key sealed by src/auth
+    /* 7: the outbound role (store_outbound.c): authorised outbound hosts (CIDR
+     * text in canonical form), SMTP AUTH accounts (argon2id hashes, never the
+     * password), and sender domains whose inbound mail must arrive under TLS */
+    "CREATE TABLE outbound_hosts ("
+    "  id      INTEGER PRIMARY KEY,"
+    "  cidr    TEXT NOT NULL UNIQUE,"
+    "  comment TEXT NOT NULL DEFAULT '',"
+    "  created INTEGER NOT NULL"
+    ");"
+    "CREATE TABLE smtp_accounts ("
+    "  id            INTEGER PRIMARY KEY,"
+    "  name          TEXT NOT NULL UNIQUE,"        /* lower-case */
+    "  password_hash TEXT NOT NULL,"
+    "  comment       TEXT NOT NULL DEFAULT '',"
+    "  created       INTEGER NOT NULL,"
+    "  disabled      INTEGER NOT NULL DEFAULT 0 CHECK (disabled IN (0, 1)),"
+    "  last_used     INTEGER NOT NULL DEFAULT 0"
+    ");"
+    "CREATE TABLE tls_inbound_required ("
+    "  domain  TEXT PRIMARY KEY NOT NULL,"         /* lower-case */
+    "  comment TEXT NOT NULL DEFAULT '',"
+    "  created INTEGER NOT NULL"
+    ");",
+    /* 8: DKIM signing keys (store_dkim.c): the private key sealed by src/auth
      * (never in the clear), the public half as the record's p= value; at most
      * one active key per domain, older ones kept until deleted so a new
      * record can be published before the switch */
@@ -569,7 +592,7 @@ struct store *store_open(const char *path, struct error *err)
         store_close(st);
         return NULL;
     }
-    if (store_dkim_prepare(st, path, err) < 0) {
+    if (store_outbound_prepare(st, path, err) < 0 || store_dkim_prepare(st, path, err) < 0) {
         store_close(st);
         return NULL;
     }
@@ -590,6 +613,7 @@ void store_close(struct store *st)
     store_settings_finalize(st);
     store_directory_finalize(st);
     store_ldap_finalize(st);
+    store_outbound_finalize(st);
     store_dkim_finalize(st);
     /* close_v2 would leave a zombie handle if something were still open; we
      * finalized everything, so plain close must succeed */

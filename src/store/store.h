@@ -556,5 +556,58 @@ int store_dkim_key_delete(struct store *st, const char *domain, const char *sele
                           struct error *err);
 void store_dkim_keys_free(struct store_dkim_key *k, size_t n);
 /* ==== end of DKIM signing keys ==== */
+/* ==== the outbound role (issue 6; store_outbound.c) ==== */
+/*
+ * Authorised outbound hosts (address ranges), SMTP AUTH accounts and the
+ * sender domains whose mail must arrive under TLS.  Results are STORE_OK,
+ * STORE_NOT_FOUND, STORE_CONFLICT (already there) or STORE_ERR; err->field
+ * names the bad input ("cidr", "name", "domain", "comment", "password").
+ * The SMTP loop reads them from the snapshot (store_snapshot_outbound_host
+ * and friends below), never from here.
+ */
+#define STORE_SMTP_ACCOUNT_NAME_MAX 128
+#define STORE_COMMENT_MAX 256
+
+struct store_outbound_host { int64_t id; char *cidr; char *comment; int64_t created; };
+/* store_outbound_host_add - cidr in any accepted form; stored canonical */
+int store_outbound_host_add(struct store *st, const char *cidr, const char *comment,
+                            int64_t *id_out, struct error *err);
+/* store_outbound_host_remove - by the range (any accepted form) or its decimal id */
+int store_outbound_host_remove(struct store *st, const char *cidr_or_id, struct error *err);
+int store_outbound_host_list(struct store *st, struct store_outbound_host **out, size_t *n,
+                             struct error *err);
+void store_outbound_hosts_free(struct store_outbound_host *h, size_t n);
+
+struct store_smtp_account {
+    int64_t id; char *name; char *comment; int64_t created; int64_t last_used; bool disabled;
+};
+/* store_smtp_account_name_valid - 1..128 printable ASCII octets, no space; NULL or why */
+const char *store_smtp_account_name_check(const char *name);
+/* names are case-insensitive (stored lower-case); pw_hash is argon2id (auth_password_hash) */
+int store_smtp_account_add(struct store *st, const char *name, const char *pw_hash,
+                           const char *comment, struct error *err);
+int store_smtp_account_set_hash(struct store *st, const char *name, const char *pw_hash,
+                                struct error *err);
+int store_smtp_account_remove(struct store *st, const char *name, struct error *err);
+int store_smtp_account_list(struct store *st, struct store_smtp_account **out, size_t *n,
+                            struct error *err);
+void store_smtp_accounts_free(struct store_smtp_account *a, size_t n);
+
+int store_tls_required_add(struct store *st, const char *domain, const char *comment,
+                           struct error *err);
+int store_tls_required_remove(struct store *st, const char *domain, struct error *err);
+/* store_tls_required_list - sorted names; free each and the array */
+int store_tls_required_list(struct store *st, char ***domains, size_t *n, struct error *err);
+
+/* snapshot accessors, safe on the SMTP loop */
+struct sockaddr;
+/* store_snapshot_outbound_host - sa is inside an authorised range (v4-mapped v6 counts as v4) */
+bool store_snapshot_outbound_host(const struct store_snapshot *s, const struct sockaddr *sa);
+/* store_snapshot_smtp_account_hash - the argon2id hash of an enabled account; NULL
+ * when unknown or disabled.  Valid until the snapshot is swapped: copy it. */
+const char *store_snapshot_smtp_account_hash(const struct store_snapshot *s, const char *name);
+/* store_snapshot_tls_required - sender_domain or a parent of it is listed */
+bool store_snapshot_tls_required(const struct store_snapshot *s, const char *sender_domain);
+/* ==== end of the outbound role ==== */
 
 #endif

@@ -40,6 +40,7 @@ struct store {
     sqlite3_stmt **dir_stmt;  /* store_directory.c's statement table */
     sqlite3_stmt **ldap_stmt; /* store_ldap.c's statement table */
     sqlite3_stmt **dkim_stmt; /* store_dkim.c's statement table */
+    sqlite3_stmt **outbound_stmt; /* store_outbound.c's statement table */
 };
 
 /* store_auth_prepare - prepare store_auth.c's statements (store_open);
@@ -61,6 +62,14 @@ void store_ldap_finalize(struct store *st);
 /* store_dkim_prepare / store_dkim_finalize - the same for store_dkim.c */
 int store_dkim_prepare(struct store *st, const char *path, struct error *err);
 void store_dkim_finalize(struct store *st);
+
+/* store_outbound_prepare / store_outbound_finalize - the same for store_outbound.c */
+int store_outbound_prepare(struct store *st, const char *path, struct error *err);
+void store_outbound_finalize(struct store *st);
+/* store_smtp_account_hashes - enabled accounts only: names[i] and hashes[i]
+ * (both arrays and strings owned by the caller), for the snapshot */
+int store_smtp_account_hashes(struct store *st, char ***names, char ***hashes, size_t *n,
+                              struct error *err);
 
 /* the migrations: store_migrations[i] takes the schema from version i to i + 1 */
 extern const char *const store_migrations[];

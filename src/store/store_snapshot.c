@@ -7,15 +7,74 @@
  * Lookup: the domains sorted by name (strcmp order of lower-case names);
  * store_snapshot_find tries the domain, then each parent ("a.b.example.com",
  * "b.example.com", "example.com"), with a binary search each: O(labels log n).
+ *
+ * The outbound role (issue 6): the authorised outbound ranges (parsed, a
+ * linear scan: a handful of ranges per organisation), the enabled SMTP AUTH
+ * accounts (name -> argon2id hash, sorted, binary search) and the sender
+ * domains that must use TLS (sorted, parent walk like the domains).
  */
 #include <stdlib.h>
+#include <sodium.h>
 #include <string.h>
+#include <sys/socket.h>
+#include "../core/cidr.h"
 #include "store_priv.h"
 
 struct store_snapshot {
     struct store_domain *domains;   /* sorted by name */
     size_t n;
+    struct cidr *hosts;             /* authorised outbound ranges */
+    size_t n_hosts;
+    char **acct_names;              /* enabled SMTP AUTH accounts, sorted */
+    char **acct_hashes;             /* acct_hashes[i] belongs to acct_names[i] */
+    size_t n_accts;
+    char **tls_domains;             /* sender domains that must use TLS, sorted */
+    size_t n_tls;
 };
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* snapshot_load_outbound - the outbound role's part of the snapshot */
+static int snapshot_load_outbound(struct store *st, struct store_snapshot *snap, struct error *err)
+{
+    struct store_outbound_host *h;
+    size_t n;
+    if (store_outbound_host_list(st, &h, &n, err) < 0)
+        return -1;
+    snap->hosts = xcalloc(n ? n : 1, sizeof *snap->hosts);
+    for (size_t i = 0; i < n; i++) {
+        struct error e2;
+        if (cidr_parse(h[i].cidr, &snap->hosts[snap->n_hosts], &e2) == 0)
+            snap->n_hosts++;
+        else
+            log_error("event=config_bad_row table=outbound_hosts cidr=\"%.64s\"", h[i].cidr);
+    }
+    store_outbound_hosts_free(h, n);
+    if (store_smtp_account_hashes(st, &snap->acct_names, &snap->acct_hashes, &snap->n_accts, err) < 0)
+        return -1;
+    /* sort names and hashes together: sort an index of pairs */
+    if (snap->n_accts > 1) {
+        char **pairs = xcalloc(snap->n_accts * 2, sizeof *pairs);
+        for (size_t i = 0; i < snap->n_accts; i++) {
+            pairs[2 * i] = snap->acct_names[i];
+            pairs[2 * i + 1] = snap->acct_hashes[i];
+        }
+        qsort(pairs, snap->n_accts, 2 * sizeof *pairs, cmp_str);
+        for (size_t i = 0; i < snap->n_accts; i++) {
+            snap->acct_names[i] = pairs[2 * i];
+            snap->acct_hashes[i] = pairs[2 * i + 1];
+        }
+        free(pairs);
+    }
+    if (store_tls_required_list(st, &snap->tls_domains, &snap->n_tls, err) < 0)
+        return -1;
+    if (snap->n_tls > 1)
+        qsort(snap->tls_domains, snap->n_tls, sizeof *snap->tls_domains, cmp_str);
+    return 0;
+}
 
 static int cmp_domain(const void *a, const void *b)
 {
@@ -34,6 +93,10 @@ struct store_snapshot *store_snapshot_load(struct store *st, struct error *err)
      * collation of ORDER BY to match strcmp */
     if (snap->n > 1)
         qsort(snap->domains, snap->n, sizeof *snap->domains, cmp_domain);
+    if (snapshot_load_outbound(st, snap, err) < 0) {
+        store_snapshot_free(snap);
+        return NULL;
+    }
     return snap;
 }
 
@@ -42,6 +105,17 @@ void store_snapshot_free(struct store_snapshot *snap)
     if (snap == NULL)
         return;
     store_domains_free(snap->domains, snap->n);
+    free(snap->hosts);
+    for (size_t i = 0; i < snap->n_accts; i++) {
+        free(snap->acct_names[i]);
+        sodium_memzero(snap->acct_hashes[i], strlen(snap->acct_hashes[i]));
+        free(snap->acct_hashes[i]);
+    }
+    free(snap->acct_names);
+    free(snap->acct_hashes);
+    for (size_t i = 0; i < snap->n_tls; i++)
+        free(snap->tls_domains[i]);
+    free(snap->tls_domains);
     free(snap);
 }
 
@@ -82,4 +156,50 @@ const struct store_domain *store_snapshot_find(const struct store_snapshot *snap
         p++;
     }
     return NULL;
+}
+
+/* --- the outbound role --- */
+
+bool store_snapshot_outbound_host(const struct store_snapshot *snap, const struct sockaddr *sa)
+{
+    if (snap == NULL)
+        return false;
+    for (size_t i = 0; i < snap->n_hosts; i++)
+        if (cidr_contains(&snap->hosts[i], sa))
+            return true;
+    return false;
+}
+
+const char *store_snapshot_smtp_account_hash(const struct store_snapshot *snap, const char *name)
+{
+    char key[STORE_SMTP_ACCOUNT_NAME_MAX + 1];
+    if (snap == NULL || snap->n_accts == 0 || name == NULL ||
+        str_copy(key, sizeof key, name) < 0)
+        return NULL;
+    str_lower(key);
+    const char *k = key;
+    char *const *hit = bsearch(&k, snap->acct_names, snap->n_accts, sizeof *snap->acct_names,
+                               cmp_str);
+    return hit ? snap->acct_hashes[hit - snap->acct_names] : NULL;
+}
+
+bool store_snapshot_tls_required(const struct store_snapshot *snap, const char *sender_domain)
+{
+    char name[256];
+    if (snap == NULL || snap->n_tls == 0 || sender_domain == NULL ||
+        str_copy(name, sizeof name, sender_domain) < 0)
+        return false;
+    size_t len = strlen(name);
+    if (len > 0 && name[len - 1] == '.')
+        name[--len] = '\0';
+    str_lower(name);
+    for (const char *p = name; p != NULL && *p != '\0';) {
+        const char *k = p;
+        if (bsearch(&k, snap->tls_domains, snap->n_tls, sizeof *snap->tls_domains, cmp_str))
+            return true;
+        p = strchr(p, '.');
+        if (p != NULL)
+            p++;
+    }
+    return false;
 }
