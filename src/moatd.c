@@ -365,6 +365,20 @@ static void moatd_apply_stored_settings(struct moatd *m)
 
 /* --- HTTP API (api.h): moatd supplies the loop-side callbacks --- */
 
+/* moatd_outbound_seen - on the loop: Connect's outbound check asks what the
+ * SMTP server has relayed for the outbound role */
+static void moatd_outbound_seen(void *arg, struct connect_outbound_seen *out)
+{
+    struct moatd *m = arg;
+    struct smtp_server_stats st;
+    if (m->smtp == NULL)
+        return;
+    smtp_server_get_stats(m->smtp, &st);
+    out->relayed = st.outbound_relayed;
+    out->last = st.outbound_last;
+    str_copy(out->last_client, sizeof out->last_client, st.outbound_last_client);
+}
+
 /* moatd_api_reload - on an API worker thread, after a change */
 static int moatd_api_reload(void *arg, struct error *err)
 {
@@ -879,7 +893,8 @@ int main(int argc, char **argv)
     };
     struct connect_config ccfg = {
         .env = { .base = m.base, .dns = m.dns, .tls_client = m.tls_client,
-                 .settings = &m.settings, .spool = m.spool, .hostname = m.hostname },
+                 .settings = &m.settings, .spool = m.spool, .hostname = m.hostname,
+                 .outbound_seen = moatd_outbound_seen, .outbound_seen_arg = &m },
         .database = m.settings.database,
         .recheck_min = m.settings.connect_recheck_min,
         .recheck_max = m.settings.connect_recheck_max,

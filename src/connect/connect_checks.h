@@ -62,4 +62,19 @@ void connect_rv_run(const struct connect_env *env, json_t *input, connect_done_c
                     void *arg);
 json_t *connect_rv_instructions(struct store *st, struct error *err);
 
+/* outbound: relaying refused to a stranger and accepted from an authorised
+ * address (a test message to the task's test recipient), SPF authorising
+ * Moat's addresses, DKIM records published (connect_outbound.c) */
+json_t *connect_outbound_prepare(struct store *st, struct error *err);
+void connect_outbound_run(const struct connect_env *env, json_t *input, connect_done_cb done,
+                          void *arg);
+json_t *connect_outbound_instructions(struct store *st, struct error *err);
+/* connect_outbound_input_check - {"test_recipient", "test_sender"?} */
+int connect_outbound_input_check(json_t *body, struct error *err);
+/* SPF, pure: the record authorises ip with an ip4:/ip6: pass term; the record
+ * to publish (current, or NULL for none, with the missing ips added before
+ * its all term); caller frees */
+bool connect_spf_covers(const char *record, const char *ip);
+char *connect_spf_merge(const char *current, const char *const *ips, size_t n);
+
 #endif

@@ -50,6 +50,11 @@ struct smtp_server_stats {
     uint64_t messages_accepted;
     uint64_t messages_rejected;
     uint64_t rcpts_rejected;
+    /* outbound relays: accepted transactions from an authorised host or an
+     * authenticated client with at least one external recipient */
+    uint64_t outbound_relayed;
+    int64_t outbound_last;            /* unix seconds; 0 = none yet */
+    char outbound_last_client[64];    /* its client address, or auth=<account> */
 };
 
 /* smtp_server_create - bind every settings->smtp_listen address (IPv4 or

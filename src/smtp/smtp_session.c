@@ -1148,6 +1148,31 @@ static void session_spool_write(struct smtp_session *s)
     buf_reset(&t->out);
 }
 
+/* session_count_outbound - an accepted relay to the internet from the
+ * outbound role: Connect's outbound check counts on seeing one */
+static void session_count_outbound(struct smtp_session *s)
+{
+    const struct store_snapshot *snap = s->srv->cfg.snapshot ? *s->srv->cfg.snapshot : NULL;
+    bool host = store_snapshot_outbound_host(snap, (const struct sockaddr *)&s->sa);
+    if (!host && s->auth_user[0] == '\0')
+        return;
+    struct smtp_txn *t = &s->txn;
+    for (size_t i = 0; i < t->n_rcpts; i++) {
+        const char *at = strrchr(t->rcpts[i].addr, '@');
+        if (at != NULL && store_snapshot_find(snap, at + 1) == NULL) {
+            struct smtp_server_stats *st = &s->srv->stats;
+            st->outbound_relayed++;
+            st->outbound_last = (int64_t)time(NULL);
+            if (s->auth_user[0] != '\0')
+                xsnprintf(st->outbound_last_client, sizeof st->outbound_last_client, "auth=%s",
+                          s->auth_user);
+            else
+                str_copy(st->outbound_last_client, sizeof st->outbound_last_client, s->addr);
+            return;
+        }
+    }
+}
+
 /* session_commit_cb - the spool's answer: only now may the client hear 250 */
 static void session_commit_cb(void *arg, const char *qid, int status)
 {
@@ -1157,6 +1182,7 @@ static void session_commit_cb(void *arg, const char *qid, int status)
     s->commit_pending = false;
     if (status == 0) {
         s->srv->stats.messages_accepted++;
+        session_count_outbound(s);
         s->n_messages++;
         s->n_junk = 0;
         log_info("qid=%s session=%s client=%s event=queued from=%s nrcpt=%zu size=%" PRIu64, qid, s->id,

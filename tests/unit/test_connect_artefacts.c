@@ -17,6 +17,7 @@
 #include <string.h>
 #include <cmocka.h>
 #include "connect/connect_artefacts.h"
+#include "connect/connect_checks.h"
 
 #define GOLDEN_DIR MOAT_SOURCE_ROOT "/tests/unit/golden/connect"
 
@@ -172,6 +173,37 @@ static void test_domain_covers(void **state)
     assert_false(connect_domain_covers("example.com", ".example.com"));
 }
 
+/* SPF: what authorises an address, and the record Moat asks to publish */
+static void test_spf(void **state)
+{
+    (void)state;
+    const char *ips[] = { "192.0.2.10", "2001:db8::25" };
+    assert_true(connect_spf_covers("v=spf1 ip4:192.0.2.0/24 -all", "192.0.2.10"));
+    assert_true(connect_spf_covers("v=spf1 +ip4:192.0.2.10 -all", "192.0.2.10"));
+    assert_true(connect_spf_covers("v=spf1 ip4:192.0.2.99/24 -all", "192.0.2.10"));  /* masked */
+    assert_false(connect_spf_covers("v=spf1 -ip4:192.0.2.10 ~all", "192.0.2.10"));
+    assert_false(connect_spf_covers("v=spf1 ip6:192.0.2.10 ~all", "192.0.2.10"));
+    assert_false(connect_spf_covers("v=spf1 ip4:192.0.2.10/33 ~all", "192.0.2.10"));
+    assert_true(connect_spf_covers("v=spf1 ip6:2001:db8::/32 ~all", "2001:db8::25"));
+    assert_false(connect_spf_covers("v=spf1 include:ip4:192.0.2.10 ~all", "192.0.2.10"));
+
+    static const struct { const char *cur, *want; } cases[] = {
+        { NULL, "v=spf1 ip4:192.0.2.10 ip6:2001:db8::25 ~all" },
+        { "v=spf1 mx -all", "v=spf1 mx ip4:192.0.2.10 ip6:2001:db8::25 -all" },
+        { "v=spf1 ip4:192.0.2.10 include:spf.example ~all",
+          "v=spf1 ip4:192.0.2.10 include:spf.example ip6:2001:db8::25 ~all" },
+        { "v=spf1 a redirect=_spf.example", "v=spf1 a ip4:192.0.2.10 ip6:2001:db8::25 redirect=_spf.example" },
+        { "v=spf1 mx", "v=spf1 mx ip4:192.0.2.10 ip6:2001:db8::25" },
+        { "v=spf1 ip4:192.0.2.0/24 ip6:2001:db8::/32 -all", "v=spf1 ip4:192.0.2.0/24 ip6:2001:db8::/32 -all" },
+        { "v=spf1 mx ?all", "v=spf1 mx ip4:192.0.2.10 ip6:2001:db8::25 ?all" },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *got = connect_spf_merge(cases[i].cur, ips, 2);
+        assert_string_equal(got, cases[i].want);
+        free(got);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -183,6 +215,7 @@ int main(void)
         cmocka_unit_test(test_values_everywhere),
         cmocka_unit_test(test_missing_values),
         cmocka_unit_test(test_domain_covers),
+        cmocka_unit_test(test_spf),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
