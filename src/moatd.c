@@ -53,6 +53,7 @@
 #include "api/api.h"
 #include "connect/connect.h"
 #include "directory/directory.h"
+#include "core/worker.h"
 #include "policy/policy.h"
 #include "auth/auth.h"
 #include "directory/directory_ldap.h"
@@ -92,6 +93,7 @@ struct moatd {
     struct api_server *api;
     struct connect *connect;
     struct directory_sync *dsync;       /* the LDAP sync runner (its own thread) */
+    struct worker_pool *workers;        /* blocking work off the loop: MTA-STS fetches (issue 6) */
     struct event *ev_term, *ev_int, *ev_hup;
     struct reloader rl;
     char *hostname;
@@ -871,9 +873,13 @@ int main(int argc, char **argv)
     if (moatd_drop_privileges(&m, &err) < 0)
         die("privileges", &err);
 
+    m.workers = worker_pool_create(m.base, 2, &err);   /* after the drop: opens the store */
+    if (m.workers == NULL)
+        die("workers", &err);
     struct deliver_config dcfg = {
         .base = m.base, .settings = &m.settings, .spool = m.spool, .dns = m.dns,
         .tls_client = m.tls_client, .snapshot = snap, .hostname = m.hostname,
+        .workers = m.workers,
     };
     m.deliver = deliver_create(&dcfg, &err);
     if (m.deliver == NULL)
@@ -927,6 +933,7 @@ int main(int argc, char **argv)
     connect_free(m.connect);
     auth_free(m.auth);
     deliver_free(m.deliver);
+    worker_pool_free(m.workers);   /* after deliver: its orphaned MTA-STS jobs end here */
     smtp_server_free(m.smtp);
     policy_callforward_free(m.callforward);   /* after the sessions: nobody waits any more */
     directory_index_free(m.directory);

@@ -18,10 +18,20 @@
 #include <curl/curl.h>
 #include "cli.h"
 
+static const struct cli_option tls_policy_options[] = {
+    { "fallback", "MODE", "dane only: opportunistic, encrypt or verify where DANE does not apply "
+      "(default opportunistic)" },
+    { "override", NULL, "enforce the policy even when its probe does not meet the mode "
+      "(audit-logged)" },
+    { NULL, NULL, NULL },
+};
+
 static const struct cli_option route_set_options[] = {
     { "tls", "MODE", "opportunistic (STARTTLS when offered), relaxed (TLS required, "
       "certificate not checked) or strict (TLS required, trusted certificate matching HOST); "
       "default: keep the current mode, opportunistic for a new route" },
+    { "override", NULL, "store a relaxed or strict route even though its TLS probe does not "
+      "meet the mode (audit-logged)" },
     { NULL, NULL, NULL },
 };
 
@@ -393,6 +403,16 @@ static const struct cli_command cli_commands[] = {
       "show the audit log",
       "Shows who changed what, when and from where, newest first; secrets are never "
       "recorded. Nothing can alter or delete the log." },
+    { "tls", "policy", "add|list|show|remove|probe [DOMAIN [MODE]]", 1, 3, tls_policy_options,
+      cli_tls_policy,
+      "outbound TLS policies per destination domain (tested before enforced)",
+      "moat tls policy add DOMAIN MODE [--fallback M] [--override]: MODE is opportunistic, "
+      "encrypt (TLS required), verify (TLS required, trusted certificate naming the MX host), "
+      "dane (TLSA records decide; --fallback opportunistic|encrypt|verify where DANE does not "
+      "apply) or mta-sts (the domain's published policy). The MX hosts are probed first; the "
+      "policy is enforced only when the probe meets the mode, else it is stored report-only and "
+      "the command fails unless --override (audit-logged). moat tls policy list | show DOMAIN | "
+      "remove DOMAIN | probe DOMAIN (probe again; enforces on success)." },
 };
 
 #define N_COMMANDS (sizeof cli_commands / sizeof cli_commands[0])

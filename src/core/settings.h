@@ -117,6 +117,10 @@ struct moat_settings {
     int64_t rv_callforward_positive_ttl; /* seconds a "recipient exists" probe answer is kept */
     int64_t rv_callforward_negative_ttl; /* seconds a "no such recipient" answer is kept */
     int64_t rv_callforward_timeout;    /* seconds for a whole call-forward probe */
+    /* outbound TLS policies and MTA-STS (issue 6) */
+    char *tls_ca_file;                 /* "" = the system trust store */
+    int64_t mta_sts_port;              /* 443 */
+    int64_t mta_sts_fetch_timeout;     /* seconds */
 };
 
 /* settings_defaults - fill s with every default (paths derived from state_dir later) */

@@ -25,6 +25,7 @@ struct event_base;
 struct spool;
 struct dns;
 struct deliver;
+struct worker_pool;
 
 struct deliver_config {
     struct event_base *base;
@@ -36,6 +37,9 @@ struct deliver_config {
     SSL_CTX *tls_client;
     const struct store_snapshot *const *snapshot;   /* see smtp.h */
     const char *hostname;            /* EHLO name and DSN Reporting-MTA */
+    /* blocking work (MTA-STS policy fetches); NULL: MTA-STS policies are
+     * treated as opportunistic (issue 6) */
+    struct worker_pool *workers;
 };
 
 struct deliver_stats {

@@ -39,6 +39,7 @@ struct store {
     sqlite3_stmt **settings_stmt; /* store_settings.c's statement table */
     sqlite3_stmt **dir_stmt;  /* store_directory.c's statement table */
     sqlite3_stmt **ldap_stmt; /* store_ldap.c's statement table */
+    sqlite3_stmt **tls_stmt;  /* store_tls.c's statement table */
 };
 
 /* store_auth_prepare - prepare store_auth.c's statements (store_open);
@@ -57,6 +58,9 @@ void store_directory_finalize(struct store *st);
 /* store_ldap_prepare / store_ldap_finalize - the same for store_ldap.c */
 int store_ldap_prepare(struct store *st, const char *path, struct error *err);
 void store_ldap_finalize(struct store *st);
+/* store_tls_prepare / store_tls_finalize - the same for store_tls.c */
+int store_tls_prepare(struct store *st, const char *path, struct error *err);
+void store_tls_finalize(struct store *st);
 
 /* the migrations: store_migrations[i] takes the schema from version i to i + 1 */
 extern const char *const store_migrations[];

@@ -15,11 +15,19 @@
 struct store_snapshot {
     struct store_domain *domains;   /* sorted by name */
     size_t n;
+    struct store_tls_policy *tls;   /* outbound TLS policies, sorted by domain */
+    size_t n_tls;
 };
 
 static int cmp_domain(const void *a, const void *b)
 {
     return strcmp(((const struct store_domain *)a)->name, ((const struct store_domain *)b)->name);
+}
+
+static int cmp_tls(const void *a, const void *b)
+{
+    return strcmp(((const struct store_tls_policy *)a)->domain,
+                  ((const struct store_tls_policy *)b)->domain);
 }
 
 struct store_snapshot *store_snapshot_load(struct store *st, struct error *err)
@@ -34,6 +42,12 @@ struct store_snapshot *store_snapshot_load(struct store *st, struct error *err)
      * collation of ORDER BY to match strcmp */
     if (snap->n > 1)
         qsort(snap->domains, snap->n, sizeof *snap->domains, cmp_domain);
+    if (store_tls_policy_list(st, &snap->tls, &snap->n_tls, err) < 0) {
+        store_snapshot_free(snap);
+        return NULL;
+    }
+    if (snap->n_tls > 1)
+        qsort(snap->tls, snap->n_tls, sizeof *snap->tls, cmp_tls);
     return snap;
 }
 
@@ -42,6 +56,7 @@ void store_snapshot_free(struct store_snapshot *snap)
     if (snap == NULL)
         return;
     store_domains_free(snap->domains, snap->n);
+    store_tls_policies_free(snap->tls, snap->n_tls);
     free(snap);
 }
 
@@ -80,6 +95,34 @@ const struct store_domain *store_snapshot_find(const struct store_snapshot *snap
         if (p == NULL)
             break;
         p++;
+    }
+    return NULL;
+}
+
+/* store_snapshot_tls_policy - exact domain first, then each parent domain */
+const struct store_tls_policy *store_snapshot_tls_policy(const struct store_snapshot *snap,
+                                                         const char *domain)
+{
+    char name[256];
+
+    if (snap == NULL || snap->n_tls == 0 || domain == NULL)
+        return NULL;
+    size_t len = strnlen(domain, sizeof name);
+    if (len >= sizeof name)
+        return NULL;
+    memcpy(name, domain, len + 1);
+    if (len > 0 && name[len - 1] == '.')
+        name[--len] = '\0';
+    str_lower(name);
+    for (const char *p = name; p != NULL && *p != '\0';) {
+        struct store_tls_policy key = { .domain = (char *)p };
+        const struct store_tls_policy *t =
+            bsearch(&key, snap->tls, snap->n_tls, sizeof *snap->tls, cmp_tls);
+        if (t != NULL)
+            return t;
+        p = strchr(p, '.');
+        if (p != NULL)
+            p++;
     }
     return NULL;
 }
