@@ -53,6 +53,7 @@
 #include "api/api.h"
 #include "connect/connect.h"
 #include "directory/directory.h"
+#include "core/worker.h"
 #include "policy/policy.h"
 #include "auth/auth.h"
 #include "directory/directory_ldap.h"
@@ -95,7 +96,7 @@ struct moatd {
     struct api_server *api;
     struct connect *connect;
     struct directory_sync *dsync;       /* the LDAP sync runner (its own thread) */
-    struct worker_pool *workers;        /* blocking work for the loop (SMTP AUTH argon2id) */
+    struct worker_pool *workers;        /* blocking work off the loop: SMTP AUTH argon2id, MTA-STS fetches */
     struct event *ev_term, *ev_int, *ev_hup;
     struct reloader rl;
     struct dkim_keyset *dkim_keys;      /* current DKIM signing keys; read via &dkim_keys */
@@ -861,7 +862,8 @@ int main(int argc, char **argv)
         .hostname = m.hostname,
     };
     m.callforward = policy_callforward_create(&cfcfg);
-    /* two threads: argon2id takes 64 MiB and a core each (auth.c) */
+    /* two threads: argon2id takes 64 MiB and a core each (auth.c); MTA-STS
+     * fetches open their own store handle (the same user after the drop) */
     m.workers = worker_pool_create(m.base, 2, &err);
     if (m.workers == NULL)
         die("workers", &err);
@@ -922,6 +924,7 @@ int main(int argc, char **argv)
         .base = m.base, .settings = &m.settings, .spool = m.spool, .dns = m.dns,
         .tls_client = m.tls_client, .snapshot = snap, .hostname = m.hostname,
         .dkim_keys = (const struct dkim_keyset *const *)&m.dkim_keys,
+        .workers = m.workers,
     };
     m.deliver = deliver_create(&dcfg, &err);
     if (m.deliver == NULL)
@@ -977,7 +980,8 @@ int main(int argc, char **argv)
     deliver_free(m.deliver);
     smtp_server_free(m.smtp);
     policy_callforward_free(m.callforward);   /* after the sessions: nobody waits any more */
-    worker_pool_free(m.workers);   /* after the sessions: their jobs are orphaned, done frees them */
+    /* after deliver and the sessions: their jobs are orphaned, done frees them */
+    worker_pool_free(m.workers);
     directory_index_free(m.directory);
     spool_close(m.spool);
     dns_free(m.dns);

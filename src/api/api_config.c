@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "api_priv.h"
+#include "api_tls.h"
 #include "../connect/connect.h"
 
 #define API_DOMAIN_MAX 256
@@ -575,7 +576,7 @@ void api_route_get(struct api_request *req, struct api_response *resp)
 
 void api_route_put(struct api_request *req, struct api_response *resp)
 {
-    static const char *const allowed[] = { "host", "port", "tls", NULL };
+    static const char *const allowed[] = { "host", "port", "tls", "override", NULL };
     static const char *const required[] = { "host", NULL };
     char norm[API_DOMAIN_MAX];
     struct store_route old = {0}, r = {0};
@@ -617,6 +618,17 @@ void api_route_put(struct api_request *req, struct api_response *resp)
         }
     }
     r.host = (char *)json_string_value(jh);
+    /* tested before enforced (issue 6): relaxed and strict routes are probed */
+    json_t *jo = json_object_get(req->body, "override");
+    if (jo != NULL && !json_is_boolean(jo)) {
+        store_route_clear(&old);
+        api_error(resp, 400, "invalid_field", "override", "override must be true or false");
+        return;
+    }
+    if (api_tls_route_probe(req, resp, norm, r.host, r.port, r.tls, json_is_true(jo)) < 0) {
+        store_route_clear(&old);
+        return;
+    }
     if (store_route_set(req->store, norm, &r, &err) < 0) {
         store_route_clear(&old);
         store_failure(resp, &err);

@@ -19,6 +19,7 @@
 #include "api_ldap.h"
 #include "api_dkim.h"
 #include "api_outbound.h"
+#include "api_tls.h"
 
 const struct api_route api_routes[] = {
     /* --- public --- */
@@ -119,6 +120,12 @@ const struct api_route api_routes[] = {
     { "GET",    "/api/v1/tls/inbound",             AUTH_PERM_CONFIG_READ,     api_tls_inbound_list,        false },
     { "POST",   "/api/v1/tls/inbound",             AUTH_PERM_CONFIG_WRITE,    api_tls_inbound_create,      true },
     { "DELETE", "/api/v1/tls/inbound/{domain}",    AUTH_PERM_CONFIG_WRITE,    api_tls_inbound_delete,      true },
+    /* --- outbound TLS policies: probed before they are enforced (api_tls.c) --- */
+    { "GET",    "/api/v1/tls/policies",            AUTH_PERM_CONFIG_READ,     api_tls_policies_list,   false },
+    { "POST",   "/api/v1/tls/policies",            AUTH_PERM_CONFIG_WRITE,    api_tls_policy_put,      true },
+    { "GET",    "/api/v1/tls/policies/{domain}",   AUTH_PERM_CONFIG_READ,     api_tls_policy_get,      false },
+    { "DELETE", "/api/v1/tls/policies/{domain}",   AUTH_PERM_CONFIG_WRITE,    api_tls_policy_delete,   true },
+    { "POST",   "/api/v1/tls/policies/{domain}/probe", AUTH_PERM_CONFIG_WRITE, api_tls_policy_probe,   true },
 };
 
 const size_t api_routes_count = sizeof api_routes / sizeof api_routes[0];

@@ -125,6 +125,8 @@ int cli_domain_list(struct cli_ctx *ctx);
 int cli_domain_verify(struct cli_ctx *ctx);
 int cli_domain_remove(struct cli_ctx *ctx);
 int cli_route_set(struct cli_ctx *ctx);
+/* cli_tls.c: moat tls policy add|list|show|remove|probe */
+int cli_tls_policy(struct cli_ctx *ctx);
 int cli_route_show(struct cli_ctx *ctx);
 int cli_queue_list(struct cli_ctx *ctx);
 int cli_queue_show(struct cli_ctx *ctx);

@@ -235,6 +235,8 @@ int cli_route_set(struct cli_ctx *ctx)
     free(host);
     if (tls != NULL)
         json_object_set_new(body, "tls", json_string(tls));
+    if (cli_flag(ctx, "override"))
+        json_object_set_new(body, "override", json_true());
     char *p = domain_path(ctx->args[0], "/route");
     json_t *r = cli_api(ctx, "PUT", p, body, NULL, NULL);
     free(p);

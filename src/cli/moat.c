@@ -32,10 +32,20 @@ static const struct cli_option dkim_record_options[] = {
     { NULL, NULL, NULL },
 };
 
+static const struct cli_option tls_policy_options[] = {
+    { "fallback", "MODE", "dane only: opportunistic, encrypt or verify where DANE does not apply "
+      "(default opportunistic)" },
+    { "override", NULL, "enforce the policy even when its probe does not meet the mode "
+      "(audit-logged)" },
+    { NULL, NULL, NULL },
+};
+
 static const struct cli_option route_set_options[] = {
     { "tls", "MODE", "opportunistic (STARTTLS when offered), relaxed (TLS required, "
       "certificate not checked) or strict (TLS required, trusted certificate matching HOST); "
       "default: keep the current mode, opportunistic for a new route" },
+    { "override", NULL, "store a relaxed or strict route even though its TLS probe does not "
+      "meet the mode (audit-logged)" },
     { NULL, NULL, NULL },
 };
 
@@ -456,6 +466,16 @@ static const struct cli_command cli_commands[] = {
       cli_tls_inbound, "sender domains whose mail must arrive under TLS",
       "add DOMAIN makes Moat refuse mail from DOMAIN (and its subdomains) sent in clear, "
       "with 530 5.7.0 at MAIL FROM; list shows them; remove stops it." },
+    { "tls", "policy", "add|list|show|remove|probe [DOMAIN [MODE]]", 1, 3, tls_policy_options,
+      cli_tls_policy,
+      "outbound TLS policies per destination domain (tested before enforced)",
+      "moat tls policy add DOMAIN MODE [--fallback M] [--override]: MODE is opportunistic, "
+      "encrypt (TLS required), verify (TLS required, trusted certificate naming the MX host), "
+      "dane (TLSA records decide; --fallback opportunistic|encrypt|verify where DANE does not "
+      "apply) or mta-sts (the domain's published policy). The MX hosts are probed first; the "
+      "policy is enforced only when the probe meets the mode, else it is stored report-only and "
+      "the command fails unless --override (audit-logged). moat tls policy list | show DOMAIN | "
+      "remove DOMAIN | probe DOMAIN (probe again; enforces on success)." },
 };
 
 #define N_COMMANDS (sizeof cli_commands / sizeof cli_commands[0])

@@ -62,7 +62,8 @@ struct check_job {
     pthread_cond_t cond;
     bool done;
     bool abandoned;                 /* the waiter left: done() frees the job */
-    const struct connect_task *task;
+    const char *id;                 /* the task's id, or what connect_run names (static) */
+    void (*run)(const struct connect_env *env, json_t *input, connect_done_cb done, void *arg);
     struct connect_env env;
     json_t *input;                  /* referenced until the job is freed */
     struct connect_result result;
@@ -403,7 +404,7 @@ static void job_done(void *arg, struct connect_result *r)
     pthread_mutex_lock(&j->lock);
     if (j->done) {
         pthread_mutex_unlock(&j->lock);
-        log_error("event=connect_bug task=%s reason=\"done called twice\"", j->task->id);
+        log_error("event=connect_bug task=%s reason=\"done called twice\"", j->id);
         return;
     }
     j->result.outcome = r->outcome;
@@ -422,7 +423,7 @@ static void job_done(void *arg, struct connect_result *r)
 static void job_start_on_loop(evutil_socket_t fd, short what, void *arg)
 {
     struct check_job *j = arg;
-    j->task->run(&j->env, j->input, job_done, j);
+    j->run(&j->env, j->input, job_done, j);
 }
 
 static void result_set(struct connect_result *r, enum connect_outcome o, const char *fmt, ...)
@@ -441,6 +442,14 @@ static void result_set(struct connect_result *r, enum connect_outcome o, const c
 static void run_on_loop(struct connect *c, const struct connect_task *t, json_t *input,
                         struct connect_result *out)
 {
+    connect_run(c, t->id, t->run, input, out);
+}
+
+void connect_run(struct connect *c, const char *id,
+                 void (*run)(const struct connect_env *env, json_t *input, connect_done_cb done,
+                             void *arg),
+                 json_t *input, struct connect_result *out)
+{
     if (is_stopping(c)) {
         memset(out, 0, sizeof *out);
         result_set(out, CONNECT_UNKNOWN, "moatd is shutting down; the check did not run.");
@@ -449,14 +458,15 @@ static void run_on_loop(struct connect *c, const struct connect_task *t, json_t 
     struct check_job *j = xcalloc(1, sizeof *j);
     pthread_mutex_init(&j->lock, NULL);
     pthread_cond_init(&j->cond, NULL);
-    j->task = t;
+    j->id = id;
+    j->run = run;
     j->env = c->cfg.env;
     j->input = json_incref(input);
     memset(out, 0, sizeof *out);
 
     if (c->cfg.env.base == NULL) {
         /* no loop (unit tests): the check answers inline or not at all */
-        t->run(&j->env, j->input, job_done, j);
+        run(&j->env, j->input, job_done, j);
     } else {
         static const struct timeval now = { 0, 0 };
         if (event_base_once(c->cfg.env.base, -1, EV_TIMEOUT, job_start_on_loop, j, &now) < 0) {

@@ -142,6 +142,14 @@ json_t *connect_task_detail(struct connect *c, struct store *st, const char *id,
 /* connect_task_check - run the check now (blocks the calling thread, never the loop); persists */
 json_t *connect_task_check(struct connect *c, struct store *st, const char *id,
                            const struct auth_principal *who, struct error *err);
+/* connect_run - run a check-shaped job (run on the loop, answer through
+ * done) outside the task table and wait for it, like connect_task_check,
+ * without persisting anything: the TLS policy and route probes of the API
+ * ("tested before enforced").  id names it in logs (static string). */
+void connect_run(struct connect *c, const char *id,
+                 void (*run)(const struct connect_env *env, json_t *input, connect_done_cb done,
+                             void *arg),
+                 json_t *input, struct connect_result *out);
 /* connect_task_skip - optional tasks only (and lockdown for a hybrid environment) */
 int connect_task_skip(struct connect *c, struct store *st, const char *id,
                       const struct auth_principal *who, struct error *err);

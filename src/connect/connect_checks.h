@@ -76,5 +76,19 @@ int connect_outbound_input_check(json_t *body, struct error *err);
  * its all term); caller frees */
 bool connect_spf_covers(const char *record, const char *ip);
 char *connect_spf_merge(const char *current, const char *const *ips, size_t n);
+/* tls_policies (issue 6, connect_tls.c): every route's TLS probe against its
+ * mode, every outbound policy's last probe */
+json_t *connect_tls_prepare(struct store *st, struct error *err);
+void connect_tls_run(const struct connect_env *env, json_t *input, connect_done_cb done, void *arg);
+json_t *connect_tls_instructions(struct store *st, struct error *err);
+/* the probes the API runs with connect_run ("tested before enforced") */
+void connect_tls_probe_run(const struct connect_env *env, json_t *input, connect_done_cb done,
+                           void *arg);
+void connect_route_probe_run(const struct connect_env *env, json_t *input, connect_done_cb done,
+                             void *arg);
+/* mode mta-sts: TXT _mta-sts.<domain> and the address of mta-sts.<domain>
+ * (the policy itself is fetched by the caller's thread: deliver_mtasts.h) */
+void connect_mtasts_resolve_run(const struct connect_env *env, json_t *input, connect_done_cb done,
+                                void *arg);
 
 #endif

@@ -2,8 +2,8 @@
  * connect_inbound.c - the inbound task: "Prepare for inbound email".
  *
  * For each delivery route (domain -> host:port) the check connects, EHLOs
- * and tries STARTTLS with Moat's own SMTP client (smtp_client.h), and
- * classifies the route:
+ * and tries STARTTLS with Moat's own SMTP client (the shared probe,
+ * smtp_tlsprobe.h), and classifies the route:
  *   strict      - the chain is trusted (env->tls_client: the system trust
  *                 store, or SSL_CERT_FILE) and the name matches the route
  *                 host (SSL_set1_host, or the IP address for IP routes);
@@ -31,6 +31,7 @@
 #include <sodium.h>
 #include "../dns/dns.h"
 #include "../smtp/smtp_client.h"
+#include "../smtp/smtp_tlsprobe.h"
 #include "connect_artefacts.h"
 #include "connect_checks.h"
 
@@ -136,7 +137,6 @@ struct in_route {
     bool send_test;
     struct sockaddr_storage sa;
     socklen_t salen;
-    char verify_diag[SMTP_DIAG_MAX];
     const char *tls;            /* "strict", "relaxed", "unsupported" */
     /* the test message */
     char *message;
@@ -385,48 +385,25 @@ static void ready_send(void *arg, struct smtp_conn *c, enum smtp_conn_error e, i
     send_test(r, c);
 }
 
-static void ready_encrypt(void *arg, struct smtp_conn *c, enum smtp_conn_error e, int code,
-                          const char *diag)
+/* probed - the route's TLS class (smtp_tlsprobe.c, shared with the TLS
+ * policy probes): a strict or relaxed connection is ready for the test */
+static void probed(void *arg, struct smtp_conn *c, enum smtp_tls_class cls,
+                   enum smtp_conn_error e, const char *why)
 {
     struct in_route *r = arg;
-    char why[700];
-    if (e == SMTP_CONN_OK) {
-        if (strcasestr(r->verify_diag, "mismatch") != NULL)
-            xsnprintf(why, sizeof why, "encrypted, but the certificate name does not match %s (%s)",
-                      r->host, r->verify_diag);
-        else
-            xsnprintf(why, sizeof why, "encrypted, but the certificate is not trusted (%s)",
-                      r->verify_diag);
-        classified(r, c, "relaxed", why, false);
-    } else if (e == SMTP_CONN_TLS || e == SMTP_CONN_TLS_REQUIRED) {
-        xsnprintf(why, sizeof why, "the TLS handshake failed: %s", diag);
-        classified(r, NULL, "unsupported", why, true);
-    } else {
-        conn_failed(r, e, code, diag);
-    }
-}
-
-static void ready_verify(void *arg, struct smtp_conn *c, enum smtp_conn_error e, int code,
-                         const char *diag)
-{
-    struct in_route *r = arg;
-    if (e == SMTP_CONN_OK) {
-        classified(r, c, "strict", "trusted certificate, name matches", false);
-    } else if (e == SMTP_CONN_TLS_REQUIRED) {
-        classified(r, NULL, "unsupported", "the server does not offer STARTTLS", true);
-    } else if (e == SMTP_CONN_TLS) {
-        str_copy(r->verify_diag, sizeof r->verify_diag, diag);
-        route_open(r, SMTP_CLIENT_TLS_ENCRYPT);
-    } else {
-        conn_failed(r, e, code, diag);
-    }
+    if (cls == SMTP_TLS_UNREACHABLE)
+        conn_failed(r, e, 0, why);
+    else
+        classified(r, c, smtp_tls_class_name(cls), why, cls == SMTP_TLS_UNSUPPORTED);
 }
 
 static void route_open(struct in_route *r, enum smtp_client_tls mode)
 {
-    smtp_conn_ready_cb cb = mode == SMTP_CLIENT_TLS_VERIFY ? ready_verify
-                          : mode == SMTP_CLIENT_TLS_ENCRYPT ? ready_encrypt : ready_send;
-    smtp_conn_open(&r->job->ccfg, (struct sockaddr *)&r->sa, r->salen, r->host, mode, cb, r);
+    if (mode == SMTP_CLIENT_TLS_VERIFY)
+        smtp_tls_probe(&r->job->ccfg, (struct sockaddr *)&r->sa, r->salen, r->host, probed, r);
+    else
+        smtp_conn_open(&r->job->ccfg, (struct sockaddr *)&r->sa, r->salen, r->host, mode,
+                       ready_send, r);
 }
 
 static void set_port(struct in_route *r)

@@ -434,6 +434,21 @@ static const struct setting settings_table[] = {
       1, DAY, 0, 0, NULL, NULL, SETTING_RUNTIME,
       "SMTP AUTH",
       "The window in which failed AUTH attempts are counted (see `smtp_auth_max_failures`)." },
+    /* --- outbound TLS policies and MTA-STS (issue 6) --- */
+    { "tls_ca_file", SETTING_PATH, OFF(tls_ca_file), 0, "", 0, 0, 0, 0, NULL, NULL, 0,
+      "Outbound TLS",
+      "PEM file of the certificate authorities Moat trusts when it verifies a mail server "
+      "(TLS policies `verify` and `mta-sts`, strict routes, probes) or an MTA-STS policy "
+      "server. Empty means the system trust store." },
+    { "mta_sts_port", SETTING_INT, OFF(mta_sts_port), 0, "443", 1, 65535, 0, 0, NULL, NULL, 0,
+      "Outbound TLS",
+      "TCP port of the HTTPS server that publishes a domain's MTA-STS policy "
+      "(RFC 8461: 443). Change it only in test setups." },
+    { "mta_sts_fetch_timeout", SETTING_DURATION, OFF(mta_sts_fetch_timeout), 0, "30s", 1, 300,
+      0, 0, NULL, NULL, 0,
+      "Outbound TLS",
+      "Longest time one MTA-STS policy fetch (connect, TLS, the whole answer) may take; a "
+      "fetch that fails keeps an unexpired cached policy in force (RFC 8461 5.1)." },
 };
 
 #define N_SETTINGS (sizeof settings_table / sizeof settings_table[0])

@@ -123,6 +123,10 @@ struct moat_settings {
     int64_t smtp_auth_timeout;         /* seconds to wait for an AUTH continuation */
     int64_t smtp_auth_max_failures;    /* per client address and per account in the window */
     int64_t smtp_auth_failure_window;  /* seconds */
+    /* outbound TLS policies and MTA-STS (issue 6) */
+    char *tls_ca_file;                 /* "" = the system trust store */
+    int64_t mta_sts_port;              /* 443 */
+    int64_t mta_sts_fetch_timeout;     /* seconds */
 };
 
 /* settings_defaults - fill s with every default (paths derived from state_dir later) */

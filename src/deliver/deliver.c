@@ -21,8 +21,20 @@
  * FAILED (and the message finished).  A crash in between repeats the
  * attempt and the DSN; it never loses the bounce.
  *
+ * TLS policies (issue 6).  An MX destination takes its TLS mode from the
+ * outbound policy in the routing snapshot (store_snapshot_tls_policy):
+ * encrypt and verify require TLS (never the clear fallback of opportunistic
+ * TLS), verify against the MX host name; mta-sts fetches the domain's
+ * published policy before each resolution (deliver_mtasts.h) and, in mode
+ * enforce, uses only the MX hosts it names, verified.  A TLS failure under
+ * an enforced policy defers with a diagnostic naming the policy; a policy
+ * that is not enforced (its probe failed) leaves delivery opportunistic and
+ * logs what it would have refused (event=tls_policy_report).  MX hosts are
+ * tried in preference order, equal preferences in random order
+ * (deliver_mx.h), every address before the destination defers.
+ *
  * Everything runs on the event loop; there is no per-message thread or
- * process.
+ * process.  MTA-STS fetches run on the worker pool.
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -34,6 +46,8 @@
 #include "deliver.h"
 #include "deliver_dsn.h"
 #include "deliver_dkim.h"
+#include "deliver_mx.h"
+#include "deliver_mtasts.h"
 #include "../dns/dns.h"
 #include "../spool/spool.h"
 #include "../smtp/smtp_client.h"
@@ -88,6 +102,7 @@ struct daddr {
     struct sockaddr_storage sa;
     socklen_t len;
     char *host;
+    size_t rank;                 /* the MX host's place in the order tried */
 };
 
 struct slot {                    /* one connection of a destination */
@@ -109,6 +124,19 @@ struct dest {
     char *host;                  /* route host, or the domain for MX */
     int port;
     enum smtp_client_tls tls;
+    /* the outbound TLS policy of an MX destination (store_snapshot_tls_policy);
+     * policy NULL = none: opportunistic.  A policy that is not enforced
+     * leaves tls opportunistic and report_tls says what it would require. */
+    char *policy_domain;
+    const char *policy_mode;     /* "encrypt", "verify", ... (static) */
+    bool policy_enforced;
+    enum smtp_client_tls report_tls;
+    bool report;                 /* log what the policy would refuse (not enforced, or
+                                  * MTA-STS mode testing) */
+    /* mode mta-sts: the domain's published policy, fetched before each resolution */
+    bool sts;
+    struct mtasts_req *sts_req;
+    struct mtasts_policy *sts_policy;   /* NULL: none published (opportunistic) */
     struct job *qhead, **qtail;
     size_t qlen;
     int n_conns, n_connecting;
@@ -142,6 +170,7 @@ struct deliver {
     void (*shutdown_done)(void *);
     void *shutdown_arg;
     struct deliver_stats stats;
+    struct mtasts *mtasts;       /* NULL without a worker pool */
 };
 
 static void dest_pump(struct dest *ds);
@@ -415,6 +444,10 @@ static void dest_clear_addrs(struct dest *ds)
 
 static void dest_clear_resolution(struct dest *ds)
 {
+    if (ds->sts_req) {
+        mtasts_cancel(ds->sts_req);
+        ds->sts_req = NULL;
+    }
     for (size_t i = 0; i < ds->n_queries; i++)
         if (ds->queries[i])
             dns_cancel(ds->d->cfg.dns, ds->queries[i]);
@@ -441,6 +474,8 @@ static void dest_destroy(struct dest *ds)
     dest_clear_resolution(ds);
     free(ds->key);
     free(ds->host);
+    free(ds->policy_domain);
+    free(ds->sts_policy);
     free(ds);
 }
 
@@ -502,7 +537,7 @@ static void dest_fail_queue(struct dest *ds, int code, const char *diag)
         job_fail_all(ds->d, j, code, diag, NULL);
 }
 
-static bool add_addr(struct dest *ds, const char *ip, const char *host)
+static bool add_addr(struct dest *ds, const char *ip, const char *host, size_t rank)
 {
     if (ds->n_addrs >= DELIVER_MAX_ADDRS)
         return false;
@@ -524,6 +559,7 @@ static bool add_addr(struct dest *ds, const char *ip, const char *host)
         if (ds->addrs[i].len == a.len && memcmp(&ds->addrs[i].sa, &a.sa, a.len) == 0)
             return true;
     a.host = xstrdup(host);
+    a.rank = rank;
     ds->addrs = xreallocarray(ds->addrs, ds->n_addrs + 1, sizeof(*ds->addrs));
     ds->addrs[ds->n_addrs++] = a;
     return true;
@@ -550,10 +586,24 @@ static bool literal_ip(const char *host, char *dst, size_t size)
     return inet_pton(AF_INET, dst, tmp) == 1 || inet_pton(AF_INET6, dst, tmp) == 1;
 }
 
+/* addrs_order - the MX order (answers arrive in any order); stable, so
+ * addresses of one host keep their order */
+static void addrs_order(struct dest *ds)
+{
+    for (size_t i = 1; i < ds->n_addrs; i++) {
+        struct daddr t = ds->addrs[i];
+        size_t j = i;
+        for (; j > 0 && ds->addrs[j - 1].rank > t.rank; j--)
+            ds->addrs[j] = ds->addrs[j - 1];
+        ds->addrs[j] = t;
+    }
+}
+
 /* resolution_end - addresses are known (or not): serve the queue */
 static void resolution_end(struct dest *ds)
 {
     dest_clear_resolution(ds);
+    addrs_order(ds);
     if (ds->n_addrs) {
         ds->addrs_until = (int64_t)time_mono_ms() + DELIVER_ADDR_TTL_MS;
         dest_pump(ds);
@@ -577,6 +627,7 @@ static void resolution_end(struct dest *ds)
 struct addr_q {
     struct dest *ds;
     size_t slot;
+    size_t rank;
     char *host;
 };
 
@@ -587,7 +638,7 @@ static void addr_cb(void *arg, const struct dns_result *r)
     ds->queries[aq->slot] = NULL;
     if (r->status == DNS_OK) {
         for (size_t i = 0; i < r->n; i++)
-            add_addr(ds, r->rr[i].text, aq->host);
+            add_addr(ds, r->rr[i].text, aq->host, aq->rank);
     } else if (r->status == DNS_TEMPFAIL || r->status == DNS_BOGUS) {
         ds->res_tempfail = true;
         xsnprintf(ds->res_why, sizeof(ds->res_why), "4.4.3 address lookup for %s failed: %s", aq->host,
@@ -599,25 +650,20 @@ static void addr_cb(void *arg, const struct dns_result *r)
         resolution_end(ds);
 }
 
-static void query_addrs(struct dest *ds, const char *host)
+static void query_addrs(struct dest *ds, const char *host, size_t rank)
 {
     static const enum dns_type types[2] = { DNS_T_A, DNS_T_AAAA };
     for (int t = 0; t < 2; t++) {
         struct addr_q *aq = xcalloc(1, sizeof(*aq));
         aq->ds = ds;
         aq->host = xstrdup(host);
+        aq->rank = rank;
         aq->slot = ds->n_queries;
         ds->queries = xreallocarray(ds->queries, ds->n_queries + 1, sizeof(*ds->queries));
         ds->queries[ds->n_queries++] = NULL;
         ds->dns_pending++;
         ds->queries[aq->slot] = dns_query(ds->d->cfg.dns, host, types[t], addr_cb, aq);
     }
-}
-
-static int cmp_mx(const void *a, const void *b)
-{
-    const struct dns_record *x = a, *y = b;
-    return x->pref - y->pref;
 }
 
 static void mx_cb(void *arg, const struct dns_result *r)
@@ -628,7 +674,7 @@ static void mx_cb(void *arg, const struct dns_result *r)
     if (r->status == DNS_OK) {
         struct dns_record *rr = xcalloc(r->n, sizeof(*rr));
         memcpy(rr, r->rr, r->n * sizeof(*rr));
-        qsort(rr, r->n, sizeof(*rr), cmp_mx);
+        deliver_mx_order(rr, r->n, NULL);
         /* RFC 7505: a single MX of "." means the domain accepts no mail */
         if (r->n == 1 && rr[0].text[0] == '\0') {
             free(rr);
@@ -638,25 +684,44 @@ static void mx_cb(void *arg, const struct dns_result *r)
             resolution_end(ds);
             return;
         }
+        bool sts_enforce = ds->sts_policy && ds->sts_policy->mode == MTASTS_ENFORCE;
+        size_t sts_refused = 0;
         for (size_t i = 0; i < r->n && ds->n_mx < DELIVER_MAX_MX; i++) {
             if (!rr[i].text[0])
                 continue;
+            if (ds->sts_policy && ds->sts_policy->mode != MTASTS_NONE &&
+                !mtasts_mx_allowed(ds->sts_policy, rr[i].text)) {
+                /* RFC 8461 4.1: only MX hosts the policy names; testing only logs */
+                log_warn("event=tls_policy_report domain=%s policy=mta-sts mode=%s mx=%s "
+                         "would_refuse=yes reason=\"MX host not in the MTA-STS policy\"",
+                         ds->host, mtasts_mode_name(ds->sts_policy->mode), rr[i].text);
+                if (sts_enforce && ds->policy_enforced) {
+                    sts_refused++;
+                    continue;
+                }
+            }
             ds->mx_hosts = xreallocarray(ds->mx_hosts, ds->n_mx + 1, sizeof(*ds->mx_hosts));
             ds->mx_hosts[ds->n_mx++] = xstrdup(rr[i].text);
         }
         free(rr);
-        /* queries complete in any order: addresses are kept in MX order by
-         * querying one host after another would be slow, so each host's
-         * answers are merged as they come; equal preference is fine either way */
+        if (ds->n_mx == 0 && sts_refused > 0) {
+            ds->res_tempfail = true;
+            xsnprintf(ds->res_why, sizeof(ds->res_why), "4.7.5 TLS policy \"mta-sts\" for %s: "
+                      "no MX host matches the domain's MTA-STS policy", ds->host);
+            resolution_end(ds);
+            return;
+        }
+        /* queries complete in any order: each address carries its host's
+         * rank and resolution_end puts them back in MX order */
         for (size_t i = 0; i < ds->n_mx; i++)
-            query_addrs(ds, ds->mx_hosts[i]);
+            query_addrs(ds, ds->mx_hosts[i], i);
         if (ds->dns_pending == 0)
             resolution_end(ds);
         return;
     }
     if (r->status == DNS_NODATA) {
         /* RFC 5321 5.1: no MX, the domain itself is the implicit MX */
-        query_addrs(ds, ds->host);
+        query_addrs(ds, ds->host, 0);
         return;
     }
     if (r->status == DNS_NXDOMAIN) {
@@ -670,6 +735,37 @@ static void mx_cb(void *arg, const struct dns_result *r)
     resolution_end(ds);
 }
 
+static void query_mx(struct dest *ds)
+{
+    ds->queries = xcalloc(1, sizeof(*ds->queries));
+    ds->n_queries = 1;
+    ds->dns_pending = 1;
+    ds->queries[0] = dns_query(ds->d->cfg.dns, ds->host, DNS_T_MX, mx_cb, ds);
+}
+
+/* sts_cb - the domain's MTA-STS policy (or none): enforce (and the Moat
+ * policy enforced) = VERIFY and only matching MX hosts; testing = as before,
+ * logging what enforce would refuse; none or no policy = opportunistic */
+static void sts_cb(void *arg, const struct mtasts_policy *p, const char *why)
+{
+    struct dest *ds = arg;
+    ds->sts_req = NULL;
+    free(ds->sts_policy);
+    ds->sts_policy = NULL;
+    if (p) {
+        ds->sts_policy = xmalloc(sizeof(*ds->sts_policy));
+        *ds->sts_policy = *p;
+    }
+    bool enforce = p && p->mode == MTASTS_ENFORCE;
+    ds->tls = enforce && ds->policy_enforced ? SMTP_CLIENT_TLS_VERIFY : SMTP_CLIENT_TLS_MAY;
+    ds->report_tls = p && p->mode != MTASTS_NONE ? SMTP_CLIENT_TLS_VERIFY : SMTP_CLIENT_TLS_MAY;
+    ds->report = !ds->policy_enforced || (p && p->mode == MTASTS_TESTING);
+    log_info("event=tls_policy domain=%s policy=mta-sts published=%s tls=%s reason=\"%s\"",
+             ds->host, p ? mtasts_mode_name(p->mode) : "none",
+             ds->tls == SMTP_CLIENT_TLS_VERIFY ? "verify" : "opportunistic", why);
+    query_mx(ds);
+}
+
 static void dest_resolve(struct dest *ds)
 {
     dest_clear_addrs(ds);
@@ -679,7 +775,7 @@ static void dest_resolve(struct dest *ds)
     ds->res_why[0] = '\0';
     char ip[64];
     if (literal_ip(ds->host, ip, sizeof(ip))) {
-        add_addr(ds, ip, ip);
+        add_addr(ds, ip, ip, 0);
         resolution_end(ds);
         return;
     }
@@ -689,13 +785,13 @@ static void dest_resolve(struct dest *ds)
         resolution_end(ds);
         return;
     }
-    if (ds->is_mx) {
-        ds->queries = xcalloc(1, sizeof(*ds->queries));
-        ds->n_queries = 1;
-        ds->dns_pending = 1;
-        ds->queries[0] = dns_query(ds->d->cfg.dns, ds->host, DNS_T_MX, mx_cb, ds);
+    if (ds->is_mx && ds->sts && ds->d->mtasts) {
+        /* the published policy first: it decides the TLS mode and the MX hosts */
+        ds->sts_req = mtasts_get(ds->d->mtasts, ds->host, sts_cb, ds);
+    } else if (ds->is_mx) {
+        query_mx(ds);
     } else {
-        query_addrs(ds, ds->host);
+        query_addrs(ds, ds->host, 0);
     }
 }
 
@@ -804,6 +900,50 @@ static void slot_next_job(struct slot *s, struct smtp_conn *c)
     smtp_conn_send(c, &j->msg, send_done, s);
 }
 
+/* diag_text - a client diagnostic without its enhanced status code */
+static const char *diag_text(const char *diag)
+{
+    const char *p = diag;
+    if (p[0] >= '2' && p[0] <= '5' && p[1] == '.') {
+        const char *sp = strchr(p, ' ');
+        if (sp)
+            return sp + 1;
+    }
+    return p;
+}
+
+/* policy_diag - a TLS failure under an enforced policy names the policy:
+ * 4.7.5 TLS policy "verify" for example.net: mx1.example.net: ... */
+static void policy_diag(const struct dest *ds, const struct daddr *a, const char *diag, char *dst,
+                        size_t size)
+{
+    xsnprintf(dst, size, "4.7.5 TLS policy \"%s\" for %s: %s: %s", ds->policy_mode,
+              ds->policy_domain, a->host, diag_text(diag));
+}
+
+/* policy_report - a policy that is not enforced yet is reported only: log
+ * what it would have refused on this connection (like MTA-STS testing) */
+static void policy_report(const struct dest *ds, struct smtp_conn *c)
+{
+    if (!ds->policy_domain || !ds->report || ds->report_tls == SMTP_CLIENT_TLS_MAY)
+        return;
+    const char *why = NULL;
+    bool verified = smtp_conn_tls_verified(c, &why);
+    const char *refused = NULL;
+    if (!smtp_conn_tls_version(c))
+        refused = "not encrypted";
+    else if (ds->report_tls == SMTP_CLIENT_TLS_VERIFY && !verified)
+        refused = why && *why ? why : "certificate not verified";
+    if (refused)
+        log_warn("event=tls_policy_report domain=%s policy=%s enforced=%s peer=%s "
+                 "would_refuse=yes reason=\"%s\"", ds->policy_domain, ds->policy_mode,
+                 ds->policy_enforced ? "yes" : "no", smtp_conn_peer(c), refused);
+    else
+        log_info("event=tls_policy_report domain=%s policy=%s enforced=%s peer=%s would_refuse=no",
+                 ds->policy_domain, ds->policy_mode, ds->policy_enforced ? "yes" : "no",
+                 smtp_conn_peer(c));
+}
+
 static void conn_ready(void *arg, struct smtp_conn *c, enum smtp_conn_error err, int code, const char *diag)
 {
     struct slot *s = arg;
@@ -811,6 +951,7 @@ static void conn_ready(void *arg, struct smtp_conn *c, enum smtp_conn_error err,
     if (err == SMTP_CONN_OK) {
         ds->n_connecting--;
         s->conn = c;
+        policy_report(ds, c);
         ds->d->stats.connections++;
         slot_next_job(s, c);
         return;
@@ -828,7 +969,11 @@ static void conn_ready(void *arg, struct smtp_conn *c, enum smtp_conn_error err,
     int rank = err == SMTP_CONN_NETWORK ? 1 : 2;
     if (rank > s->best_rank) {
         s->best_rank = rank;
-        str_copy(s->best, sizeof(s->best), diag);
+        if ((err == SMTP_CONN_TLS || err == SMTP_CONN_TLS_REQUIRED) && ds->policy_domain &&
+            ds->policy_enforced)
+            policy_diag(ds, &ds->addrs[s->addr_i], diag, s->best, sizeof(s->best));
+        else
+            str_copy(s->best, sizeof(s->best), diag);
     }
     s->tls_fallback = false;
     if (++s->addr_i < ds->n_addrs) {
@@ -902,6 +1047,27 @@ static enum smtp_client_tls tls_of(enum store_tls_mode m)
     }
 }
 
+/* policy_tls - the client TLS mode an outbound TLS policy requires */
+static enum smtp_client_tls policy_tls(const struct store_tls_policy *tp)
+{
+    switch (tp->mode) {
+    case STORE_TLSP_ENCRYPT: return SMTP_CLIENT_TLS_ENCRYPT;
+    case STORE_TLSP_VERIFY: return SMTP_CLIENT_TLS_VERIFY;
+    case STORE_TLSP_DANE:
+        /* TODO(helper D, deliver_dane.h): ask dane_lookup() per MX host and
+         * connect with the TLSA records (DANE_REQUIRED), ENCRYPT
+         * (DANE_ENCRYPT_ONLY), defer (TEMPFAIL/BOGUS); until the lead wires
+         * it, every MX host gets the policy's fallback mode */
+        return tp->fallback == STORE_TLSP_VERIFY ? SMTP_CLIENT_TLS_VERIFY
+             : tp->fallback == STORE_TLSP_ENCRYPT ? SMTP_CLIENT_TLS_ENCRYPT : SMTP_CLIENT_TLS_MAY;
+    case STORE_TLSP_MTA_STS:
+        /* the published policy decides (mode enforce: VERIFY and only the
+         * MX hosts it names) at each resolution: sts_cb */
+        return SMTP_CLIENT_TLS_MAY;
+    default: return SMTP_CLIENT_TLS_MAY;
+    }
+}
+
 /* dest_for - the destination of a recipient domain; NULL with *why when none */
 static struct dest *dest_for(struct deliver *d, const char *domain, char *why, size_t whysz)
 {
@@ -926,8 +1092,29 @@ static struct dest *dest_for(struct deliver *d, const char *domain, char *why, s
         return NULL;
     }
     int port = d->cfg.settings->delivery_port > 0 ? (int)d->cfg.settings->delivery_port : 25;
-    xsnprintf(key, sizeof(key), "mx:%s:%d", dom, port);
-    return dest_get(d, key, true, dom, port, SMTP_CLIENT_TLS_MAY);
+    const struct store_tls_policy *tp = NULL;
+    if (d->cfg.snapshot && *d->cfg.snapshot)
+        tp = store_snapshot_tls_policy(*d->cfg.snapshot, dom);
+    enum smtp_client_tls want = tp ? policy_tls(tp) : SMTP_CLIENT_TLS_MAY;
+    enum smtp_client_tls tls = tp && tp->enforced ? want : SMTP_CLIENT_TLS_MAY;
+    /* the policy is part of the key: a changed policy gets a fresh destination */
+    xsnprintf(key, sizeof(key), "mx:%s:%d:%s:%d", dom, port,
+              tp ? store_tls_policy_mode_name(tp->mode) : "-", tp && tp->enforced);
+    struct dest *ds = dest_get(d, key, true, dom, port, tls);
+    if (tp && !ds->policy_domain) {
+        ds->policy_domain = xstrdup(tp->domain);
+        ds->policy_mode = store_tls_policy_mode_name(tp->mode);
+        ds->policy_enforced = tp->enforced;
+        ds->report_tls = want;
+        ds->report = !tp->enforced;
+        if (tp->mode == STORE_TLSP_MTA_STS) {
+            /* decided per resolution by the published policy (sts_cb) */
+            ds->sts = true;
+            ds->tls = SMTP_CLIENT_TLS_MAY;
+            ds->report_tls = SMTP_CLIENT_TLS_MAY;
+        }
+    }
+    return ds;
 }
 
 static struct job *job_new(struct dmsg *dm, struct dest *ds, size_t cap)
@@ -1358,6 +1545,8 @@ struct deliver *deliver_create(const struct deliver_config *cfg, struct error *e
     d->ccfg.base = cfg->base;
     d->ccfg.tls_ctx = cfg->tls_client;
     d->ccfg.helo_name = d->cfg.hostname;
+    if (cfg->workers && cfg->dns)
+        d->mtasts = mtasts_create(cfg->dns, cfg->workers, cfg->settings);
     /* the timeouts are filled in per connection (slot_connect): they may change at run time */
     d->timer = evtimer_new(cfg->base, timer_cb, d);
     d->gc_ev = event_new(cfg->base, -1, 0, gc_cb, d);
@@ -1428,6 +1617,7 @@ void deliver_free(struct deliver *d)
     }
     free(d->dbuckets);
     free(d->heap);
+    mtasts_free(d->mtasts);
     if (d->timer)
         event_free(d->timer);
     if (d->gc_ev)

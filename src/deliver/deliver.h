@@ -26,6 +26,7 @@ struct spool;
 struct dns;
 struct deliver;
 struct dkim_keyset;
+struct worker_pool;
 
 struct deliver_config {
     struct event_base *base;
@@ -40,6 +41,9 @@ struct deliver_config {
     /* DKIM signing keys (deliver_dkim.h), swapped in by moatd like the
      * snapshot; NULL or an empty set signs nothing */
     const struct dkim_keyset *const *dkim_keys;
+    /* blocking work (MTA-STS policy fetches); NULL: MTA-STS policies are
+     * treated as opportunistic (issue 6) */
+    struct worker_pool *workers;
 };
 
 struct deliver_stats {

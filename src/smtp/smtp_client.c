@@ -162,6 +162,8 @@ struct smtp_conn {
     char *peer_name;
     enum smtp_client_tls tls;
     bool tls_on;
+    bool tls_verified;            /* trusted chain and name match (checked in every mode) */
+    char tls_verify_why[128];     /* why not, "" when verified */
     char tls_ver[24];
     enum smtp_conn_state st;
     struct buf in;
@@ -344,12 +346,14 @@ static void start_tls(struct smtp_conn *c)
     bool ip = is_ip_literal(c->peer_name);
     if (!ip)
         SSL_set_tlsext_host_name(ssl, c->peer_name);
+    /* the name is checked in every mode: VERIFY enforces it, the others only
+     * report it (smtp_conn_tls_verified: a TLS policy in testing logs it) */
+    if (ip)
+        X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), c->peer_name);
+    else
+        SSL_set1_host(ssl, c->peer_name);
     if (c->tls == SMTP_CLIENT_TLS_VERIFY) {
         SSL_set_verify(ssl, SSL_VERIFY_PEER, NULL);
-        if (ip)
-            X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), c->peer_name);
-        else
-            SSL_set1_host(ssl, c->peer_name);
     } else {
         /* opportunistic and "encrypt": RFC 7435, no authentication */
         SSL_set_verify(ssl, SSL_VERIFY_NONE, NULL);
@@ -861,6 +865,10 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
                 ready_fail(c, SMTP_CONN_TLS, 0, diag);
             } else {
                 c->tls_on = true;
+                long vr = SSL_get_verify_result(ssl);
+                c->tls_verified = vr == X509_V_OK;
+                str_copy(c->tls_verify_why, sizeof(c->tls_verify_why),
+                         vr == X509_V_OK ? "" : X509_verify_cert_error_string(vr));
                 str_copy(c->tls_ver, sizeof(c->tls_ver), SSL_get_version(ssl));
                 send_line(c, "EHLO %s", c->helo_name);   /* RFC 3207 4.2: forget the old EHLO */
                 c->st = CS_EHLO2;
@@ -1045,4 +1053,11 @@ const char *smtp_conn_tls_version(const struct smtp_conn *c)
 unsigned smtp_conn_uses(const struct smtp_conn *c)
 {
     return c->uses;
+}
+
+bool smtp_conn_tls_verified(const struct smtp_conn *c, const char **why)
+{
+    if (why != NULL)
+        *why = !c->tls_on ? "not encrypted" : c->tls_verify_why;
+    return c->tls_on && c->tls_verified;
 }

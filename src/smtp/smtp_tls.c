@@ -268,7 +268,15 @@ SSL_CTX *smtp_tls_client_ctx(const struct moat_settings *s, struct error *err)
     }
     SSL_CTX_set_min_proto_version(ctx, minv);
     SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
-    if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
+    if (s->tls_ca_file && s->tls_ca_file[0]) {
+        /* tls_ca_file replaces the system store (a private CA, tests) */
+        if (SSL_CTX_load_verify_locations(ctx, s->tls_ca_file, NULL) != 1) {
+            error_set(err, "tls_ca_file", "cannot load the CA file %s: %s", s->tls_ca_file,
+                      tls_err(e, sizeof e));
+            SSL_CTX_free(ctx);
+            return NULL;
+        }
+    } else if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
         error_set(err, "tls", "cannot load the system trust store: %s", tls_err(e, sizeof e));
         SSL_CTX_free(ctx);
         return NULL;

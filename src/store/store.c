@@ -273,6 +273,31 @@ const char *const store_migrations[] = {
     "  PRIMARY KEY (domain, selector)"
     ");"
     "CREATE UNIQUE INDEX dkim_keys_active ON dkim_keys(domain) WHERE active = 1;",
+    /* 9: TLS policies (issue 6): outbound TLS
+     * policy per destination domain, its last probe and any override
+     * (store_tls.c); the MTA-STS policy cache (deliver_mtasts.c) */
+    "CREATE TABLE tls_policies ("
+    "  domain      TEXT PRIMARY KEY NOT NULL,"
+    "  mode        TEXT NOT NULL CHECK (mode IN ('opportunistic', 'encrypt', 'verify', 'dane', 'mta-sts')),"
+    "  fallback    TEXT NOT NULL DEFAULT 'opportunistic'"
+    "              CHECK (fallback IN ('opportunistic', 'encrypt', 'verify')),"
+    "  enforced    INTEGER NOT NULL DEFAULT 0 CHECK (enforced IN (0, 1)),"
+    "  probe_time  INTEGER NOT NULL DEFAULT 0,"
+    "  probe_verdict TEXT NOT NULL DEFAULT '',"          /* strict|relaxed|unsupported|error */
+    "  probe_reason TEXT NOT NULL DEFAULT '',"
+    "  probe_details TEXT NOT NULL DEFAULT '{}',"        /* JSON: each MX and its class */
+    "  override    INTEGER NOT NULL DEFAULT 0 CHECK (override IN (0, 1)),"
+    "  override_by TEXT NOT NULL DEFAULT '',"
+    "  updated     INTEGER NOT NULL,"
+    "  updated_by  TEXT NOT NULL DEFAULT ''"
+    ");"
+    "CREATE TABLE mta_sts_cache ("
+    "  domain     TEXT PRIMARY KEY NOT NULL,"
+    "  id         TEXT NOT NULL,"                       /* the TXT record's id= */
+    "  policy     TEXT NOT NULL,"                       /* the policy text as fetched */
+    "  fetched    INTEGER NOT NULL,"
+    "  expires    INTEGER NOT NULL"                     /* fetched + max_age */
+    ");",
 };
 const int store_schema_latest = (int)(sizeof store_migrations / sizeof store_migrations[0]);
 
@@ -592,7 +617,8 @@ struct store *store_open(const char *path, struct error *err)
         store_close(st);
         return NULL;
     }
-    if (store_outbound_prepare(st, path, err) < 0 || store_dkim_prepare(st, path, err) < 0) {
+    if (store_outbound_prepare(st, path, err) < 0 || store_dkim_prepare(st, path, err) < 0 ||
+        store_tls_prepare(st, path, err) < 0) {
         store_close(st);
         return NULL;
     }
@@ -615,6 +641,7 @@ void store_close(struct store *st)
     store_ldap_finalize(st);
     store_outbound_finalize(st);
     store_dkim_finalize(st);
+    store_tls_finalize(st);
     /* close_v2 would leave a zombie handle if something were still open; we
      * finalized everything, so plain close must succeed */
     if (sqlite3_close(st->db) != SQLITE_OK)

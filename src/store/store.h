@@ -609,5 +609,63 @@ const char *store_snapshot_smtp_account_hash(const struct store_snapshot *s, con
 /* store_snapshot_tls_required - sender_domain or a parent of it is listed */
 bool store_snapshot_tls_required(const struct store_snapshot *s, const char *sender_domain);
 /* ==== end of the outbound role ==== */
+/* ==== outbound TLS policies (issue 6; store_tls.c) ==== */
+/*
+ * One row per destination domain that has a policy (no row: opportunistic).
+ * A policy is enforced only once a probe met its mode, or an administrator
+ * overrode a failed probe; a policy that is not enforced is reported only:
+ * delivery stays opportunistic and logs what the policy would have refused.
+ * Strings in returned structs belong to the caller (store_tls_policies_free).
+ */
+enum store_tls_policy_mode {
+    STORE_TLSP_OPPORTUNISTIC = 0,
+    STORE_TLSP_ENCRYPT,           /* TLS required, certificate not checked */
+    STORE_TLSP_VERIFY,            /* TLS required, trusted chain, name = MX host */
+    STORE_TLSP_DANE,              /* RFC 7672; fallback when DANE does not apply */
+    STORE_TLSP_MTA_STS,           /* RFC 8461: the domain's published policy */
+};
+
+struct store_tls_policy {
+    char *domain;                 /* lower-case */
+    enum store_tls_policy_mode mode;
+    enum store_tls_policy_mode fallback;  /* dane only: opportunistic|encrypt|verify */
+    bool enforced;
+    int64_t probe_time;           /* unix seconds; 0 = never probed */
+    char *probe_verdict;          /* "strict", "relaxed", "unsupported", "error", "" */
+    char *probe_reason;
+    char *probe_details;           /* JSON text */
+    bool override;
+    char *override_by;
+    int64_t updated;
+    char *updated_by;
+};
+
+const char *store_tls_policy_mode_name(enum store_tls_policy_mode m);
+int store_tls_policy_mode_parse(const char *s, enum store_tls_policy_mode *out);
+/* store_tls_policy_put - insert or replace the row of p->domain */
+int store_tls_policy_put(struct store *st, const struct store_tls_policy *p, struct error *err);
+/* store_tls_policy_get - STORE_NOT_FOUND when the domain has no policy */
+int store_tls_policy_get(struct store *st, const char *domain, struct store_tls_policy *out,
+                         struct error *err);
+int store_tls_policy_delete(struct store *st, const char *domain, struct error *err);
+int store_tls_policy_list(struct store *st, struct store_tls_policy **out, size_t *n,
+                          struct error *err);
+void store_tls_policy_clear(struct store_tls_policy *p);
+void store_tls_policies_free(struct store_tls_policy *p, size_t n);
+/* store_snapshot_tls_policy - the policy of domain, else of its closest
+ * parent domain, else NULL (opportunistic); safe on the SMTP loop */
+const struct store_tls_policy *store_snapshot_tls_policy(const struct store_snapshot *snap,
+                                                         const char *domain);
+
+/* the MTA-STS policy cache (RFC 8461 5.1: a fetch failure keeps an unexpired policy) */
+struct store_mta_sts {
+    char *domain, *id, *policy;
+    int64_t fetched, expires;     /* unix seconds */
+};
+int store_mta_sts_get(struct store *st, const char *domain, struct store_mta_sts *out,
+                      struct error *err);
+int store_mta_sts_put(struct store *st, const struct store_mta_sts *e, struct error *err);
+void store_mta_sts_clear(struct store_mta_sts *e);
+/* ==== end of outbound TLS policies ==== */
 
 #endif

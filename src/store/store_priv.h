@@ -41,6 +41,7 @@ struct store {
     sqlite3_stmt **ldap_stmt; /* store_ldap.c's statement table */
     sqlite3_stmt **dkim_stmt; /* store_dkim.c's statement table */
     sqlite3_stmt **outbound_stmt; /* store_outbound.c's statement table */
+    sqlite3_stmt **tls_stmt;  /* store_tls.c's statement table */
 };
 
 /* store_auth_prepare - prepare store_auth.c's statements (store_open);
@@ -70,6 +71,9 @@ void store_outbound_finalize(struct store *st);
  * (both arrays and strings owned by the caller), for the snapshot */
 int store_smtp_account_hashes(struct store *st, char ***names, char ***hashes, size_t *n,
                               struct error *err);
+/* store_tls_prepare / store_tls_finalize - the same for store_tls.c */
+int store_tls_prepare(struct store *st, const char *path, struct error *err);
+void store_tls_finalize(struct store *st);
 
 /* the migrations: store_migrations[i] takes the schema from version i to i + 1 */
 extern const char *const store_migrations[];

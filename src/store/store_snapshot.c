@@ -30,6 +30,8 @@ struct store_snapshot {
     size_t n_accts;
     char **tls_domains;             /* sender domains that must use TLS, sorted */
     size_t n_tls;
+    struct store_tls_policy *tls_policies;   /* outbound TLS policies, sorted by domain */
+    size_t n_tls_policies;
 };
 
 static int cmp_str(const void *a, const void *b)
@@ -81,6 +83,12 @@ static int cmp_domain(const void *a, const void *b)
     return strcmp(((const struct store_domain *)a)->name, ((const struct store_domain *)b)->name);
 }
 
+static int cmp_tls(const void *a, const void *b)
+{
+    return strcmp(((const struct store_tls_policy *)a)->domain,
+                  ((const struct store_tls_policy *)b)->domain);
+}
+
 struct store_snapshot *store_snapshot_load(struct store *st, struct error *err)
 {
     struct store_snapshot *snap = xcalloc(1, sizeof *snap);
@@ -97,6 +105,12 @@ struct store_snapshot *store_snapshot_load(struct store *st, struct error *err)
         store_snapshot_free(snap);
         return NULL;
     }
+    if (store_tls_policy_list(st, &snap->tls_policies, &snap->n_tls_policies, err) < 0) {
+        store_snapshot_free(snap);
+        return NULL;
+    }
+    if (snap->n_tls_policies > 1)
+        qsort(snap->tls_policies, snap->n_tls_policies, sizeof *snap->tls_policies, cmp_tls);
     return snap;
 }
 
@@ -116,6 +130,7 @@ void store_snapshot_free(struct store_snapshot *snap)
     for (size_t i = 0; i < snap->n_tls; i++)
         free(snap->tls_domains[i]);
     free(snap->tls_domains);
+    store_tls_policies_free(snap->tls_policies, snap->n_tls_policies);
     free(snap);
 }
 
@@ -202,4 +217,32 @@ bool store_snapshot_tls_required(const struct store_snapshot *snap, const char *
             p++;
     }
     return false;
+}
+
+/* store_snapshot_tls_policy - exact domain first, then each parent domain */
+const struct store_tls_policy *store_snapshot_tls_policy(const struct store_snapshot *snap,
+                                                         const char *domain)
+{
+    char name[256];
+
+    if (snap == NULL || snap->n_tls_policies == 0 || domain == NULL)
+        return NULL;
+    size_t len = strnlen(domain, sizeof name);
+    if (len >= sizeof name)
+        return NULL;
+    memcpy(name, domain, len + 1);
+    if (len > 0 && name[len - 1] == '.')
+        name[--len] = '\0';
+    str_lower(name);
+    for (const char *p = name; p != NULL && *p != '\0';) {
+        struct store_tls_policy key = { .domain = (char *)p };
+        const struct store_tls_policy *t = bsearch(&key, snap->tls_policies, snap->n_tls_policies,
+                                                   sizeof *snap->tls_policies, cmp_tls);
+        if (t != NULL)
+            return t;
+        p = strchr(p, '.');
+        if (p != NULL)
+            p++;
+    }
+    return NULL;
 }

@@ -280,11 +280,16 @@ def test_domains_routes_and_pagination(api_moatd):
     assert seen == names
     r = a.request("PUT", f"/api/v1/domains/{names[0]}/route",
                   body={"host": "mail.example.net", "port": 2525, "tls": "strict"})
+    # tested before enforced: nothing answers there, so a strict route needs override
+    assert r.status == 409 and r.error["code"] == "probe_failed" and r.error["field"] == "tls"
+    r = a.request("PUT", f"/api/v1/domains/{names[0]}/route",
+                  body={"host": "mail.example.net", "port": 2525, "tls": "strict", "override": True})
     assert r.json == {"host": "mail.example.net", "port": 2525, "tls": "strict"}
     # a new host keeps a strict route strict
-    r = a.request("PUT", f"/api/v1/domains/{names[0]}/route", body={"host": "10.0.0.5"})
+    r = a.request("PUT", f"/api/v1/domains/{names[0]}/route",
+                  body={"host": "127.0.0.5", "override": True})
     assert r.json["tls"] == "strict" and r.json["port"] == 25
-    assert a.get(f"/api/v1/domains/{names[0]}").json["route"]["host"] == "10.0.0.5"
+    assert a.get(f"/api/v1/domains/{names[0]}").json["route"]["host"] == "127.0.0.5"
     r = a.get(f"/api/v1/domains/{names[1]}/route")
     assert r.status == 404 and r.error["code"] == "no_route"
     r = a.get("/api/v1/domains/missing.example")

@@ -11,7 +11,8 @@ def test_cli_domains_routes_status(api_moatd):
     m = api_moatd()
     r = m.cli("domain", "add", "Example.COM")
     assert r.returncode == 0, r.stderr
-    assert m.cli("route", "set", "example.com", "mail.example.net:2525", "--tls", "strict").returncode == 0
+    assert m.cli("route", "set", "example.com", "mail.example.net:2525", "--tls", "strict",
+                 "--override").returncode == 0
     r = m.cli("--json", "domain", "list")
     data = json.loads(r.stdout)
     assert [d["name"] for d in data] == ["example.com"]
