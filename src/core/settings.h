@@ -117,6 +117,8 @@ struct moat_settings {
     int64_t rv_callforward_positive_ttl; /* seconds a "recipient exists" probe answer is kept */
     int64_t rv_callforward_negative_ttl; /* seconds a "no such recipient" answer is kept */
     int64_t rv_callforward_timeout;    /* seconds for a whole call-forward probe */
+    /* DANE (issue 6) */
+    char *dns_trust_anchor_file;       /* DNSSEC anchor for libunbound; "" = none */
 };
 
 /* settings_defaults - fill s with every default (paths derived from state_dir later) */
