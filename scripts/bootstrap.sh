@@ -9,7 +9,8 @@ libmicrohttpd-dev libjansson-dev libsodium-dev libspf2-dev libopendkim-dev \
 libopendmarc-dev libgmime-3.0-dev libzstd-dev libcmocka-dev libcurl4-openssl-dev \
 meson ninja-build pkg-config gcc"
 TEST="python3-pytest python3-aiosmtpd postfix swaks slapd ldap-utils unbound \
-unbound-host bind9-dnsutils clang libclang-rt-14-dev openssl sqlite3"
+unbound-host bind9-dnsutils clang libclang-rt-14-dev openssl sqlite3 \
+knot knot-dnsutils knot-dnssecutils"
 
 missing=""
 for p in $BUILD $TEST; do

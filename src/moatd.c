@@ -846,7 +846,9 @@ int main(int argc, char **argv)
     m.spool = spool_open(m.settings.spool_dir, &sopt, m.base, &err);
     if (m.spool == NULL)
         die("spool", &err);
-    m.dns = dns_create(m.base, m.settings.resolver, &err);
+    struct dns_options dopt = { .resolver = m.settings.resolver,
+                                .trust_anchor_file = m.settings.dns_trust_anchor_file };
+    m.dns = dns_create(m.base, &dopt, &err);
     if (m.dns == NULL)
         die("dns", &err);
     m.tls_server = smtp_tls_server_ctx(&m.settings, m.hostname, &err);

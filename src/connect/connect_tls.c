@@ -28,6 +28,7 @@
 #include "../smtp/smtp_tlsprobe.h"
 #include "../deliver/deliver_mtasts.h"
 #include "../deliver/deliver_mx.h"
+#include "../deliver/deliver_dane.h"
 #include "connect_artefacts.h"
 #include "connect_checks.h"
 
@@ -134,10 +135,6 @@ static void tp_finish(struct tp_job *j)
     json_t *details = json_pack("{s:s, s:s, s:s, s:s, s:b, s:O}", "domain", j->domain, "mode",
                                 j->mode, "verdict", verdict, "reason", reason, "meets", meets,
                                 "mx", j->mx);
-    if (strcmp(j->mode, "dane") == 0)
-        /* TODO(helper D): deliver_dane_probe() adds each MX host's TLSA
-         * verdict here; until the lead wires it, dane is probed as its fallback */
-        json_object_set_new(details, "dane", json_string("not checked: probed as the fallback mode"));
     json_decref(j->mx);
     json_decref(j->patterns);
     connect_done_cb done = j->done;
@@ -287,6 +284,75 @@ static void tp_mx(void *arg, const struct dns_result *r)
         tp_query_addr(&j->hosts[i], DNS_T_A);
 }
 
+/* tp_dane_done - mode dane: deliver_dane_probe's per-MX results.  A host
+ * meets the policy with a TLSA match (strict), with secure but unusable
+ * TLSA records (TLS without authentication: relaxed), or where DANE does not
+ * apply when the fallback is opportunistic; a TLSA mismatch, a bogus answer,
+ * or an insecure host under an encrypt/verify fallback (probe it with that
+ * mode) do not. */
+static void tp_dane_done(void *arg, bool ok, const char *json_text)
+{
+    struct tp_job *j = arg;
+    json_t *arr = json_loads(json_text ? json_text : "[]", 0, NULL);
+    int worst = SMTP_TLS_STRICT;
+    const char *why = "no MX host to probe";
+    bool meets = ok && json_array_size(arr) > 0;
+    size_t i;
+    json_t *v;
+    json_array_foreach(arr, i, v) {
+        const char *res = json_string_value(json_object_get(v, "result"));
+        const char *detail = json_string_value(json_object_get(v, "detail"));
+        int cls;
+        bool ok_host;
+        if (res && strcmp(res, "TLSA match") == 0) {
+            cls = SMTP_TLS_STRICT;
+            ok_host = true;
+        } else if (res && strcmp(res, "encrypt only") == 0) {
+            cls = SMTP_TLS_RELAXED;
+            ok_host = true;
+        } else if (res && strcmp(res, "insecure: fallback") == 0) {
+            cls = SMTP_TLS_UNSUPPORTED;
+            ok_host = strcmp(j->fallback, "opportunistic") == 0;
+        } else {
+            cls = res && strcmp(res, "unreachable") == 0 ? SMTP_TLS_UNREACHABLE
+                                                          : SMTP_TLS_UNSUPPORTED;
+            ok_host = false;
+        }
+        json_array_append_new(j->mx, json_pack("{s:O, s:s, s:s, s:s}", "host",
+                              json_object_get(v, "mx"), "verdict", verdict_name(cls),
+                              "dane", res ? res : "", "reason", detail && *detail ? detail
+                              : res ? res : ""));
+        if (!ok_host && meets) {
+            meets = false;
+            why = detail && *detail ? detail : res ? res : "DANE check failed";
+        }
+        if (cls > worst)
+            worst = cls;
+    }
+    if (meets)
+        why = "every MX host meets the DANE policy";
+    char reason[600];
+    str_copy(reason, sizeof reason, why);
+    json_decref(arr);
+    const char *verdict = verdict_name((enum smtp_tls_class)worst);
+    json_t *details = json_pack("{s:s, s:s, s:s, s:s, s:b, s:O}", "domain", j->domain, "mode",
+                                j->mode, "verdict", verdict, "reason", reason, "meets", meets,
+                                "mx", j->mx);
+    json_decref(j->mx);
+    json_decref(j->patterns);
+    connect_done_cb done = j->done;
+    void *darg = j->arg;
+    char dom[256];
+    str_copy(dom, sizeof dom, j->domain);
+    free(j);
+    log_info("event=tls_probe domain=%s mode=dane verdict=%s meets=%s", dom, verdict,
+             meets ? "yes" : "no");
+    connect_finish(done, darg, meets ? CONNECT_PASS : CONNECT_FAIL, details,
+                   meets ? "%s meets TLS policy \"dane\" (%s)."
+                         : "%s does not meet TLS policy \"dane\": %s.", dom,
+                   meets ? verdict : reason);
+}
+
 /* connect_tls_probe_run - input {"domain", "mode", "fallback"?}; details
  * {domain, mode, verdict, reason, meets, mx: [{host, pref, address,
  * verdict, reason, tls_version?}]} */
@@ -317,6 +383,11 @@ void connect_tls_probe_run(const struct connect_env *env, json_t *input, connect
         json_decref(j->patterns);
         free(j);
         connect_finish_later(env, done, arg, CONNECT_UNKNOWN, details, "No resolver configured.");
+        return;
+    }
+    if (strcmp(j->mode, "dane") == 0) {
+        /* TLSA from validated answers, a DANE-authenticated test connection */
+        deliver_dane_probe(env->dns, &j->cc, j->domain, j->port, tp_dane_done, j);
         return;
     }
     dns_query(env->dns, j->domain, DNS_T_MX, tp_mx, j);

@@ -449,6 +449,16 @@ static const struct setting settings_table[] = {
       "Outbound TLS",
       "Longest time one MTA-STS policy fetch (connect, TLS, the whole answer) may take; a "
       "fetch that fails keeps an unexpired cached policy in force (RFC 8461 5.1)." },
+    { "dns_trust_anchor_file", SETTING_PATH, OFF(dns_trust_anchor_file), 0, "", 0, 0, 0, 0, NULL, NULL, 0,
+      "DNSSEC",
+      "DNSSEC trust anchor for Moat's own validation (libunbound): a file of DS or DNSKEY "
+      "records, one per line (`;` starts a comment), e.g. `/usr/share/dns/root.key` (Debian "
+      "package dns-root-data). It is read at start, before privileges are dropped; an unreadable "
+      "file or a line that is not a DS/DNSKEY record stops moatd with an error. Needed for DANE "
+      "(TLS policy mode `dane`): only answers validated against this anchor count as secure. "
+      "Empty (the default) means no anchor: no answer is secure and DANE never applies, the "
+      "policy's fallback mode is used. With `resolver` set, the resolver must pass DNSSEC "
+      "records through (any recursive resolver does); Moat validates them itself." },
 };
 
 #define N_SETTINGS (sizeof settings_table / sizeof settings_table[0])

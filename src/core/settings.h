@@ -127,6 +127,8 @@ struct moat_settings {
     char *tls_ca_file;                 /* "" = the system trust store */
     int64_t mta_sts_port;              /* 443 */
     int64_t mta_sts_fetch_timeout;     /* seconds */
+    /* DANE (issue 6) */
+    char *dns_trust_anchor_file;       /* DNSSEC anchor for libunbound; "" = none */
 };
 
 /* settings_defaults - fill s with every default (paths derived from state_dir later) */

@@ -48,6 +48,7 @@
 #include "deliver_dkim.h"
 #include "deliver_mx.h"
 #include "deliver_mtasts.h"
+#include "deliver_dane.h"
 #include "../dns/dns.h"
 #include "../spool/spool.h"
 #include "../smtp/smtp_client.h"
@@ -111,6 +112,10 @@ struct slot {                    /* one connection of a destination */
     struct job *job;
     size_t addr_i;
     bool tls_fallback;           /* opportunistic TLS failed here: retry in clear */
+    enum smtp_client_tls tls_used;   /* the level of the connection being opened */
+    struct dane_lookup *dl;      /* DANE policy: the TLSA lookup before connecting */
+    enum dane_state dane_state;  /* its answer, for this connection */
+    bool dane_done;              /* dane_state is valid */
     int best_rank;               /* how far the most informative failure got */
     char best[SMTP_DIAG_MAX];
     int64_t job_start_ms;
@@ -137,6 +142,13 @@ struct dest {
     bool sts;
     struct mtasts_req *sts_req;
     struct mtasts_policy *sts_policy;   /* NULL: none published (opportunistic) */
+    /* TLS policy "dane" (RFC 7672): each MX host is looked up with
+     * dane_lookup before connecting; dane_fallback is the level where DANE
+     * does not apply.  mx_secure: the MX answer was DNSSEC-validated (a
+     * configured route host counts as secure) */
+    bool dane;
+    enum smtp_client_tls dane_fallback;
+    bool mx_secure;
     struct job *qhead, **qtail;
     size_t qlen;
     int n_conns, n_connecting;
@@ -671,6 +683,7 @@ static void mx_cb(void *arg, const struct dns_result *r)
     struct dest *ds = arg;
     ds->queries[0] = NULL;
     ds->dns_pending--;
+    ds->mx_secure = r->secure && (r->status == DNS_OK || r->status == DNS_NODATA);
     if (r->status == DNS_OK) {
         struct dns_record *rr = xcalloc(r->n, sizeof(*rr));
         memcpy(rr, r->rr, r->n * sizeof(*rr));
@@ -769,6 +782,7 @@ static void sts_cb(void *arg, const struct mtasts_policy *p, const char *why)
 static void dest_resolve(struct dest *ds)
 {
     dest_clear_addrs(ds);
+    ds->mx_secure = !ds->is_mx;   /* a route host comes from configuration */
     ds->resolving = true;
     ds->res_tempfail = false;
     ds->res_code = 0;
@@ -952,13 +966,24 @@ static void conn_ready(void *arg, struct smtp_conn *c, enum smtp_conn_error err,
         ds->n_connecting--;
         s->conn = c;
         policy_report(ds, c);
+        if (smtp_conn_dane(c))
+            log_info("event=dane_verified dest=%s peer=%s tlsa=\"%s\"", ds->key, smtp_conn_peer(c),
+                     smtp_conn_dane(c));
         ds->d->stats.connections++;
         slot_next_job(s, c);
         return;
     }
     s->conn = NULL;
+    char dane_diag[SMTP_DIAG_MAX];
+    /* a TLS failure under the dane policy names the policy (not for
+     * opportunistic TLS, which goes on in clear below) */
+    if (s->dane_done && (err == SMTP_CONN_TLS || err == SMTP_CONN_TLS_REQUIRED) &&
+        s->tls_used != SMTP_CLIENT_TLS_MAY) {
+        deliver_dane_diag(ds->host, diag, dane_diag, sizeof(dane_diag));
+        diag = dane_diag;
+    }
     log_info("event=connect_failed dest=%s addr_index=%zu error=%d diag=\"%s\"", ds->key, s->addr_i, err, diag);
-    if (err == SMTP_CONN_TLS && ds->tls == SMTP_CLIENT_TLS_MAY && !s->tls_fallback) {
+    if (err == SMTP_CONN_TLS && s->tls_used == SMTP_CLIENT_TLS_MAY && !s->tls_fallback) {
         /* opportunistic TLS that fails is not a reason to stop: retry in clear (RFC 7435 4) */
         s->tls_fallback = true;
         slot_connect(s);
@@ -970,7 +995,7 @@ static void conn_ready(void *arg, struct smtp_conn *c, enum smtp_conn_error err,
     if (rank > s->best_rank) {
         s->best_rank = rank;
         if ((err == SMTP_CONN_TLS || err == SMTP_CONN_TLS_REQUIRED) && ds->policy_domain &&
-            ds->policy_enforced)
+            ds->policy_enforced && diag != dane_diag)   /* deliver_dane_diag named it */
             policy_diag(ds, &ds->addrs[s->addr_i], diag, s->best, sizeof(s->best));
         else
             str_copy(s->best, sizeof(s->best), diag);
@@ -995,20 +1020,60 @@ static void conn_ready(void *arg, struct smtp_conn *c, enum smtp_conn_error err,
     slot_end(s);
 }
 
-static void slot_connect(struct slot *s)
+/* slot_open - open the connection at the level chosen (a: the DANE answer, or NULL) */
+static void slot_open(struct slot *s, enum smtp_client_tls tls, const struct dane_answer *da)
 {
     struct dest *ds = s->ds;
     struct deliver *d = ds->d;
     struct daddr *a = &ds->addrs[s->addr_i];
-    enum smtp_client_tls tls = s->tls_fallback ? SMTP_CLIENT_TLS_NONE : ds->tls;
     /* read at each use, not at start: runtime settings (settings.h) change on this loop */
     const struct moat_settings *set = d->cfg.settings;
     d->ccfg.timeout_connect = (int)set->delivery_timeout_connect;
     d->ccfg.timeout_command = (int)set->delivery_timeout_command;
     d->ccfg.timeout_data = (int)set->delivery_timeout_data;
-    struct smtp_conn *c = smtp_conn_open(&d->ccfg, (struct sockaddr *)&a->sa, a->len, a->host, tls,
-                                         conn_ready, s);
+    s->tls_used = tls;
+    struct smtp_conn *c;
+    if (tls == SMTP_CLIENT_TLS_DANE)
+        c = smtp_conn_open_dane(&d->ccfg, (struct sockaddr *)&a->sa, a->len, a->host, da->base, da->tlsa,
+                                da->n, conn_ready, s);
+    else
+        c = smtp_conn_open(&d->ccfg, (struct sockaddr *)&a->sa, a->len, a->host, tls, conn_ready, s);
     (void)c;   /* reported through conn_ready */
+}
+
+/* slot_dane_cb - the DANE answer for this MX host decides the TLS level */
+static void slot_dane_cb(void *arg, const struct dane_answer *a)
+{
+    struct slot *s = arg;
+    struct dest *ds = s->ds;
+    s->dl = NULL;
+    s->dane_done = true;
+    s->dane_state = a->state;
+    log_info("event=dane dest=%s mx=%s base=%s state=%s why=\"%s\"", ds->key, ds->addrs[s->addr_i].host,
+             a->base, dane_state_name(a->state), a->why);
+    enum smtp_client_tls tls;
+    char diag[SMTP_DIAG_MAX];
+    if (deliver_dane_level(a->state, ds->dane_fallback, &tls) == 0) {
+        slot_open(s, tls, a);
+        return;
+    }
+    /* bogus or unknown: this MX host is not used now, never in clear */
+    xsnprintf(diag, sizeof(diag), "4.7.5 TLS policy \"dane\" for %s: %s at %s", ds->host, a->why,
+              ds->addrs[s->addr_i].host);
+    s->tls_used = SMTP_CLIENT_TLS_DANE;
+    conn_ready(s, NULL, SMTP_CONN_TLS, 0, diag);
+}
+
+static void slot_connect(struct slot *s)
+{
+    struct dest *ds = s->ds;
+    struct deliver *d = ds->d;
+    s->dane_done = false;
+    if (ds->dane && d->cfg.dns && !s->tls_fallback) {
+        s->dl = dane_lookup(d->cfg.dns, ds->addrs[s->addr_i].host, ds->port, ds->mx_secure, slot_dane_cb, s);
+        return;
+    }
+    slot_open(s, s->tls_fallback ? SMTP_CLIENT_TLS_NONE : ds->dane ? ds->dane_fallback : ds->tls, NULL);
 }
 
 /* dest_pump - start connections for queued jobs, within the limits */
@@ -1054,10 +1119,10 @@ static enum smtp_client_tls policy_tls(const struct store_tls_policy *tp)
     case STORE_TLSP_ENCRYPT: return SMTP_CLIENT_TLS_ENCRYPT;
     case STORE_TLSP_VERIFY: return SMTP_CLIENT_TLS_VERIFY;
     case STORE_TLSP_DANE:
-        /* TODO(helper D, deliver_dane.h): ask dane_lookup() per MX host and
-         * connect with the TLSA records (DANE_REQUIRED), ENCRYPT
-         * (DANE_ENCRYPT_ONLY), defer (TEMPFAIL/BOGUS); until the lead wires
-         * it, every MX host gets the policy's fallback mode */
+        /* each MX host is looked up with dane_lookup before connecting
+         * (slot_connect: DANE_REQUIRED authenticates by the TLSA records,
+         * DANE_ENCRYPT_ONLY encrypts, TEMPFAIL/BOGUS defer); this is the
+         * level where DANE does not apply (insecure or no TLSA) */
         return tp->fallback == STORE_TLSP_VERIFY ? SMTP_CLIENT_TLS_VERIFY
              : tp->fallback == STORE_TLSP_ENCRYPT ? SMTP_CLIENT_TLS_ENCRYPT : SMTP_CLIENT_TLS_MAY;
     case STORE_TLSP_MTA_STS:
@@ -1098,9 +1163,14 @@ static struct dest *dest_for(struct deliver *d, const char *domain, char *why, s
     enum smtp_client_tls want = tp ? policy_tls(tp) : SMTP_CLIENT_TLS_MAY;
     enum smtp_client_tls tls = tp && tp->enforced ? want : SMTP_CLIENT_TLS_MAY;
     /* the policy is part of the key: a changed policy gets a fresh destination */
-    xsnprintf(key, sizeof(key), "mx:%s:%d:%s:%d", dom, port,
-              tp ? store_tls_policy_mode_name(tp->mode) : "-", tp && tp->enforced);
+    xsnprintf(key, sizeof(key), "mx:%s:%d:%s:%d:%d", dom, port,
+              tp ? store_tls_policy_mode_name(tp->mode) : "-", tp && tp->enforced,
+              tp ? (int)tp->fallback : 0);
     struct dest *ds = dest_get(d, key, true, dom, port, tls);
+    if (tp && tp->enforced && tp->mode == STORE_TLSP_DANE) {
+        ds->dane = true;
+        ds->dane_fallback = want;
+    }
     if (tp && !ds->policy_domain) {
         ds->policy_domain = xstrdup(tp->domain);
         ds->policy_mode = store_tls_policy_mode_name(tp->mode);

@@ -12,6 +12,7 @@
  * Entry points: dns_create, dns_query, dns_cancel, dns_free.
  */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -109,8 +110,68 @@ static int resolver_to_fwd(const char *r, char *dst, size_t size)
     return str_copy(dst, size, host);
 }
 
-struct dns *dns_create(struct event_base *base, const char *resolver, struct error *err)
+#define DNS_MAX_ANCHOR_FILE (64 * 1024)
+#define DNS_MAX_ANCHOR_LINE 4096
+
+/* add_trust_anchors - the DS/DNSKEY lines of path, one record a line (";"
+ * comments), read now: libunbound would read its file only at the first
+ * query, after moatd dropped its privileges, and report nothing usable */
+static int add_trust_anchors(struct ub_ctx *ctx, const char *path, struct error *err)
 {
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        error_set(err, "dns_trust_anchor_file", "cannot read trust anchor file \"%s\": %s", path, strerror(errno));
+        return -1;
+    }
+    char line[DNS_MAX_ANCHOR_LINE];
+    int n = 0, lineno = 0, rc = 0;
+    size_t total = 0;
+    while (fgets(line, sizeof(line), f)) {
+        lineno++;
+        size_t len = strlen(line);
+        total += len;
+        if (total > DNS_MAX_ANCHOR_FILE || (len == sizeof(line) - 1 && line[len - 1] != '\n')) {
+            error_set(err, "dns_trust_anchor_file", "%s:%d: file or line too long", path, lineno);
+            rc = -1;
+            break;
+        }
+        char *c = strchr(line, ';');
+        if (c)
+            *c = '\0';
+        char *p = line;
+        while (*p == ' ' || *p == '\t')
+            p++;
+        len = strlen(p);
+        while (len && (p[len - 1] == '\n' || p[len - 1] == '\r' || p[len - 1] == ' ' || p[len - 1] == '\t'))
+            p[--len] = '\0';
+        if (!*p)
+            continue;
+        if (!strcasestr(p, " DS ") && !strcasestr(p, "\tDS\t") && !strcasestr(p, " DNSKEY ") &&
+            !strcasestr(p, "\tDNSKEY\t")) {
+            error_set(err, "dns_trust_anchor_file", "%s:%d: not a DS or DNSKEY record on one line", path, lineno);
+            rc = -1;
+            break;
+        }
+        int urc = ub_ctx_add_ta(ctx, p);
+        if (urc != 0) {
+            error_set(err, "dns_trust_anchor_file", "%s:%d: %s", path, lineno, ub_strerror(urc));
+            rc = -1;
+            break;
+        }
+        n++;
+    }
+    fclose(f);
+    if (rc == 0 && n == 0) {
+        error_set(err, "dns_trust_anchor_file", "no DS or DNSKEY record in \"%s\"", path);
+        rc = -1;
+    }
+    return rc;
+}
+
+struct dns *dns_create(struct event_base *base, const struct dns_options *opt, struct error *err)
+{
+    const char *resolver = opt ? opt->resolver : NULL;
+    const char *anchor = opt ? opt->trust_anchor_file : NULL;
     struct dns *d = xcalloc(1, sizeof(*d));
     d->base = base;
     d->ctx = ub_ctx_create();
@@ -145,6 +206,10 @@ struct dns *dns_create(struct event_base *base, const char *resolver, struct err
         error_set(err, "resolver", "libunbound setup: %s", ub_strerror(rc));
         goto fail;
     }
+    /* with an anchor libunbound validates itself, also behind a forwarder
+     * (which must pass DNSSEC records: any recursive resolver does) */
+    if (anchor && *anchor && add_trust_anchors(d->ctx, anchor, err) < 0)
+        goto fail;
     d->ev = event_new(base, ub_fd(d->ctx), EV_READ | EV_PERSIST, dns_ready_cb, d);
     if (!d->ev || event_add(d->ev, NULL) < 0) {
         error_set(err, "resolver", "cannot watch the libunbound descriptor");
@@ -294,15 +359,8 @@ static int parse_rdata(enum dns_type type, const uint8_t *p, size_t len, struct 
         tmp[o] = '\0';
         break;
     }
-    case DNS_T_TLSA: {
-        /* RFC 6698 2.2 presentation form: usage selector mtype hex */
-        if (len < 3 || len > (DNS_MAX_TXT - 16) / 2)
-            return -1;
-        int o = xsnprintf(tmp, sizeof(tmp), "%u %u %u ", p[0], p[1], p[2]);
-        for (size_t i = 3; i < len; i++)
-            o += xsnprintf(tmp + o, sizeof(tmp) - (size_t)o, "%02x", p[i]);
-        break;
-    }
+    case DNS_T_TLSA:
+        return dns_tlsa_parse(p, len, rr);
     default:
         return -1;
     }
@@ -310,11 +368,60 @@ static int parse_rdata(enum dns_type type, const uint8_t *p, size_t len, struct 
     return 0;
 }
 
+int dns_tlsa_parse(const uint8_t *p, size_t len, struct dns_record *rr)
+{
+    /* RFC 6698 2.1: usage, selector, matching type, at least one octet of data */
+    if (len < 4 || len - 3 > DNS_TLSA_MAX_DATA)
+        return -1;
+    memset(rr, 0, sizeof(*rr));
+    rr->usage = p[0];
+    rr->selector = p[1];
+    rr->mtype = p[2];
+    rr->data_len = (uint16_t)(len - 3);
+    rr->data = xmalloc(rr->data_len);
+    memcpy(rr->data, p + 3, rr->data_len);
+    /* presentation form (RFC 6698 2.2) for logs, the data cut at 64 octets */
+    char tmp[16 + 2 * 64 + 4];
+    int o = xsnprintf(tmp, sizeof(tmp), "%u %u %u ", p[0], p[1], p[2]);
+    for (size_t i = 0; i < rr->data_len && i < 64 && o >= 0; i++)
+        o += xsnprintf(tmp + o, sizeof(tmp) - (size_t)o, "%02x", rr->data[i]);
+    if (rr->data_len > 64 && o >= 0)
+        xsnprintf(tmp + o, sizeof(tmp) - (size_t)o, "...");
+    rr->text = xstrdup(tmp);
+    return 0;
+}
+
+void dns_record_clear(struct dns_record *rr)
+{
+    free(rr->text);
+    free(rr->data);
+    rr->text = NULL;
+    rr->data = NULL;
+}
+
 static void result_free(struct dns_result *r)
 {
     for (size_t i = 0; i < r->n; i++)
-        free(r->rr[i].text);
+        dns_record_clear(&r->rr[i]);
     free(r->rr);
+}
+
+/* canon_of - the answer's final CNAME target when it differs from the query
+ * name (without the trailing dot), else "" */
+static void canon_of(const struct ub_result *ub, char *dst, size_t size)
+{
+    dst[0] = '\0';
+    if (!ub->canonname || !ub->qname)
+        return;
+    size_t cl = strlen(ub->canonname), ql = strlen(ub->qname);
+    if (cl && ub->canonname[cl - 1] == '.')
+        cl--;
+    if (ql && ub->qname[ql - 1] == '.')
+        ql--;
+    if (cl == 0 || cl >= size || (cl == ql && strncasecmp(ub->canonname, ub->qname, cl) == 0))
+        return;
+    memcpy(dst, ub->canonname, cl);
+    dst[cl] = '\0';
 }
 
 static void dns_ub_cb(void *arg, int err, struct ub_result *ub)
@@ -322,6 +429,7 @@ static void dns_ub_cb(void *arg, int err, struct ub_result *ub)
     struct dns_query *q = arg;
     struct dns *d = q->d;
     struct dns_result r = { .status = DNS_TEMPFAIL };
+    char canon[DNS_MAX_NAME];
     if (err != 0) {
         xsnprintf(r.why, sizeof(r.why), "resolver error: %s", ub_strerror(err));
     } else if (ub->bogus) {
@@ -348,6 +456,9 @@ static void dns_ub_cb(void *arg, int err, struct ub_result *ub)
         r.secure = ub->secure;
         if (r.n) {
             r.status = DNS_OK;
+            canon_of(ub, canon, sizeof(canon));
+            if (canon[0])
+                r.canon = canon;
         } else {
             xsnprintf(r.why, sizeof(r.why), "malformed answer");
         }
@@ -415,4 +526,9 @@ void dns_cancel(struct dns *d, struct dns_query *q)
         ub_cancel(d->ctx, q->async_id);
     query_unlink(d, q);
     free(q);
+}
+
+struct event_base *dns_event_base(const struct dns *d)
+{
+    return d->base;
 }

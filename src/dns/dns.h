@@ -27,10 +27,19 @@ enum dns_status {
     DNS_BOGUS,         /* DNSSEC validation failed */
 };
 
+/* RFC 6698 2.1: bounds on TLSA association data (SHA-256 32 octets,
+ * SHA-512 64, a full certificate or key at most this) */
+#define DNS_TLSA_MAX_DATA 4096
+
 struct dns_record {
     int pref;          /* MX preference; 0 otherwise */
     char *text;        /* A/AAAA: address text; MX/PTR: host name without
-                        * the trailing dot; TXT: the strings concatenated */
+                        * the trailing dot; TXT: the strings concatenated;
+                        * TLSA: "usage selector mtype hex" (hex cut at 64 octets) */
+    /* TLSA only (RFC 6698 2.1): the fields and the association data */
+    uint8_t usage, selector, mtype;
+    uint16_t data_len;
+    unsigned char *data;
 };
 
 struct dns_result {
@@ -39,12 +48,23 @@ struct dns_result {
     size_t n;
     struct dns_record *rr;
     char why[160];     /* human reason for TEMPFAIL/BOGUS */
+    /* DNS_OK reached through a CNAME chain: its final target (no trailing
+     * dot), valid during the callback only; NULL otherwise */
+    const char *canon;
 };
 
 typedef void (*dns_cb)(void *arg, const struct dns_result *r);
 
-/* dns_create - resolver "ADDR:PORT", "ADDR@PORT", "ADDR" or "" (system resolv.conf) */
-struct dns *dns_create(struct event_base *base, const char *resolver, struct error *err);
+struct dns_options {
+    const char *resolver;          /* "ADDR:PORT", "ADDR@PORT", "ADDR" or "" (system resolv.conf) */
+    /* DNSSEC trust anchor file (DS or DNSKEY lines, e.g. /usr/share/dns/root.key)
+     * for libunbound's own validation; NULL or "" = no anchor: no answer is
+     * `secure`, so DANE never applies */
+    const char *trust_anchor_file;
+};
+
+/* dns_create - a resolver on base with the options above */
+struct dns *dns_create(struct event_base *base, const struct dns_options *opt, struct error *err);
 /* dns_shutdown - answer every pending query now with DNS_TEMPFAIL ("the
  * resolver is shutting down"), on the calling (loop) thread: for teardown,
  * while the modules that asked still exist */
@@ -53,6 +73,15 @@ void dns_free(struct dns *d);   /* cancels pending queries without calling back 
 /* dns_query - cb is always called later from the loop, never inside dns_query */
 struct dns_query *dns_query(struct dns *d, const char *name, enum dns_type type, dns_cb cb, void *arg);
 void dns_cancel(struct dns *d, struct dns_query *q);
+/* dns_event_base - the loop the resolver answers on (for callers that must
+ * answer later without a query) */
+struct event_base *dns_event_base(const struct dns *d);
 const char *dns_status_name(enum dns_status s);
+/* dns_tlsa_parse - TLSA rdata (RFC 6698 2.1) at p[0..len) into rr (usage,
+ * selector, mtype, data, text); 0, or -1 when shorter than 4 octets or the
+ * data is longer than DNS_TLSA_MAX_DATA.  Pure (fuzzed by fuzz_dns_tlsa). */
+int dns_tlsa_parse(const uint8_t *p, size_t len, struct dns_record *rr);
+/* dns_record_clear - free what one parsed record owns */
+void dns_record_clear(struct dns_record *rr);
 
 #endif

@@ -29,6 +29,7 @@
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 #include "smtp_client.h"
+#include "../deliver/deliver_dane.h"
 
 #define SMTP_CLIENT_BLOCK (64 * 1024)       /* read from the spool per step */
 #define SMTP_CLIENT_OUT_HIGH (256 * 1024)   /* stop filling the output beyond */
@@ -165,6 +166,10 @@ struct smtp_conn {
     bool tls_verified;            /* trusted chain and name match (checked in every mode) */
     char tls_verify_why[128];     /* why not, "" when verified */
     char tls_ver[24];
+    struct dane_tlsa *tlsa;      /* SMTP_CLIENT_TLS_DANE: the records (copies) */
+    char *dane_base;             /* the TLSA base domain, NULL = peer_name */
+    size_t n_tlsa;
+    char dane_match[64];         /* which record matched, "" before */
     enum smtp_conn_state st;
     struct buf in;
     int depth;
@@ -213,6 +218,10 @@ static void conn_destroy(struct smtp_conn *c)
     free(c->block);
     free(c->helo_name);
     free(c->peer_name);
+    for (size_t i = 0; i < c->n_tlsa; i++)
+        free(c->tlsa[i].data);
+    free(c->tlsa);
+    free(c->dane_base);
     free(c);
 }
 
@@ -330,6 +339,54 @@ static bool is_ip_literal(const char *s)
     return inet_pton(AF_INET, s, tmp) == 1 || inet_pton(AF_INET6, s, tmp) == 1;
 }
 
+/* dane_setup - RFC 7672 3: the TLSA records are the only trust anchors.
+ * Verification runs during the handshake but does not abort it
+ * (SSL_VERIFY_NONE): dane_check then names the failure, "TLSA mismatch",
+ * before a single SMTP command is sent over the channel. */
+static int dane_setup(struct smtp_conn *c, SSL *ssl, char *why, size_t size)
+{
+    const char *base = c->dane_base ? c->dane_base : c->peer_name;
+    /* RFC 7672 8.1: SNI names the TLSA base domain; a DANE-TA(2) chain may
+     * name it or the MX host (3.2.2) */
+    SSL_set_tlsext_host_name(ssl, base);
+    if (SSL_dane_enable(ssl, base) <= 0 ||
+        (strcasecmp(base, c->peer_name) != 0 && SSL_add1_host(ssl, c->peer_name) != 1)) {
+        xsnprintf(why, size, "4.7.5 cannot enable DANE for %s", c->peer);
+        return -1;
+    }
+    /* RFC 7672 3.1.1: DANE-EE(3) binds the key itself; no name, no expiry */
+    SSL_dane_set_flags(ssl, DANE_FLAG_NO_DANE_EE_NAMECHECKS);
+    int usable = 0;
+    for (size_t i = 0; i < c->n_tlsa; i++) {
+        const struct dane_tlsa *t = &c->tlsa[i];
+        if (SSL_dane_tlsa_add(ssl, t->usage, t->selector, t->mtype, t->data, t->len) > 0)
+            usable++;
+    }
+    if (usable == 0) {
+        xsnprintf(why, size, "4.7.5 TLSA mismatch at %s: no usable TLSA record", c->peer);
+        return -1;
+    }
+    SSL_set_verify(ssl, SSL_VERIFY_NONE, NULL);
+    return 0;
+}
+
+/* dane_check - after the handshake: did a TLSA record authenticate the peer? */
+static int dane_check(struct smtp_conn *c, SSL *ssl, char *why, size_t size)
+{
+    long vr = SSL_get_verify_result(ssl);
+    uint8_t usage, selector, mtype;
+    int depth = SSL_get0_dane_tlsa(ssl, &usage, &selector, &mtype, NULL, NULL);
+    if (vr != X509_V_OK || depth < 0) {
+        xsnprintf(why, size, "4.7.5 TLSA mismatch at %s: %s", c->peer,
+                  vr != X509_V_OK ? X509_verify_cert_error_string(vr) : "no TLSA record matched");
+        return -1;
+    }
+    xsnprintf(c->dane_match, sizeof(c->dane_match), "%s(%u) %u %u depth=%d",
+              usage == DANE_USAGE_DANE_EE ? "DANE-EE" : usage == DANE_USAGE_DANE_TA ? "DANE-TA" : "PKIX",
+              usage, selector, mtype, depth);
+    return 0;
+}
+
 /* start_tls - RFC 3207: after 220 to STARTTLS, handshake on the same socket */
 static void start_tls(struct smtp_conn *c)
 {
@@ -346,12 +403,22 @@ static void start_tls(struct smtp_conn *c)
     bool ip = is_ip_literal(c->peer_name);
     if (!ip)
         SSL_set_tlsext_host_name(ssl, c->peer_name);
-    /* the name is checked in every mode: VERIFY enforces it, the others only
-     * report it (smtp_conn_tls_verified: a TLS policy in testing logs it) */
-    if (ip)
-        X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), c->peer_name);
-    else
-        SSL_set1_host(ssl, c->peer_name);
+    if (c->tls == SMTP_CLIENT_TLS_DANE) {
+        char why[SMTP_DIAG_MAX];
+        if (dane_setup(c, ssl, why, sizeof(why)) < 0) {
+            SSL_free(ssl);
+            ready_fail(c, SMTP_CONN_TLS, 0, why);
+            return;
+        }
+    } else {
+        /* the name is checked in every other mode: VERIFY enforces it, the
+         * others only report it (smtp_conn_tls_verified: a TLS policy in
+         * testing logs it); DANE checks names its own way (RFC 7672 3.2.2) */
+        if (ip)
+            X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), c->peer_name);
+        else
+            SSL_set1_host(ssl, c->peer_name);
+    }
     if (c->tls == SMTP_CLIENT_TLS_VERIFY) {
         SSL_set_verify(ssl, SSL_VERIFY_PEER, NULL);
     } else {
@@ -375,7 +442,8 @@ static void start_tls(struct smtp_conn *c)
 
 static void after_ehlo(struct smtp_conn *c)
 {
-    bool required = c->tls == SMTP_CLIENT_TLS_ENCRYPT || c->tls == SMTP_CLIENT_TLS_VERIFY;
+    bool required = c->tls == SMTP_CLIENT_TLS_ENCRYPT || c->tls == SMTP_CLIENT_TLS_VERIFY ||
+                    c->tls == SMTP_CLIENT_TLS_DANE;
     if (!c->tls_on && c->tls != SMTP_CLIENT_TLS_NONE && c->ext_starttls && c->tls_ctx) {
         send_line(c, "STARTTLS");
         c->st = CS_STARTTLS;
@@ -858,7 +926,10 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
             set_read_timeout(c, c->t_command);
         } else if (c->st == CS_HANDSHAKE) {
             SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
-            if (c->tls == SMTP_CLIENT_TLS_VERIFY && SSL_get_verify_result(ssl) != X509_V_OK) {
+            char ddiag[SMTP_DIAG_MAX];
+            if (c->tls == SMTP_CLIENT_TLS_DANE && dane_check(c, ssl, ddiag, sizeof(ddiag)) < 0) {
+                ready_fail(c, SMTP_CONN_TLS, 0, ddiag);
+            } else if (c->tls == SMTP_CLIENT_TLS_VERIFY && SSL_get_verify_result(ssl) != X509_V_OK) {
                 char diag[SMTP_DIAG_MAX];
                 xsnprintf(diag, sizeof(diag), "4.7.5 certificate verification failed for %s: %s", c->peer,
                           X509_verify_cert_error_string(SSL_get_verify_result(ssl)));
@@ -950,12 +1021,24 @@ static void conn_lost(struct smtp_conn *c, const char *why)
     }
 }
 
-struct smtp_conn *smtp_conn_open(const struct smtp_client_config *cfg,
-                                 const struct sockaddr *sa, socklen_t salen,
-                                 const char *peer_name, enum smtp_client_tls tls,
-                                 smtp_conn_ready_cb cb, void *arg)
+static struct smtp_conn *conn_open(const struct smtp_client_config *cfg,
+                                   const struct sockaddr *sa, socklen_t salen,
+                                   const char *peer_name, enum smtp_client_tls tls,
+                                   const char *base, const struct dane_tlsa *t, size_t n,
+                                   smtp_conn_ready_cb cb, void *arg)
 {
     struct smtp_conn *c = xcalloc(1, sizeof(*c));
+    if (base && *base)
+        c->dane_base = xstrdup(base);
+    if (n) {
+        c->tlsa = xcalloc(n, sizeof(*c->tlsa));
+        for (size_t i = 0; i < n; i++) {
+            c->tlsa[i] = t[i];
+            c->tlsa[i].data = xmalloc(t[i].len ? t[i].len : 1);
+            memcpy(c->tlsa[i].data, t[i].data, t[i].len);
+        }
+        c->n_tlsa = n;
+    }
     c->base = cfg->base;
     c->tls_ctx = cfg->tls_ctx;
     c->helo_name = xstrdup(cfg->helo_name && *cfg->helo_name ? cfg->helo_name : "localhost");
@@ -1019,6 +1102,34 @@ struct smtp_conn *smtp_conn_open(const struct smtp_client_config *cfg,
     if (conn_leave(c))
         return NULL;
     return c;
+}
+
+struct smtp_conn *smtp_conn_open(const struct smtp_client_config *cfg,
+                                 const struct sockaddr *sa, socklen_t salen,
+                                 const char *peer_name, enum smtp_client_tls tls,
+                                 smtp_conn_ready_cb cb, void *arg)
+{
+    if (tls == SMTP_CLIENT_TLS_DANE)
+        tls = SMTP_CLIENT_TLS_ENCRYPT;   /* without records: at least never in clear */
+    return conn_open(cfg, sa, salen, peer_name, tls, NULL, NULL, 0, cb, arg);
+}
+
+struct smtp_conn *smtp_conn_open_dane(const struct smtp_client_config *cfg,
+                                      const struct sockaddr *sa, socklen_t salen,
+                                      const char *peer_name, const char *base,
+                                      const struct dane_tlsa *t, size_t n,
+                                      smtp_conn_ready_cb cb, void *arg)
+{
+    /* smtp_tls_client_ctx enabled DANE on moatd's context; a no-op then,
+     * else (another caller's context) done here, once */
+    if (cfg->tls_ctx && SSL_CTX_dane_enable(cfg->tls_ctx) <= 0)
+        log_error("event=dane_enable_failed");
+    return conn_open(cfg, sa, salen, peer_name, SMTP_CLIENT_TLS_DANE, base, t, n, cb, arg);
+}
+
+const char *smtp_conn_dane(const struct smtp_conn *c)
+{
+    return c->tls_on && c->dane_match[0] ? c->dane_match : NULL;
 }
 
 void smtp_conn_quit(struct smtp_conn *c)

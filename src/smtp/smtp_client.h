@@ -49,6 +49,8 @@ enum smtp_client_tls {
     SMTP_CLIENT_TLS_NONE,         /* never (fallback after a failed handshake) */
     SMTP_CLIENT_TLS_ENCRYPT,      /* required, certificate not checked */
     SMTP_CLIENT_TLS_VERIFY,       /* required, trusted chain, name matches */
+    SMTP_CLIENT_TLS_DANE,         /* required, authenticated by TLSA records
+                                   * (RFC 7672): only through smtp_conn_open_dane */
 };
 
 struct smtp_client_config {
@@ -85,6 +87,23 @@ struct smtp_conn *smtp_conn_open(const struct smtp_client_config *cfg,
                                  const struct sockaddr *sa, socklen_t salen,
                                  const char *peer_name, enum smtp_client_tls tls,
                                  smtp_conn_ready_cb cb, void *arg);
+
+struct dane_tlsa;   /* src/deliver/deliver_dane.h */
+/* smtp_conn_open_dane - as smtp_conn_open with TLS required and the
+ * handshake authenticated by the TLSA records t[0..n) (RFC 7672 3, through
+ * OpenSSL's DANE support): DANE-EE(3) matches the server's certificate or
+ * key with no name or expiry check; DANE-TA(2) matches an issuer in the
+ * chain and the certificate must name the TLSA base domain (base: the MX
+ * host's CNAME target where the records came from there; NULL = peer_name)
+ * or peer_name (the MX host).  SNI is the base domain (RFC 7672 8.1).  The
+ * records are copied.  No usable record, or no match: cb gets
+ * SMTP_CONN_TLS with a diag "4.7.5 TLSA mismatch at PEER: reason" (a
+ * server without STARTTLS: SMTP_CONN_TLS_REQUIRED, "4.7.4"). */
+struct smtp_conn *smtp_conn_open_dane(const struct smtp_client_config *cfg,
+                                      const struct sockaddr *sa, socklen_t salen,
+                                      const char *peer_name, const char *base,
+                                      const struct dane_tlsa *t, size_t n,
+                                      smtp_conn_ready_cb cb, void *arg);
 
 #define SMTP_MSG_8BIT     0x1     /* body has 8-bit octets: BODY=8BITMIME */
 #define SMTP_MSG_SMTPUTF8 0x2     /* needs SMTPUTF8 */
@@ -136,6 +155,9 @@ const char *smtp_conn_tls_version(const struct smtp_conn *c);
  * matches peer_name (checked in every mode, enforced only by VERIFY);
  * *why (may be NULL) gets the reason when not */
 bool smtp_conn_tls_verified(const struct smtp_conn *c, const char **why);
+/* the TLSA record that authenticated the server ("DANE-EE(3) 1 1 depth=0"),
+ * or NULL when the connection is not DANE-authenticated */
+const char *smtp_conn_dane(const struct smtp_conn *c);
 /* number of transactions started on this connection */
 unsigned smtp_conn_uses(const struct smtp_conn *c);
 

@@ -286,5 +286,12 @@ SSL_CTX *smtp_tls_client_ctx(const struct moat_settings *s, struct error *err)
      * policy of the destination (opportunistic delivery must still work with
      * a self-signed peer, RFC 7435), or sets SSL_VERIFY_PEER per connection. */
     SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+    /* DANE (RFC 7672) is enabled per connection (smtp_conn_open_dane); the
+     * context's part is done once here, before any thread shares it */
+    if (SSL_CTX_dane_enable(ctx) <= 0) {
+        error_set(err, "tls", "cannot enable DANE: %s", tls_err(e, sizeof e));
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
     return ctx;
 }

@@ -9,7 +9,10 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <cmocka.h>
 #include <event2/event.h>
 #include "core/core.h"
@@ -34,9 +37,47 @@ static struct dns *make(struct event_base **base)
     struct error err = {0};
     *base = event_base_new();
     assert_non_null(*base);
-    struct dns *d = dns_create(*base, "127.0.0.1:9", &err);
+    struct dns_options opt = { .resolver = "127.0.0.1:9" };
+    struct dns *d = dns_create(*base, &opt, &err);
     assert_non_null(d);
     return d;
+}
+
+/* the trust anchor file is read by dns_create: errors name the setting */
+static void test_trust_anchor_file(void **state)
+{
+    char path[] = "/tmp/moat-test-anchor-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    FILE *f = fdopen(fd, "w");
+    fputs("; a comment\n\nexample.net. 3600 IN DS 12345 13 2 "
+          "0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF\n", f);
+    fclose(f);
+    struct event_base *base = event_base_new();
+    struct error err = {0};
+    struct dns_options opt = { .resolver = "127.0.0.1:9", .trust_anchor_file = path };
+    struct dns *d = dns_create(base, &opt, &err);
+    assert_non_null(d);
+    dns_free(d);
+
+    f = fopen(path, "w");
+    fputs("example.net. 3600 IN A 127.0.0.1\n", f);
+    fclose(f);
+    assert_null(dns_create(base, &opt, &err));
+    assert_string_equal(err.field, "dns_trust_anchor_file");
+    assert_non_null(strstr(err.msg, ":1: not a DS or DNSKEY record"));
+
+    f = fopen(path, "w");
+    fputs("; only comments\n", f);
+    fclose(f);
+    assert_null(dns_create(base, &opt, &err));
+    assert_non_null(strstr(err.msg, "no DS or DNSKEY record"));
+
+    unlink(path);
+    assert_null(dns_create(base, &opt, &err));
+    assert_string_equal(err.field, "dns_trust_anchor_file");
+    assert_non_null(strstr(err.msg, "cannot read"));
+    event_base_free(base);
 }
 
 static void test_invalid_name_answered_later(void **state)
@@ -98,6 +139,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_invalid_name_answered_later),
+        cmocka_unit_test(test_trust_anchor_file),
         cmocka_unit_test(test_cancel_never_calls_back),
         cmocka_unit_test(test_shutdown_answers_what_is_in_flight),
     };
