@@ -15,8 +15,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/socket.h>
 #include "../core/cidr.h"
 #include "store_priv.h"
+
+#define OUTBOUND_MIN_PREFIX4 8     /* the widest authorised IPv4 range: a /8 */
+#define OUTBOUND_MIN_PREFIX6 16    /* the widest authorised IPv6 range: a /16 */
 
 enum outbound_stmt {
     O_HOST_ADD,
@@ -121,6 +125,16 @@ int store_outbound_host_add(struct store *st, const char *cidr, const char *comm
     char canon[CIDR_TEXT_MAX];
     if (cidr_parse(cidr, &c, err) < 0)
         return STORE_ERR;
+    /* a range as wide as a large part of the internet turns Moat into an
+     * open relay: the widest published provider ranges (Exchange Online's
+     * /14 and /15, Google's /16 and /19) are far narrower than this */
+    int min = c.family == AF_INET ? OUTBOUND_MIN_PREFIX4 : OUTBOUND_MIN_PREFIX6;
+    if (c.prefix < min) {
+        error_set(err, "cidr", "%s is too wide: anyone in it could relay through Moat to any "
+                  "domain (an open relay); authorise ranges of /%d (IPv%c) or narrower",
+                  cidr, min, c.family == AF_INET ? '4' : '6');
+        return STORE_ERR;
+    }
     if (comment_check(comment, err) < 0)
         return STORE_ERR;
     if (cidr_format(&c, canon, sizeof canon) < 0) {

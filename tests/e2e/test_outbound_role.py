@@ -407,6 +407,11 @@ def test_api_errors_and_audit(world):
 
     st, b = call("POST", "/api/v1/outbound/hosts", {"cidr": "10.0.0.0/33"})
     assert st == 400 and b["error"]["field"] == "cidr"
+    # never an open relay: a range as wide as most of the internet is refused
+    for wide in ("0.0.0.0/0", "::/0", "64.0.0.0/2"):
+        st, b = call("POST", "/api/v1/outbound/hosts", {"cidr": wide})
+        assert st == 400 and b["error"]["field"] == "cidr", (wide, b)
+        assert "open relay" in b["error"]["message"], b
     st, b = call("POST", "/api/v1/outbound/hosts", {"cidr": "10.0.0.0/8", "extra": 1})
     assert st == 400 and b["error"]["field"] == "extra"
     st, b = call("POST", "/api/v1/outbound/hosts", {"cidr": "10.0.0.0/8"})

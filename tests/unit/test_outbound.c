@@ -229,6 +229,19 @@ static void test_store_outbound(void **state)
                      STORE_ERR);
     assert_string_equal(err.field, "comment");
     assert_int_equal(store_outbound_host_add(st, "2001:db8::/32", NULL, NULL, &err), STORE_OK);
+    /* never an open relay: the whole internet, or most of it, is refused */
+    static const char *const wide[] = { "0.0.0.0/0", "128.0.0.0/1", "10.0.0.0/7", "::/0",
+                                        "2000::/3", "2000::/15" };
+    for (size_t i = 0; i < sizeof wide / sizeof wide[0]; i++) {
+        memset(&err, 0, sizeof err);
+        assert_int_equal(store_outbound_host_add(st, wide[i], NULL, NULL, &err), STORE_ERR);
+        assert_string_equal(err.field, "cidr");
+        assert_non_null(strstr(err.msg, "open relay"));
+    }
+    assert_int_equal(store_outbound_host_add(st, "10.0.0.0/8", NULL, NULL, &err), STORE_OK);
+    assert_int_equal(store_outbound_host_add(st, "2a01::/16", NULL, NULL, &err), STORE_OK);
+    assert_int_equal(store_outbound_host_remove(st, "10.0.0.0/8", &err), STORE_OK);
+    assert_int_equal(store_outbound_host_remove(st, "2a01::/16", &err), STORE_OK);
 
     const char *hash = "$argon2id$v=19$m=65536,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNo";
     assert_int_equal(store_smtp_account_add(st, "Scanner@Example.com", hash, "", &err), STORE_OK);
