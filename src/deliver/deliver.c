@@ -84,6 +84,7 @@ struct dmsg {
     bool dkim_done;
     char *dkim_hdr;              /* "DKIM-Signature: ...\r\n", or NULL: unsigned */
     size_t dkim_len;
+    bool held;                   /* quarantined (envelope hold): never scheduled */
 };
 
 enum rcpt_outcome { OUT_NONE, OUT_DELIVERED, OUT_DEFERRED, OUT_FAILED };
@@ -97,6 +98,7 @@ struct job {
     struct smtp_client_rcpt *rc;
     struct smtp_client_msg msg;
     size_t prefix_len;           /* dm->dkim_len when this job sends it, else 0 */
+    size_t hdr_len;              /* the envelope's screening header lines, sent next */
 };
 
 struct daddr {
@@ -830,7 +832,13 @@ static ssize_t job_read(void *arg, uint64_t off, void *buf, size_t len)
         memcpy(buf, j->dm->dkim_hdr + off, n);
         return (ssize_t)n;
     }
-    return spool_msg_read(j->dm->d->cfg.spool, j->dm->m, off - j->prefix_len, buf, len);
+    off -= j->prefix_len;
+    if (off < j->hdr_len) {      /* then the screening headers (Authentication-Results) */
+        size_t n = j->hdr_len - (size_t)off < len ? j->hdr_len - (size_t)off : len;
+        memcpy(buf, spool_msg_envelope(j->dm->m)->prefix + off, n);
+        return (ssize_t)n;
+    }
+    return spool_msg_read(j->dm->d->cfg.spool, j->dm->m, off - j->hdr_len, buf, len);
 }
 
 /* spool_read - the message as spooled (the DKIM signer's reader) */
@@ -1206,6 +1214,10 @@ static struct job *job_new(struct dmsg *dm, struct dest *ds, size_t cap)
     j->msg.read = job_read;
     j->msg.read_arg = j;
     dkim_prefix(dm->d, dm, j);
+    if (env->prefix != NULL) {
+        j->hdr_len = strlen(env->prefix);
+        j->msg.size += j->hdr_len;
+    }
     return j;
 }
 
@@ -1595,6 +1607,12 @@ static void on_message(void *arg, struct spool_msg *m)
     if (!pending) {
         /* recovered after its last outcome but before its DONE record */
         finish(d, dm);
+        return;
+    }
+    if (env->hold != NULL) {
+        /* quarantined: kept durably in the spool, delivered only once released */
+        dm->held = true;
+        log_info("qid=%s event=held reason=\"%s\"", dm->qid, env->hold);
         return;
     }
     sched_at(d, dm, (int64_t)time_wall_ms());

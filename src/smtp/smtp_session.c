@@ -121,6 +121,11 @@ struct smtp_txn {
     struct smtp_data reader;
     struct buf out;               /* canonical data not yet handed to the spool */
     bool write_failed;
+    /* screening: the first HOLD verdict's reason (the message is committed
+     * held, see spool.h), and header lines for the delivery engine to add
+     * before the message (Authentication-Results, X-Moat-Verdict) */
+    char *hold;
+    struct buf prefix;
 };
 
 /* where an SMTP AUTH exchange stands */
@@ -351,6 +356,9 @@ static void txn_reset(struct smtp_session *s)
     t->qid[0] = '\0';
     t->write_failed = false;
     buf_reset(&t->out);
+    free(t->hold);
+    t->hold = NULL;
+    buf_reset(&t->prefix);
 }
 
 static void session_rcpt_ready(void *arg);
@@ -383,6 +391,12 @@ static void session_policy(struct smtp_session *s, enum policy_stage stage, cons
 static bool session_policy_refused(struct smtp_session *s, const char *stage,
                                    const struct policy_verdict *v, const char *rcpt)
 {
+    if (v->action == POLICY_HOLD && s->txn.hold == NULL) {
+        /* accepted, but quarantined: the whole message is held (first reason wins) */
+        s->txn.hold = xstrdup(v->reason[0] ? v->reason : v->text);
+        log_info("session=%s client=%s event=hold stage=%s check=%s reason=\"%s\"", s->id, s->addr,
+                 stage, v->check ? v->check : "-", s->txn.hold);
+    }
     if (v->action != POLICY_REJECT && v->action != POLICY_TEMPFAIL)
         return false;
     session_reply(s, v->code, v->dsn, "%s", v->text);
@@ -1261,6 +1275,8 @@ static void session_data_end(struct smtp_session *s)
         .flags = (t->mail.body == SMTP_BODY_8BITMIME ? SPOOL_F_8BITMIME : 0) |
                  (t->mail.smtputf8 ? SPOOL_F_SMTPUTF8 : 0) | (s->tls ? SPOOL_F_TLS : 0),
         .received_ms = (int64_t)time_wall_ms(),
+        .prefix = t->prefix.len ? (char *)buf_cstr(&t->prefix) : NULL,
+        .hold = t->hold,
     };
     struct spool_txn *st = t->spool;
     t->spool = NULL;
@@ -1442,6 +1458,7 @@ static void session_free(struct smtp_session *s)
     sodium_memzero(s->auth_login_user, sizeof s->auth_login_user);
     free(s->txn.rcpts);
     buf_free(&s->txn.out);
+    buf_free(&s->txn.prefix);
     buf_free(&s->replies);
     if (s->grace_timer)
         event_free(s->grace_timer);
@@ -1594,6 +1611,7 @@ void smtp_session_start(struct smtp_server *srv, evutil_socket_t fd, const char 
     session_set_sockaddr(s);
     buf_init(&s->replies);
     buf_init(&s->txn.out);
+    buf_init(&s->txn.prefix);
     s->state = SMTP_STATE_INIT;
     s->grace_timer = evtimer_new(base, session_grace_cb, s);
     s->finish_ev = evtimer_new(base, session_finish_cb, s);

@@ -70,6 +70,12 @@ struct spool_envelope {
     int64_t received_ms;        /* wall clock, ms */
     uint64_t size;              /* octets of message data (filled by the spool) */
     bool warned;                /* a delay warning was sent (spool-maintained) */
+    /* screening results: header lines (each ending CRLF) the delivery
+     * engine sends before the message's first line (Authentication-Results,
+     * X-Moat-Verdict), or NULL; and why the message is held (quarantined:
+     * never delivered until released), or NULL */
+    char *prefix;
+    char *hold;
 };
 
 struct spool_options {

@@ -4,8 +4,9 @@
  * the decoder can be fuzzed on arbitrary bytes (tests/fuzz/fuzz_spool_record.c).
  *
  * Envelope encoding (COMMIT payload after the queue id), all little-endian:
- *     u8 version (1), str sender, str client_addr, str helo, ostr envid,
+ *     u8 version (2), str sender, str client_addr, str helo, ostr envid,
  *     u8 ret, u32 flags, i64 received_ms, u64 size, u8 warned,
+ *     [version 2:] ostr prefix, ostr hold,
  *     u32 n_rcpts, n_rcpts x { str addr, ostr orcpt, u32 notify, u8 state, ostr diag },
  *     u32 n_extents, n_extents x { u32 seg, u64 off, u32 len }
  * where str = u32 length + octets, ostr = u8 present + str when present.
@@ -14,7 +15,7 @@
 #include <string.h>
 #include "spool_record.h"
 
-#define SPOOL_ENV_VERSION 1
+#define SPOOL_ENV_VERSION 2      /* 1 (no prefix, hold) is still read */
 
 static void put_u32(uint8_t *p, uint32_t v)
 {
@@ -162,6 +163,8 @@ void spool_env_encode(struct buf *b, const struct spool_envelope *env,
     enc_u64(b, (uint64_t)env->received_ms);
     enc_u64(b, env->size);
     enc_u8(b, env->warned);
+    enc_ostr(b, env->prefix);
+    enc_ostr(b, env->hold);
     enc_u32(b, (uint32_t)env->n_rcpts);
     for (size_t i = 0; i < env->n_rcpts; i++) {
         const struct spool_rcpt *r = &env->rcpts[i];
@@ -250,7 +253,8 @@ int spool_env_decode(const uint8_t *p, size_t len, struct spool_envelope *env,
     memset(env, 0, sizeof(*env));
     *ext = NULL;
     *n_ext = 0;
-    if (dec_u8(&d) != SPOOL_ENV_VERSION)
+    uint8_t version = dec_u8(&d);
+    if (version < 1 || version > SPOOL_ENV_VERSION)
         return -1;
     env->sender = dec_str(&d);
     env->client_addr = dec_str(&d);
@@ -267,6 +271,10 @@ int spool_env_decode(const uint8_t *p, size_t len, struct spool_envelope *env,
     if (warned > 1)
         d.bad = true;
     env->warned = warned == 1;
+    if (version >= 2) {
+        env->prefix = dec_ostr(&d);
+        env->hold = dec_ostr(&d);
+    }
     uint32_t nr = dec_u32(&d);
     /* each recipient needs at least 14 octets: bound the allocation by the input */
     if (nr > SPOOL_MAX_RCPTS || (size_t)nr * 14 > len)
@@ -322,6 +330,8 @@ void spool_env_clear(struct spool_envelope *env)
     free(env->client_addr);
     free(env->helo);
     free(env->envid);
+    free(env->prefix);
+    free(env->hold);
     for (size_t i = 0; i < env->n_rcpts; i++) {
         free(env->rcpts[i].addr);
         free(env->rcpts[i].orcpt);
@@ -343,6 +353,8 @@ void spool_env_copy(struct spool_envelope *dst, const struct spool_envelope *src
     dst->client_addr = xstrdup(src->client_addr ? src->client_addr : "");
     dst->helo = xstrdup(src->helo ? src->helo : "");
     dst->envid = dup_or_null(src->envid);
+    dst->prefix = dup_or_null(src->prefix);
+    dst->hold = dup_or_null(src->hold);
     dst->rcpts = src->n_rcpts ? xcalloc(src->n_rcpts, sizeof(*dst->rcpts)) : NULL;
     for (size_t i = 0; i < src->n_rcpts; i++) {
         dst->rcpts[i] = src->rcpts[i];

@@ -198,11 +198,43 @@ static void test_record_roundtrip(void **state)
     assert_null(out.rcpts[0].diag);
     assert_int_equal(ne, 2);
     assert_int_equal(oe[1].off, 20);
+    assert_null(out.prefix);
+    assert_null(out.hold);
     spool_env_clear(&out);
     free(oe);
     /* every truncation is refused */
     for (size_t cut = 0; cut < b.len; cut++)
         assert_int_equal(spool_env_decode((const uint8_t *)b.data, cut, &out, &oe, &ne), -1);
+
+    /* screening results travel with the envelope */
+    struct buf b2;
+    buf_init(&b2);
+    env.prefix = "Authentication-Results: mx.example.com; spf=pass\r\n";
+    env.hold = "dmarc: p=quarantine";
+    spool_env_encode(&b2, &env, ext, 2);
+    assert_int_equal(spool_env_decode((const uint8_t *)b2.data, b2.len, &out, &oe, &ne), 0);
+    assert_string_equal(out.prefix, env.prefix);
+    assert_string_equal(out.hold, "dmarc: p=quarantine");
+    spool_env_clear(&out);
+    free(oe);
+    /* a version 1 envelope (before prefix and hold) still reads: drop the two
+     * absent-markers and set the version byte back */
+    env.prefix = env.hold = NULL;
+    buf_reset(&b2);
+    spool_env_encode(&b2, &env, ext, 2);
+    size_t at = 1 + 4 + strlen(env.sender) + 4 + strlen(env.client_addr) + 4 + strlen(env.helo) +
+                1 + 4 + strlen(env.envid) + 1 + 4 + 8 + 8 + 1;
+    assert_int_equal(b2.data[at], 0);
+    assert_int_equal(b2.data[at + 1], 0);
+    memmove(b2.data + at, b2.data + at + 2, b2.len - at - 2);
+    b2.len -= 2;
+    b2.data[0] = 1;
+    assert_int_equal(spool_env_decode((const uint8_t *)b2.data, b2.len, &out, &oe, &ne), 0);
+    assert_null(out.prefix);
+    assert_int_equal(out.n_rcpts, 2);
+    spool_env_clear(&out);
+    free(oe);
+    buf_free(&b2);
 
     /* a record validates; a flipped byte or a short read does not */
     uint8_t rec[128];
