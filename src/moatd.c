@@ -875,6 +875,7 @@ int main(int argc, char **argv)
         .directory = (const struct directory_index *const *)&m.directory,
         .callforward = m.callforward,
         .workers = m.workers,
+        .dns = m.dns,
     };
     m.smtp = smtp_server_create(&scfg, &err);
     if (m.smtp == NULL)

@@ -19,6 +19,7 @@
 #include "api_ldap.h"
 #include "api_dkim.h"
 #include "api_outbound.h"
+#include "api_dnsbl.h"
 #include "api_tls.h"
 
 const struct api_route api_routes[] = {
@@ -126,6 +127,10 @@ const struct api_route api_routes[] = {
     { "GET",    "/api/v1/tls/policies/{domain}",   AUTH_PERM_CONFIG_READ,     api_tls_policy_get,      false },
     { "DELETE", "/api/v1/tls/policies/{domain}",   AUTH_PERM_CONFIG_WRITE,    api_tls_policy_delete,   true },
     { "POST",   "/api/v1/tls/policies/{domain}/probe", AUTH_PERM_CONFIG_WRITE, api_tls_policy_probe,   true },
+    /* --- DNSBL zones of inbound screening (issue 7, api_dnsbl.c) --- */
+    { "GET",    "/api/v1/dnsbl/zones",             AUTH_PERM_CONFIG_READ,     api_dnsbl_zones_list,    false },
+    { "POST",   "/api/v1/dnsbl/zones",             AUTH_PERM_CONFIG_WRITE,    api_dnsbl_zones_create,  true },
+    { "DELETE", "/api/v1/dnsbl/zones/{zone}",      AUTH_PERM_CONFIG_WRITE,    api_dnsbl_zones_delete,  true },
 };
 
 const size_t api_routes_count = sizeof api_routes / sizeof api_routes[0];

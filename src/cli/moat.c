@@ -206,6 +206,11 @@ static const struct cli_option rv_set_options[] = {
     { NULL, NULL, NULL },
 };
 
+static const struct cli_option dnsbl_options[] = {
+    { "weight", "N", "the zone's weight, 1 to 100 (default 1)" },
+    { "comment", "TEXT", "a note kept with the zone" },
+    { NULL, NULL, NULL },
+};
 /* cli_commands - every command; later issues add rows here */
 static const struct cli_option outbound_options[] = {
     { "comment", "TEXT", "a note kept with the entry (who, what for)" },
@@ -476,6 +481,18 @@ static const struct cli_command cli_commands[] = {
       "policy is enforced only when the probe meets the mode, else it is stored report-only and "
       "the command fails unless --override (audit-logged). moat tls policy list | show DOMAIN | "
       "remove DOMAIN | probe DOMAIN (probe again; enforces on success)." },
+    { "dnsbl", "add", "ZONE", 1, 1, dnsbl_options, cli_dnsbl_add,
+      "query a DNS blocklist for inbound clients",
+      "Adds ZONE (e.g. zen.spamhaus.org) with --weight N (1 to 100, default 1). At the first "
+      "RCPT of inbound mail, the weights of the zones listing the client are added: at "
+      "dnsbl_threshold or more the mail is refused with 554 5.7.1, at dnsbl_hold_threshold or "
+      "more it is held. An error answer (127.255.255.x, SERVFAIL, timeout) never lists." },
+    { "dnsbl", "list", "", 0, 0, NULL, cli_dnsbl_list,
+      "list the DNS blocklists",
+      "Lists the DNSBL zones with their weights." },
+    { "dnsbl", "remove", "ZONE", 1, 1, NULL, cli_dnsbl_remove,
+      "stop querying a DNS blocklist",
+      "Removes ZONE; from the next connection on it is no longer asked." },
 };
 
 #define N_COMMANDS (sizeof cli_commands / sizeof cli_commands[0])

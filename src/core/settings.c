@@ -87,6 +87,7 @@ struct setting {
 static int check_resolver(const char *value, char *why, size_t whysize);
 static int check_hostname(const char *value, char *why, size_t whysize);
 static int check_user(const char *value, char *why, size_t whysize);
+static int check_rspamd_url(const char *value, char *why, size_t whysize);
 
 /* settings_table - every setting of moatd; rows flagged SETTING_RUNTIME may also be
  * stored in the database and changed at run time */
@@ -459,6 +460,51 @@ static const struct setting settings_table[] = {
       "Empty (the default) means no anchor: no answer is secure and DANE never applies, the "
       "policy's fallback mode is used. With `resolver` set, the resolver must pass DNSSEC "
       "records through (any recursive resolver does); Moat validates them itself." },
+    /* --- DNSBL and rspamd (issue 7) --- */
+    { "dnsbl_threshold", SETTING_INT, OFF(dnsbl_threshold), 0, "1", 1, 10000, 0, 0, NULL, NULL,
+      SETTING_RUNTIME,
+      "Screening",
+      "DNSBL: inbound mail is refused (554 5.7.1, at the first RCPT) when the weights of the "
+      "DNSBL zones that list the client add up to this or more. Zones are configured with "
+      "`moat dnsbl add ZONE --weight N`; without zones no DNSBL is asked. Permitted senders and "
+      "the outbound role are never checked. An answer in 127.255.255.0/24 (a blocklist's error "
+      "code), SERVFAIL or a timeout means \"could not check\", never \"listed\"." },
+    { "dnsbl_hold_threshold", SETTING_INT, OFF(dnsbl_hold_threshold), 0, "0", 0, 10000, 0, 0,
+      NULL, NULL, SETTING_RUNTIME,
+      "Screening",
+      "DNSBL: when not 0 and below `dnsbl_threshold`, mail whose client scores this or more "
+      "(but less than `dnsbl_threshold`) is accepted and held (quarantined) instead of refused. "
+      "0 = no holding." },
+    { "dnsbl_timeout", SETTING_DURATION, OFF(dnsbl_timeout), 0, "10s", 1, 120, 0, 0, NULL, NULL,
+      SETTING_RUNTIME,
+      "Screening",
+      "DNSBL: the longest the first RCPT waits for the blocklists' answers (queries start when "
+      "the client connects); a zone that has not answered by then counts as \"could not check\"." },
+    { "rspamd_url", SETTING_STRING, OFF(rspamd_url), 0, "", 0, 0, 0, 0, NULL, check_rspamd_url,
+      SETTING_RUNTIME,
+      "Screening",
+      "Base URL of an rspamd normal worker (e.g. `http://127.0.0.1:11333`): inbound messages "
+      "are sent to its `/checkv2` at the end of DATA and its action decides (no action, add "
+      "header, rewrite subject: accept with X-Spam-Status/X-Spam-Score; greylist, soft reject: "
+      "451 4.7.1; reject: 550 5.7.1 or hold, see `rspamd_hold_action`). Empty = no rspamd. "
+      "Permitted senders and the outbound role are not scanned." },
+    { "rspamd_timeout", SETTING_DURATION, OFF(rspamd_timeout), 0, "15s", 1, 300, 0, 0, NULL, NULL,
+      SETTING_RUNTIME,
+      "Screening",
+      "The longest one rspamd scan (connect, upload, answer) may take before rspamd counts "
+      "as unreachable (see `rspamd_unreachable`)." },
+    { "rspamd_unreachable", SETTING_ENUM, OFF(rspamd_unreachable), 0, "tempfail", 0, 0, 0, 0,
+      "tempfail|accept", NULL, SETTING_RUNTIME,
+      "Screening",
+      "What happens when rspamd cannot be reached, times out, or answers an HTTP error or "
+      "something that is not a scan result: `tempfail` (451 4.7.0, the sender retries) or "
+      "`accept` (the message is accepted unscanned, with a warning in the log)." },
+    { "rspamd_hold_action", SETTING_ENUM, OFF(rspamd_hold_action), 0, "none", 0, 0, 0, 0,
+      "none|reject|add_header", NULL, SETTING_RUNTIME,
+      "Screening",
+      "Which rspamd actions hold (quarantine) the message instead: `none` (reject is refused "
+      "with 550 5.7.1), `reject` (reject is held), `add_header` (reject, add header and "
+      "rewrite subject are all held)." },
 };
 
 #define N_SETTINGS (sizeof settings_table / sizeof settings_table[0])
@@ -659,6 +705,29 @@ int settings_parse_hostport(const char *s, char **host, int *port)
 }
 
 /* --- extra checks for string settings --- */
+
+/* check_rspamd_url - empty, or http(s)://HOST[:PORT][/PATH] without spaces or controls */
+static int check_rspamd_url(const char *value, char *why, size_t whysize)
+{
+    if (*value == '\0')
+        return 0;
+    const char *rest = NULL;
+    if (strncmp(value, "http://", 7) == 0)
+        rest = value + 7;
+    else if (strncmp(value, "https://", 8) == 0)
+        rest = value + 8;
+    if (rest == NULL || *rest == '\0' || *rest == '/' || strlen(value) > 512) {
+        snprintf(why, whysize, "expected http://HOST:PORT (at most 512 characters), e.g. "
+                 "http://127.0.0.1:11333");
+        return -1;
+    }
+    for (const char *p = value; *p; p++)
+        if ((unsigned char)*p <= 32 || (unsigned char)*p >= 127) {
+            snprintf(why, whysize, "the URL contains a space or a control character");
+            return -1;
+        }
+    return 0;
+}
 
 /* check_resolver - an IP literal, optionally with a port (":53", "@53", "[v6]:53") */
 static int check_resolver(const char *value, char *why, size_t whysize)

@@ -129,6 +129,14 @@ struct moat_settings {
     int64_t mta_sts_fetch_timeout;     /* seconds */
     /* DANE (issue 6) */
     char *dns_trust_anchor_file;       /* DNSSEC anchor for libunbound; "" = none */
+    /* DNSBL and rspamd (issue 7) */
+    int64_t dnsbl_threshold;           /* reject at or above this sum of weights */
+    int64_t dnsbl_hold_threshold;      /* hold at or above this (below reject); 0 = never */
+    int64_t dnsbl_timeout;             /* seconds the first RCPT waits for answers */
+    char *rspamd_url;                  /* "" = no rspamd */
+    int64_t rspamd_timeout;            /* seconds per scan */
+    char *rspamd_unreachable;          /* "tempfail" or "accept" */
+    char *rspamd_hold_action;          /* "none", "reject", "add_header" */
 };
 
 /* settings_defaults - fill s with every default (paths derived from state_dir later) */

@@ -50,9 +50,15 @@ struct policy_request {
     const struct store_snapshot *snapshot;   /* routing configuration, may be NULL */
     const struct directory_index *directory; /* recipient validation; NULL = none */
     struct policy_callforward *callforward;  /* call-forward prober; NULL = unreachable */
+    struct policy_dnsbl *dnsbl;              /* the session's DNSBL lookups; NULL = none */
     /* the outbound role (issue 6), computed by the session from the snapshot */
     bool outbound_host;       /* the client address is an authorised outbound host */
     const char *auth_user;    /* SMTP AUTH account of the session; NULL = none */
+    /* issue 7 (permitted.h): the envelope sender is a permitted sender for
+     * rcpt (org-wide, the user's own list, or auto-allowed); RCPT stage and
+     * later.  Skips greylisting, DNSBL, spam scoring; never anti-spoofing,
+     * DMARC or size limits.  At DATA stages: every accepted recipient was. */
+    bool permitted;
 };
 
 /* policy_evaluate - run every check for req->stage in table order; the first
@@ -93,6 +99,15 @@ struct policy_callforward *policy_callforward_create(const struct policy_callfor
 void policy_callforward_free(struct policy_callforward *cf);
 /* policy_callforward_forget - empty the answer cache (a route or mode changed) */
 void policy_callforward_forget(struct policy_callforward *cf);
+
+/* --- DNSBL (policy_dnsbl.c, issue 7) --- */
+/* policy_dnsbl_start - at connect: query every zone of the snapshot for
+ * client_addr (asynchronous, on dns's loop); NULL when there are no zones */
+struct policy_dnsbl *policy_dnsbl_start(struct dns *dns, const struct store_snapshot *snap,
+                                        const struct moat_settings *set, const char *session,
+                                        const char *client_addr);
+/* policy_dnsbl_free - at session end, after txn_reset (a waiting RCPT is cancelled) */
+void policy_dnsbl_free(struct policy_dnsbl *d);
 
 /* policy_verdict_set - helper for checks */
 void policy_verdict_set(struct policy_verdict *v, enum policy_action a, int code,

@@ -18,4 +18,16 @@ void policy_check_rcpt_valid(const struct policy_request *req, struct policy_ver
 void policy_check_tls_inbound(const struct policy_request *req, struct policy_verdict *out);
 void policy_check_outbound_sender(const struct policy_request *req, struct policy_verdict *out);
 
+/* DNSBL (policy_dnsbl.c): the RCPT-stage check and its pure parts */
+struct dns_result;
+enum dnsbl_result { DNSBL_WAIT = 0, DNSBL_CLEAN, DNSBL_LISTED, DNSBL_ERROR };
+void policy_check_dnsbl(const struct policy_request *req, struct policy_verdict *out,
+                        struct policy_pending *p);
+const char *policy_dnsbl_result_name(enum dnsbl_result r);
+int policy_dnsbl_query_name(const char *addr, const char *zone, char *out, size_t outlen);
+enum dnsbl_result policy_dnsbl_classify(const struct dns_result *r, char *answer, size_t alen);
+void policy_dnsbl_decide(const char *addr, const char *const *zones, const int *weights,
+                         const enum dnsbl_result *results, size_t n, int64_t threshold,
+                         int64_t hold, struct policy_verdict *out);
+
 #endif

@@ -42,6 +42,9 @@ struct smtp_server_config {
     /* the worker pool for blocking work (argon2id of SMTP AUTH); NULL: AUTH
      * is not offered */
     struct worker_pool *workers;
+    /* asynchronous DNS on this loop, for the DNSBL lookups of each inbound
+     * client (issue 7); NULL: no DNSBL */
+    struct dns *dns;
 };
 
 struct smtp_server_stats {

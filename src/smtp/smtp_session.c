@@ -167,6 +167,7 @@ struct smtp_session {
     char auth_login_user[SMTP_AUTH_FIELD_MAX + 1]; /* AUTH LOGIN: the name, between steps */
     struct smtp_auth_job *auth_job; /* an argon2id check is running on the pool */
     char auth_user[STORE_SMTP_ACCOUNT_NAME_MAX + 1]; /* "" = not authenticated */
+    struct policy_dnsbl *dnsbl;   /* DNSBL lookups started at connect (issue 7) */
 };
 
 /* an argon2id verification on the worker pool; owned by the session until
@@ -379,6 +380,7 @@ static void session_policy(struct smtp_session *s, enum policy_stage stage, cons
         .directory = s->srv->cfg.directory ? *s->srv->cfg.directory : NULL,
         .callforward = s->srv->cfg.callforward,
         .auth_user = s->auth_user[0] ? s->auth_user : NULL,
+        .dnsbl = s->dnsbl,
     };
     req.outbound_host = store_snapshot_outbound_host(req.snapshot, (const struct sockaddr *)&s->sa);
     if (stage == POLICY_RCPT)
@@ -1456,6 +1458,8 @@ static void session_free(struct smtp_session *s)
         s->auth_job = NULL;
     }
     sodium_memzero(s->auth_login_user, sizeof s->auth_login_user);
+    policy_dnsbl_free(s->dnsbl);   /* after txn_reset: a waiting RCPT is cancelled */
+    s->dnsbl = NULL;
     free(s->txn.rcpts);
     buf_free(&s->txn.out);
     buf_free(&s->txn.prefix);
@@ -1642,6 +1646,11 @@ void smtp_session_start(struct smtp_server *srv, evutil_socket_t fd, const char 
         session_close(s);
         return;
     }
+    /* DNSBL answers are gathered from now on, judged at the first RCPT
+     * (an authorised outbound host is never looked up) */
+    const struct store_snapshot *snap = srv->cfg.snapshot ? *srv->cfg.snapshot : NULL;
+    if (!store_snapshot_outbound_host(snap, (const struct sockaddr *)&s->sa))
+        s->dnsbl = policy_dnsbl_start(srv->cfg.dns, snap, s->set, s->id, s->addr);
     /* RFC 5321 4.2 / 3.1: the greeting carries no enhanced code (RFC 2034 3) */
     session_reply(s, 220, NULL, "%s ESMTP Moat", srv->hostname);
     session_flush(s);

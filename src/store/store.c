@@ -298,6 +298,14 @@ const char *const store_migrations[] = {
     "  fetched    INTEGER NOT NULL,"
     "  expires    INTEGER NOT NULL"                     /* fetched + max_age */
     ");",
+    /* 10: DNSBL zones (issue 7, store_dnsbl.c): the zones queried for each
+     * inbound client and their integer weights (policy_dnsbl.c) */
+    "CREATE TABLE dnsbl_zones ("
+    "  zone     TEXT PRIMARY KEY NOT NULL,"
+    "  weight   INTEGER NOT NULL DEFAULT 1 CHECK (weight BETWEEN 1 AND 100),"
+    "  comment  TEXT NOT NULL DEFAULT '',"
+    "  created  INTEGER NOT NULL"
+    ");",
 };
 const int store_schema_latest = (int)(sizeof store_migrations / sizeof store_migrations[0]);
 
@@ -622,6 +630,10 @@ struct store *store_open(const char *path, struct error *err)
         store_close(st);
         return NULL;
     }
+    if (store_dnsbl_prepare(st, path, err) < 0) {
+        store_close(st);
+        return NULL;
+    }
     int64_t dv = 0;
     pragma_int(st->db, "PRAGMA data_version", &dv);
     st->data_version = dv;
@@ -642,6 +654,7 @@ void store_close(struct store *st)
     store_outbound_finalize(st);
     store_dkim_finalize(st);
     store_tls_finalize(st);
+    store_dnsbl_finalize(st);
     /* close_v2 would leave a zombie handle if something were still open; we
      * finalized everything, so plain close must succeed */
     if (sqlite3_close(st->db) != SQLITE_OK)

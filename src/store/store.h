@@ -667,5 +667,29 @@ int store_mta_sts_get(struct store *st, const char *domain, struct store_mta_sts
 int store_mta_sts_put(struct store *st, const struct store_mta_sts *e, struct error *err);
 void store_mta_sts_clear(struct store_mta_sts *e);
 /* ==== end of outbound TLS policies ==== */
+/* ==== DNSBL zones (issue 7; store_dnsbl.c) ==== */
+/*
+ * The DNS blocklists queried for inbound clients, each with an integer
+ * weight; policy_dnsbl.c adds the weights of the zones that list a client
+ * and compares the sum with dnsbl_threshold.  err->field: "zone", "weight",
+ * "comment".  The SMTP loop reads the zones from the snapshot.
+ */
+#define STORE_DNSBL_ZONE_MAX 180        /* + 64 octets of IPv6 nibbles < 253 */
+#define STORE_DNSBL_WEIGHT_MIN 1
+#define STORE_DNSBL_WEIGHT_MAX 100
+struct store_dnsbl_zone { char *zone; int weight; char *comment; int64_t created; };
+/* store_dnsbl_zone_check - NULL when zone is a valid zone name (normalised in
+ * place: lower case, no trailing dot), else why */
+const char *store_dnsbl_zone_check(char *zone);
+int store_dnsbl_zone_add(struct store *st, const char *zone, int weight, const char *comment,
+                         struct error *err);
+int store_dnsbl_zone_remove(struct store *st, const char *zone, struct error *err);
+int store_dnsbl_zone_list(struct store *st, struct store_dnsbl_zone **out, size_t *n,
+                          struct error *err);
+void store_dnsbl_zones_free(struct store_dnsbl_zone *z, size_t n);
+/* store_snapshot_dnsbl_zones - the zones (sorted by name) in the snapshot;
+ * valid while the snapshot is */
+const struct store_dnsbl_zone *store_snapshot_dnsbl_zones(const struct store_snapshot *s, size_t *n);
+/* ==== end of DNSBL zones ==== */
 
 #endif

@@ -32,6 +32,8 @@ struct store_snapshot {
     size_t n_tls;
     struct store_tls_policy *tls_policies;   /* outbound TLS policies, sorted by domain */
     size_t n_tls_policies;
+    struct store_dnsbl_zone *dnsbl;          /* DNSBL zones (issue 7), sorted by zone */
+    size_t n_dnsbl;
 };
 
 static int cmp_str(const void *a, const void *b)
@@ -111,6 +113,10 @@ struct store_snapshot *store_snapshot_load(struct store *st, struct error *err)
     }
     if (snap->n_tls_policies > 1)
         qsort(snap->tls_policies, snap->n_tls_policies, sizeof *snap->tls_policies, cmp_tls);
+    if (store_dnsbl_zone_list(st, &snap->dnsbl, &snap->n_dnsbl, err) < 0) {
+        store_snapshot_free(snap);
+        return NULL;
+    }
     return snap;
 }
 
@@ -131,6 +137,7 @@ void store_snapshot_free(struct store_snapshot *snap)
         free(snap->tls_domains[i]);
     free(snap->tls_domains);
     store_tls_policies_free(snap->tls_policies, snap->n_tls_policies);
+    store_dnsbl_zones_free(snap->dnsbl, snap->n_dnsbl);
     free(snap);
 }
 
@@ -245,4 +252,12 @@ const struct store_tls_policy *store_snapshot_tls_policy(const struct store_snap
             p++;
     }
     return NULL;
+}
+
+/* --- DNSBL zones (issue 7) --- */
+
+const struct store_dnsbl_zone *store_snapshot_dnsbl_zones(const struct store_snapshot *snap, size_t *n)
+{
+    *n = snap ? snap->n_dnsbl : 0;
+    return snap ? snap->dnsbl : NULL;
 }
