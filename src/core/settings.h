@@ -27,7 +27,7 @@
 #define SETTINGS_MAX_LISTEN 8
 #define SETTINGS_MAX_RETRY 32
 #define EXIT_CONFIG 78   /* sysexits.h EX_CONFIG */
-#define SETTINGS_MAX_ROWS 96   /* rows of the settings table (settings.c asserts it) */
+#define SETTINGS_MAX_ROWS 160  /* rows of the settings table (settings.c asserts it) */
 
 /* where a setting's effective value comes from */
 enum settings_source {
