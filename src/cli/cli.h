@@ -176,5 +176,7 @@ int cli_dkim_remove(struct cli_ctx *ctx);
 int cli_outbound_host(struct cli_ctx *ctx);
 int cli_outbound_account(struct cli_ctx *ctx);
 int cli_tls_inbound(struct cli_ctx *ctx);
+int cli_antispoof_bypass(struct cli_ctx *ctx);
+int cli_antispoof_candidates(struct cli_ctx *ctx);
 
 #endif

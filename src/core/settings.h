@@ -129,6 +129,9 @@ struct moat_settings {
     int64_t mta_sts_fetch_timeout;     /* seconds */
     /* DANE (issue 6) */
     char *dns_trust_anchor_file;       /* DNSSEC anchor for libunbound; "" = none */
+    /* anti-spoofing (issue 7) */
+    bool antispoof;                    /* refuse inbound mail in an internal domain's name */
+    int64_t antispoof_candidates_max;  /* refused sources remembered */
 };
 
 /* settings_defaults - fill s with every default (paths derived from state_dir later) */

@@ -18,4 +18,10 @@ void policy_check_rcpt_valid(const struct policy_request *req, struct policy_ver
 void policy_check_tls_inbound(const struct policy_request *req, struct policy_verdict *out);
 void policy_check_outbound_sender(const struct policy_request *req, struct policy_verdict *out);
 
+/* anti-spoofing (policy_antispoof.c): the envelope sender at RCPT
+ * (asynchronous: FCrDNS for host bypasses), the header From at DATA_END */
+void policy_check_antispoof_rcpt(const struct policy_request *req, struct policy_verdict *out,
+                                 struct policy_pending *p);
+void policy_check_antispoof_data_end(const struct policy_request *req, struct policy_verdict *out);
+
 #endif

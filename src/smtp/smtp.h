@@ -22,6 +22,7 @@ struct smtp_server;
 struct directory_index;
 struct policy_callforward;
 struct worker_pool;
+struct policy_antispoof;
 
 struct smtp_server_config {
     struct event_base *base;
@@ -42,6 +43,8 @@ struct smtp_server_config {
     /* the worker pool for blocking work (argon2id of SMTP AUTH); NULL: AUTH
      * is not offered */
     struct worker_pool *workers;
+    /* anti-spoofing's loop state (policy.h, issue 7); NULL: anti-spoofing off */
+    struct policy_antispoof *antispoof;
 };
 
 struct smtp_server_stats {

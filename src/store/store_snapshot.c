@@ -32,6 +32,8 @@ struct store_snapshot {
     size_t n_tls;
     struct store_tls_policy *tls_policies;   /* outbound TLS policies, sorted by domain */
     size_t n_tls_policies;
+    struct store_antispoof_bypass *antispoof;   /* anti-spoofing bypasses (issue 7) */
+    size_t n_antispoof;
 };
 
 static int cmp_str(const void *a, const void *b)
@@ -111,6 +113,10 @@ struct store_snapshot *store_snapshot_load(struct store *st, struct error *err)
     }
     if (snap->n_tls_policies > 1)
         qsort(snap->tls_policies, snap->n_tls_policies, sizeof *snap->tls_policies, cmp_tls);
+    if (store_antispoof_bypass_list(st, &snap->antispoof, &snap->n_antispoof, err) < 0) {
+        store_snapshot_free(snap);
+        return NULL;
+    }
     return snap;
 }
 
@@ -131,6 +137,7 @@ void store_snapshot_free(struct store_snapshot *snap)
         free(snap->tls_domains[i]);
     free(snap->tls_domains);
     store_tls_policies_free(snap->tls_policies, snap->n_tls_policies);
+    store_antispoof_bypasses_free(snap->antispoof, snap->n_antispoof);
     free(snap);
 }
 
@@ -245,4 +252,13 @@ const struct store_tls_policy *store_snapshot_tls_policy(const struct store_snap
             p++;
     }
     return NULL;
+}
+
+/* --- anti-spoofing bypasses (issue 7) --- */
+
+const struct store_antispoof_bypass *store_snapshot_antispoof(const struct store_snapshot *snap,
+                                                              size_t *n)
+{
+    *n = snap ? snap->n_antispoof : 0;
+    return snap ? snap->antispoof : NULL;
 }
