@@ -85,6 +85,7 @@ struct moatd {
     struct directory_index *directory;  /* current RCPT index; read via &directory */
     int64_t directory_gen;              /* the directory generation loaded at start */
     struct policy_callforward *callforward;
+    struct policy_antispoof *antispoof;  /* anti-spoofing's FCrDNS cache and candidates (issue 7) */
     struct spool *spool;
     struct dns *dns;
     SSL_CTX *tls_server;
@@ -864,6 +865,7 @@ int main(int argc, char **argv)
         .hostname = m.hostname,
     };
     m.callforward = policy_callforward_create(&cfcfg);
+    m.antispoof = policy_antispoof_create(m.base, m.dns, &m.settings);
     /* two threads: argon2id takes 64 MiB and a core each (auth.c); MTA-STS
      * fetches open their own store handle (the same user after the drop) */
     m.workers = worker_pool_create(m.base, 2, &err);
@@ -876,6 +878,7 @@ int main(int argc, char **argv)
         .callforward = m.callforward,
         .workers = m.workers,
         .dns = m.dns,
+        .antispoof = m.antispoof,
     };
     m.smtp = smtp_server_create(&scfg, &err);
     if (m.smtp == NULL)
@@ -895,6 +898,7 @@ int main(int argc, char **argv)
         .base = m.base, .settings = &m.settings, .auth = m.auth, .spool = m.spool,
         .reload_config = moatd_api_reload, .reload_arg = &m,
         .status_json = moatd_api_status, .status_arg = &m,
+        .antispoof = m.antispoof,
     };
     struct connect_config ccfg = {
         .env = { .base = m.base, .dns = m.dns, .tls_client = m.tls_client,
@@ -983,6 +987,7 @@ int main(int argc, char **argv)
     deliver_free(m.deliver);
     smtp_server_free(m.smtp);
     policy_callforward_free(m.callforward);   /* after the sessions: nobody waits any more */
+    policy_antispoof_free(m.antispoof);       /* likewise; before dns_free (it cancels queries) */
     /* after deliver and the sessions: their jobs are orphaned, done frees them */
     worker_pool_free(m.workers);
     directory_index_free(m.directory);

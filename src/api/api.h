@@ -32,6 +32,7 @@ struct deliver;
 struct spool;
 struct connect;
 struct directory_sync;
+struct policy_antispoof;
 
 /* what moatd hands the API */
 struct api_config {
@@ -55,6 +56,8 @@ struct api_config {
     struct connect *connect;
     /* the directory's LDAP sync runner (thread-safe); NULL answers 503 */
     struct directory_sync *directory_sync;
+    /* anti-spoofing's loop state (candidates): only inside api_loop_call; NULL = none */
+    struct policy_antispoof *antispoof;
 };
 
 #define API_MAX_PATH_PARAMS 4

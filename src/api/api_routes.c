@@ -21,6 +21,7 @@
 #include "api_outbound.h"
 #include "api_dnsbl.h"
 #include "api_tls.h"
+#include "api_antispoof.h"
 
 const struct api_route api_routes[] = {
     /* --- public --- */
@@ -131,6 +132,12 @@ const struct api_route api_routes[] = {
     { "GET",    "/api/v1/dnsbl/zones",             AUTH_PERM_CONFIG_READ,     api_dnsbl_zones_list,    false },
     { "POST",   "/api/v1/dnsbl/zones",             AUTH_PERM_CONFIG_WRITE,    api_dnsbl_zones_create,  true },
     { "DELETE", "/api/v1/dnsbl/zones/{zone}",      AUTH_PERM_CONFIG_WRITE,    api_dnsbl_zones_delete,  true },
+    /* --- anti-spoofing: bypasses and refused sources (api_antispoof.c, issue 7) --- */
+    { "GET",    "/api/v1/antispoof/bypasses",      AUTH_PERM_CONFIG_READ,     api_antispoof_bypasses_list,   false },
+    { "POST",   "/api/v1/antispoof/bypasses",      AUTH_PERM_CONFIG_WRITE,    api_antispoof_bypasses_create, true },
+    { "DELETE", "/api/v1/antispoof/bypasses/{id}", AUTH_PERM_CONFIG_WRITE,    api_antispoof_bypasses_delete, true },
+    { "GET",    "/api/v1/antispoof/candidates",    AUTH_PERM_CONFIG_READ,     api_antispoof_candidates_list, false },
+    { "POST",   "/api/v1/antispoof/candidates/{address}/bypass", AUTH_PERM_CONFIG_WRITE, api_antispoof_candidates_bypass, true },
 };
 
 const size_t api_routes_count = sizeof api_routes / sizeof api_routes[0];

@@ -176,6 +176,8 @@ int cli_dkim_remove(struct cli_ctx *ctx);
 int cli_outbound_host(struct cli_ctx *ctx);
 int cli_outbound_account(struct cli_ctx *ctx);
 int cli_tls_inbound(struct cli_ctx *ctx);
+int cli_antispoof_bypass(struct cli_ctx *ctx);
+int cli_antispoof_candidates(struct cli_ctx *ctx);
 
 /* cli_dnsbl.c (issue 7) */
 int cli_dnsbl_add(struct cli_ctx *ctx);

@@ -219,6 +219,16 @@ static const struct cli_option outbound_options[] = {
     { NULL, NULL, NULL },
 };
 
+static const struct cli_option antispoof_options[] = {
+    { "domain", "DOMAIN", "add: only for this internal domain (and its subdomains); default: "
+      "every internal domain (--from-candidate: each domain the source was refused for)" },
+    { "comment", "TEXT", "a note kept with the bypass (who sends, what for)" },
+    { "from-candidate", "ADDRESS", "add: except a source listed by moat antispoof candidates" },
+    { "by", "ip|host", "with --from-candidate: its address (default) or its forward-confirmed "
+      "host name" },
+    { NULL, NULL, NULL },
+};
+
 static const struct cli_command cli_commands[] = {
     { "domain", "add", "NAME", 1, 1, domain_add_options, cli_domain_add,
       "add an internal domain",
@@ -493,6 +503,20 @@ static const struct cli_command cli_commands[] = {
     { "dnsbl", "remove", "ZONE", 1, 1, NULL, cli_dnsbl_remove,
       "stop querying a DNS blocklist",
       "Removes ZONE; from the next connection on it is no longer asked." },
+    { "antispoof", "bypass", "add KIND VALUE | add --from-candidate ADDRESS | list | remove ID", 1, 3,
+      antispoof_options, cli_antispoof_bypass,
+      "except a sender from anti-spoofing (mail in your domains' name from outside)",
+      "Anti-spoofing refuses inbound mail whose envelope sender or header From is under an "
+      "internal domain (550 5.7.1). add ip ADDRESS|CIDR, add host NAME|*.NAME (the client's "
+      "forward-confirmed reverse DNS), or add spf DOMAIN (the envelope sender's domain; SPF must "
+      "pass) excepts an outside service that sends in your name; add --from-candidate ADDRESS "
+      "[--by ip|host] excepts a source listed by moat antispoof candidates in one step. list "
+      "shows them; remove ID deletes one." },
+    { "antispoof", "candidates", "", 0, 0, NULL, cli_antispoof_candidates,
+      "sources refused by anti-spoofing (to review and except)",
+      "Lists the client addresses whose mail anti-spoofing refused since moatd started: host "
+      "name, count, the domains they used, last time; except a legitimate one with moat "
+      "antispoof bypass add --from-candidate ADDRESS." },
 };
 
 #define N_COMMANDS (sizeof cli_commands / sizeof cli_commands[0])

@@ -91,4 +91,12 @@ void connect_route_probe_run(const struct connect_env *env, json_t *input, conne
 void connect_mtasts_resolve_run(const struct connect_env *env, json_t *input, connect_done_cb done,
                                 void *arg);
 
+/* antispoof_bypass (issue 7, connect_antispoof.c): a stranger sending in an
+ * internal domain's name is refused at RCPT, each address bypass Moat can
+ * speak from gets through */
+json_t *connect_antispoof_prepare(struct store *st, struct error *err);
+void connect_antispoof_run(const struct connect_env *env, json_t *input, connect_done_cb done,
+                           void *arg);
+json_t *connect_antispoof_instructions(struct store *st, struct error *err);
+
 #endif

@@ -505,6 +505,21 @@ static const struct setting settings_table[] = {
       "Which rspamd actions hold (quarantine) the message instead: `none` (reject is refused "
       "with 550 5.7.1), `reject` (reject is held), `add_header` (reject, add header and "
       "rewrite subject are all held)." },
+    /* --- anti-spoofing (issue 7) --- */
+    { "antispoof", SETTING_BOOL, OFF(antispoof), 0, "yes", 0, 0, 0, 0, NULL, NULL, SETTING_RUNTIME,
+      "Anti-spoofing",
+      "Refuse inbound mail that claims to come from one of your own domains: an envelope "
+      "sender (MAIL FROM) under an internal domain gets 550 5.7.1 at the first RCPT, a header "
+      "From under an internal domain gets 550 5.7.1 at the end of DATA. Mail from authorised "
+      "outbound hosts and authenticated sessions is not inbound mail and is not checked. "
+      "Outside services that send in your name are excepted with bypasses "
+      "(`moat antispoof bypass add`: by address range, by forward-confirmed host name, or by "
+      "SPF pass); refused sources are listed by `moat antispoof candidates`." },
+    { "antispoof_candidates_max", SETTING_INT, OFF(antispoof_candidates_max), 0, "256", 1, 10000,
+      0, 0, NULL, NULL, 0,
+      "Anti-spoofing",
+      "How many refused sources (client addresses) the anti-spoofing candidate list keeps in "
+      "memory; when full, the source seen least recently is forgotten." },
 };
 
 #define N_SETTINGS (sizeof settings_table / sizeof settings_table[0])

@@ -137,6 +137,9 @@ struct moat_settings {
     int64_t rspamd_timeout;            /* seconds per scan */
     char *rspamd_unreachable;          /* "tempfail" or "accept" */
     char *rspamd_hold_action;          /* "none", "reject", "add_header" */
+    /* anti-spoofing (issue 7) */
+    bool antispoof;                    /* refuse inbound mail in an internal domain's name */
+    int64_t antispoof_candidates_max;  /* refused sources remembered */
 };
 
 /* settings_defaults - fill s with every default (paths derived from state_dir later) */

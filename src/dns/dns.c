@@ -202,6 +202,9 @@ struct dns *dns_create(struct event_base *base, const struct dns_options *opt, s
     if ((rc = ub_ctx_set_option(d->ctx, "infra-cache-max-rtt:", "300")) != 0 ||
         (rc = ub_ctx_set_option(d->ctx, "unknown-server-time-limit:", "250")) != 0 ||
         (rc = ub_ctx_set_option(d->ctx, "do-not-query-localhost:", "no")) != 0 ||
+        /* reverse DNS of loopback addresses (anti-spoofing's FCrDNS, issue 7)
+         * is the resolver's answer, not libunbound's built-in "localhost" */
+        (rc = ub_ctx_set_option(d->ctx, "local-zone:", "127.in-addr.arpa. transparent")) != 0 ||
         (rc = ub_ctx_async(d->ctx, 1)) != 0) {
         error_set(err, "resolver", "libunbound setup: %s", ub_strerror(rc));
         goto fail;

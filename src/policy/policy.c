@@ -53,6 +53,7 @@ struct policy_pending {
     struct policy_verdict verdict;
     void (*ready)(void *arg);
     void *arg;
+    bool retry;                  /* resume at the check, not after it (policy_pending_retry) */
 };
 
 void policy_verdict_set(struct policy_verdict *v, enum policy_action a, int code,
@@ -127,6 +128,9 @@ static void policy_check_relay(const struct policy_request *req, struct policy_v
 /* the pipeline: stage order is the order of the SMTP dialogue (DESIGN.md 2) */
 static const struct policy_check policy_checks[] = {
     { "relay_control", POLICY_RCPT, policy_check_relay, NULL },
+    /* anti-spoofing (issue 7, policy_antispoof.c): inbound mail in an internal
+     * domain's name; before recipient validation, which may ACCEPT */
+    { "antispoof", POLICY_RCPT, NULL, policy_check_antispoof_rcpt },
     /* after relay control: only recipients under internal domains get here */
     { "recipient_validation", POLICY_RCPT, NULL, policy_check_rcpt_valid },
     /* the outbound role (policy_outbound.c); MAIL stage, so their place here is free */
@@ -134,6 +138,8 @@ static const struct policy_check policy_checks[] = {
     { "outbound_sender", POLICY_MAIL, policy_check_outbound_sender, NULL },
     /* issue 7: after recipient validation, answers gathered since the connect */
     { "dnsbl", POLICY_RCPT, NULL, policy_check_dnsbl },
+    /* end of DATA (issue 7): the header From of inbound mail */
+    { "antispoof", POLICY_DATA_END, policy_check_antispoof_data_end, NULL },
 };
 
 #define N_CHECKS (sizeof policy_checks / sizeof policy_checks[0])
@@ -184,12 +190,13 @@ void policy_evaluate_async(const struct policy_request *req, struct policy_verdi
         /* the second call: the pending check has answered */
         *pending = NULL;
         struct policy_verdict v = p->verdict;
-        first = p->index + 1;
+        first = p->retry ? p->index : p->index + 1;
         bool same_stage = p->stage == req->stage && p->state == PENDING_RESOLVED;
+        bool retry = p->retry;
         free(p);
         if (!same_stage)
             log_error("event=policy_bug reason=\"resumed an evaluation that is not resolved\"");
-        else if (v.action != POLICY_DUNNO && v.action != POLICY_PENDING) {
+        else if (!retry && v.action != POLICY_DUNNO && v.action != POLICY_PENDING) {
             *out = v;
             out->check = policy_checks[first - 1].name;
             return;
@@ -228,6 +235,19 @@ void policy_pending_done(struct policy_pending *p, const struct policy_verdict *
     p->verdict = *v;
     if (p->verdict.action == POLICY_PENDING)
         p->verdict.action = POLICY_DUNNO;
+    p->state = PENDING_RESOLVED;
+    p->ready(p->arg);
+}
+
+void policy_pending_retry(struct policy_pending *p)
+{
+    if (p->state == PENDING_CANCELLED) {
+        free(p);
+        return;
+    }
+    memset(&p->verdict, 0, sizeof p->verdict);
+    p->verdict.action = POLICY_DUNNO;
+    p->retry = true;
     p->state = PENDING_RESOLVED;
     p->ready(p->arg);
 }

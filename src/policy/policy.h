@@ -23,8 +23,12 @@ struct directory_index;
 struct policy_callforward;
 struct event_base;
 struct dns;
+struct policy_antispoof;
 
-enum policy_stage { POLICY_CONNECT, POLICY_HELO, POLICY_MAIL, POLICY_RCPT, POLICY_DATA };
+enum policy_stage { POLICY_CONNECT, POLICY_HELO, POLICY_MAIL, POLICY_RCPT, POLICY_DATA,
+                   /* the message is complete (CRLF.CRLF), before the spool commit:
+                    * synchronous checks that read the headers (issue 7) */
+                   POLICY_DATA_END };
 
 enum policy_action { POLICY_DUNNO = 0, POLICY_ACCEPT, POLICY_REJECT, POLICY_TEMPFAIL, POLICY_HOLD,
                      POLICY_PENDING /* an asynchronous check will answer later */ };
@@ -59,6 +63,19 @@ struct policy_request {
      * later.  Skips greylisting, DNSBL, spam scoring; never anti-spoofing,
      * DMARC or size limits.  At DATA stages: every accepted recipient was. */
     bool permitted;
+    /* anti-spoofing (issue 7, policy_antispoof.c) */
+    struct policy_antispoof *antispoof;   /* the loop's state (FCrDNS cache, candidates); NULL = off */
+    /* RCPT and DATA_END: a check that lets mail through only on an SPF pass
+     * writes the domain here (256 octets, "" = none); the session keeps it
+     * as t->antispoof_spf_domain for the content stage */
+    char *antispoof_spf_out;
+    /* POLICY_DATA_END: the message's first octets (t->head, up to 64 KiB)
+     * and its header From (policy_msg.h) */
+    const char *head;
+    size_t head_len;
+    const char *header_from;  /* the one author domain; NULL when msg_header_from_domain is false */
+    int header_from_fields;   /* From fields seen (msg_header_from_count) */
+    const char *antispoof_spf_domain;   /* t->antispoof_spf_domain: SPF must pass for it, or NULL */
 };
 
 /* policy_evaluate - run every check for req->stage in table order; the first
@@ -81,6 +98,10 @@ void policy_evaluate_async(const struct policy_request *req, struct policy_verdi
 void policy_pending_cancel(struct policy_pending *p);
 /* policy_pending_done - for asynchronous checks: the answer of p's check */
 void policy_pending_done(struct policy_pending *p, const struct policy_verdict *v);
+/* policy_pending_retry - for asynchronous checks that wait for data they
+ * cache (anti-spoofing's FCrDNS): the evaluation resumes AT p's check,
+ * with a fresh request, instead of after it */
+void policy_pending_retry(struct policy_pending *p);
 
 /* --- recipient validation (policy_rcpt.c) --- */
 /* the call-forward prober: one per loop, created by moatd; probes the
@@ -112,5 +133,32 @@ void policy_dnsbl_free(struct policy_dnsbl *d);
 /* policy_verdict_set - helper for checks */
 void policy_verdict_set(struct policy_verdict *v, enum policy_action a, int code,
                         const char *dsn, const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+/* --- anti-spoofing (issue 7, policy_antispoof.c) --- */
+/* the loop's anti-spoofing state: forward-confirmed reverse DNS answers per
+ * client address (for host bypasses) and the refused sources (candidates) */
+struct policy_antispoof *policy_antispoof_create(struct event_base *base, struct dns *dns,
+                                                 const struct moat_settings *settings);
+/* policy_antispoof_free - lookups in flight end; waiters resume (after the
+ * SMTP server is gone: nobody waits any more) */
+void policy_antispoof_free(struct policy_antispoof *a);
+
+#define POLICY_ANTISPOOF_DOMAINS_MAX 8   /* spoofed domains remembered per source */
+struct policy_antispoof_candidate {
+    char addr[64];              /* the client address */
+    char host[256];             /* its PTR name when looked up, "" otherwise */
+    bool host_confirmed;        /* host is forward-confirmed */
+    uint64_t count;             /* refusals */
+    int64_t first_seen, last_seen;   /* unix seconds */
+    char domains[POLICY_ANTISPOOF_DOMAINS_MAX][256];   /* spoofed domains, first seen first */
+    size_t n_domains;
+};
+/* policy_antispoof_candidates - a copy of the candidates, most recent
+ * first (caller frees *out); on the loop only */
+size_t policy_antispoof_candidates(const struct policy_antispoof *a,
+                                   struct policy_antispoof_candidate **out);
+/* policy_antispoof_candidate_forget - drop a source (after a bypass was
+ * added for it); false when it was not listed */
+bool policy_antispoof_candidate_forget(struct policy_antispoof *a, const char *addr);
 
 #endif

@@ -29,5 +29,10 @@ enum dnsbl_result policy_dnsbl_classify(const struct dns_result *r, char *answer
 void policy_dnsbl_decide(const char *addr, const char *const *zones, const int *weights,
                          const enum dnsbl_result *results, size_t n, int64_t threshold,
                          int64_t hold, struct policy_verdict *out);
+/* anti-spoofing (policy_antispoof.c): the envelope sender at RCPT
+ * (asynchronous: FCrDNS for host bypasses), the header From at DATA_END */
+void policy_check_antispoof_rcpt(const struct policy_request *req, struct policy_verdict *out,
+                                 struct policy_pending *p);
+void policy_check_antispoof_data_end(const struct policy_request *req, struct policy_verdict *out);
 
 #endif

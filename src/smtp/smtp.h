@@ -22,6 +22,7 @@ struct smtp_server;
 struct directory_index;
 struct policy_callforward;
 struct worker_pool;
+struct policy_antispoof;
 
 struct smtp_server_config {
     struct event_base *base;
@@ -45,6 +46,8 @@ struct smtp_server_config {
     /* asynchronous DNS on this loop, for the DNSBL lookups of each inbound
      * client (issue 7); NULL: no DNSBL */
     struct dns *dns;
+    /* anti-spoofing's loop state (policy.h, issue 7); NULL: anti-spoofing off */
+    struct policy_antispoof *antispoof;
 };
 
 struct smtp_server_stats {

@@ -75,6 +75,7 @@
 #include "../core/cidr.h"
 #include "../core/worker.h"
 #include "../policy/policy.h"
+#include "../policy/policy_msg.h"
 #include "../spool/spool.h"
 #include "smtp_auth.h"
 #include "smtp_data.h"
@@ -111,6 +112,9 @@ struct smtp_rcpt {
     unsigned notify;
 };
 
+/* the message octets kept for the end-of-DATA checks (t->head) */
+#define SMTP_HEAD_MAX MSG_HEADER_SCAN_MAX
+
 struct smtp_txn {
     struct smtp_mail_args mail;
     struct smtp_rcpt *rcpts;
@@ -126,6 +130,12 @@ struct smtp_txn {
      * before the message (Authentication-Results, X-Moat-Verdict) */
     char *hold;
     struct buf prefix;
+    /* the message's first SMTP_HEAD_MAX octets as it streams (dot-unstuffed,
+     * without our Received), for the end-of-DATA checks (header From) */
+    struct buf head;
+    /* anti-spoofing let the mail through on an SPF bypass: the content stage
+     * refuses it unless SPF passes for this domain (policy.h) */
+    char *antispoof_spf_domain;
 };
 
 /* where an SMTP AUTH exchange stands */
@@ -168,6 +178,7 @@ struct smtp_session {
     struct smtp_auth_job *auth_job; /* an argon2id check is running on the pool */
     char auth_user[STORE_SMTP_ACCOUNT_NAME_MAX + 1]; /* "" = not authenticated */
     struct policy_dnsbl *dnsbl;   /* DNSBL lookups started at connect (issue 7) */
+    const char *reject_check;     /* the policy check being logged (session_policy_refused) */
 };
 
 /* an argon2id verification on the worker pool; owned by the session until
@@ -326,8 +337,9 @@ static void session_log_reject(struct smtp_session *s, const char *stage, int co
 {
     char r[300], from[300], to[300];
     const char *qid = s->txn.qid[0] ? s->txn.qid : "NOQUEUE";
-    log_info("qid=%s session=%s client=%s event=reject stage=%s code=%d dsn=%s reason=%s from=%s to=%s%s%s",
-             qid, s->id, s->addr, stage, code, dsn, log_quote(r, sizeof r, reason),
+    log_info("qid=%s session=%s client=%s event=reject stage=%s%s%s code=%d dsn=%s reason=%s from=%s to=%s%s%s",
+             qid, s->id, s->addr, stage, s->reject_check ? " check=" : "",
+             s->reject_check ? s->reject_check : "", code, dsn, log_quote(r, sizeof r, reason),
              log_quote(from, sizeof from, s->state >= SMTP_STATE_MAIL ? s->txn.mail.path.addr : ""),
              log_quote(to, sizeof to, rcpt ? rcpt : ""), s->auth_user[0] ? " auth=" : "",
              s->auth_user);
@@ -360,6 +372,9 @@ static void txn_reset(struct smtp_session *s)
     free(t->hold);
     t->hold = NULL;
     buf_reset(&t->prefix);
+    buf_reset(&t->head);
+    free(t->antispoof_spf_domain);
+    t->antispoof_spf_domain = NULL;
 }
 
 static void session_rcpt_ready(void *arg);
@@ -381,12 +396,28 @@ static void session_policy(struct smtp_session *s, enum policy_stage stage, cons
         .callforward = s->srv->cfg.callforward,
         .auth_user = s->auth_user[0] ? s->auth_user : NULL,
         .dnsbl = s->dnsbl,
+        .antispoof = s->srv->cfg.antispoof,
     };
     req.outbound_host = store_snapshot_outbound_host(req.snapshot, (const struct sockaddr *)&s->sa);
+    char spf_out[256] = "";
+    req.antispoof_spf_out = spf_out;
+    req.antispoof_spf_domain = s->txn.antispoof_spf_domain;
+    char from[256];
+    if (stage == POLICY_DATA_END) {
+        req.head = s->txn.head.data;
+        req.head_len = s->txn.head.len;
+        if (msg_header_from_domain(req.head, req.head_len, from, sizeof from))
+            req.header_from = from;
+        req.header_from_fields = msg_header_from_count(req.head, req.head_len);
+    }
     if (stage == POLICY_RCPT)
         policy_evaluate_async(&req, v, session_rcpt_ready, s, &s->rcpt_pending);
     else
         policy_evaluate(&req, v);
+    /* anti-spoofing let the sender through on an SPF bypass (whatever a later
+     * check says of this recipient): the content stage must see SPF pass */
+    if (spf_out[0] != '\0' && s->txn.antispoof_spf_domain == NULL)
+        s->txn.antispoof_spf_domain = xstrdup(spf_out);
 }
 
 /* session_policy_refused - reply and log a REJECT/TEMPFAIL verdict; true if refused */
@@ -402,7 +433,9 @@ static bool session_policy_refused(struct smtp_session *s, const char *stage,
     if (v->action != POLICY_REJECT && v->action != POLICY_TEMPFAIL)
         return false;
     session_reply(s, v->code, v->dsn, "%s", v->text);
+    s->reject_check = v->check;   /* session_log_reject names the deciding check */
     session_log_reject(s, stage, v->code, v->dsn, v->reason[0] ? v->reason : v->text, rcpt);
+    s->reject_check = NULL;
     return true;
 }
 
@@ -1258,6 +1291,20 @@ static void session_data_end(struct smtp_session *s)
         session_enter_state(s, SMTP_STATE_READY);
         return;
     }
+    /* the message is complete: the synchronous end-of-DATA checks (header
+     * From; issue 7), before anything is committed */
+    struct policy_verdict pv;
+    session_policy(s, POLICY_DATA_END, NULL, &pv);
+    if (session_policy_refused(s, "data", &pv, NULL)) {
+        s->srv->stats.messages_rejected++;
+        txn_reset(s);        /* aborts the spool txn: nothing was accepted */
+        session_enter_state(s, SMTP_STATE_READY);
+        if (s->shutdown_pending) {
+            session_reply(s, 421, "4.3.2", "%s Service shutting down", s->srv->hostname);
+            session_close(s);
+        }
+        return;
+    }
     struct spool_rcpt *rc = xcalloc(t->n_rcpts, sizeof *rc);
     for (size_t i = 0; i < t->n_rcpts; i++) {
         rc[i].addr = t->rcpts[i].addr;
@@ -1301,8 +1348,16 @@ static bool session_data_read(struct smtp_session *s, struct evbuffer *in)
         size_t used = 0;
         bool done = false;
         for (int i = 0; i < n && !done; i++) {
+            size_t before = t->out.len;
             used += smtp_data_feed(&t->reader, v[i].iov_base, v[i].iov_len, &t->out);
             done = smtp_data_done(&t->reader);
+            /* keep the message's first octets for the end-of-DATA checks */
+            if (t->head.len < SMTP_HEAD_MAX && t->out.len > before) {
+                size_t take = t->out.len - before;
+                if (take > SMTP_HEAD_MAX - t->head.len)
+                    take = SMTP_HEAD_MAX - t->head.len;
+                buf_append(&t->head, t->out.data + before, take);
+            }
         }
         evbuffer_drain(in, used);
         if (t->out.len >= SMTP_SPOOL_CHUNK)
@@ -1463,6 +1518,8 @@ static void session_free(struct smtp_session *s)
     free(s->txn.rcpts);
     buf_free(&s->txn.out);
     buf_free(&s->txn.prefix);
+    buf_free(&s->txn.head);
+    free(s->txn.antispoof_spf_domain);
     buf_free(&s->replies);
     if (s->grace_timer)
         event_free(s->grace_timer);
@@ -1616,6 +1673,7 @@ void smtp_session_start(struct smtp_server *srv, evutil_socket_t fd, const char 
     buf_init(&s->replies);
     buf_init(&s->txn.out);
     buf_init(&s->txn.prefix);
+    buf_init(&s->txn.head);
     s->state = SMTP_STATE_INIT;
     s->grace_timer = evtimer_new(base, session_grace_cb, s);
     s->finish_ev = evtimer_new(base, session_finish_cb, s);

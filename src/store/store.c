@@ -306,6 +306,18 @@ const char *const store_migrations[] = {
     "  comment  TEXT NOT NULL DEFAULT '',"
     "  created  INTEGER NOT NULL"
     ");",
+    /* 11: anti-spoofing bypasses (issue 7, store_antispoof.c): kind ip
+     * (canonical range), host (name or "*.name", forward-confirmed reverse
+     * DNS), spf (sender domain); domain '' = every internal domain */
+    "CREATE TABLE antispoof_bypasses ("
+    "  id      INTEGER PRIMARY KEY,"
+    "  kind    TEXT NOT NULL CHECK (kind IN ('ip', 'host', 'spf')),"
+    "  value   TEXT NOT NULL,"
+    "  domain  TEXT NOT NULL DEFAULT '',"
+    "  comment TEXT NOT NULL DEFAULT '',"
+    "  created INTEGER NOT NULL,"
+    "  UNIQUE (kind, value, domain)"
+    ");",
 };
 const int store_schema_latest = (int)(sizeof store_migrations / sizeof store_migrations[0]);
 
@@ -626,7 +638,7 @@ struct store *store_open(const char *path, struct error *err)
         return NULL;
     }
     if (store_outbound_prepare(st, path, err) < 0 || store_dkim_prepare(st, path, err) < 0 ||
-        store_tls_prepare(st, path, err) < 0) {
+        store_tls_prepare(st, path, err) < 0 || store_antispoof_prepare(st, path, err) < 0) {
         store_close(st);
         return NULL;
     }
@@ -655,6 +667,7 @@ void store_close(struct store *st)
     store_dkim_finalize(st);
     store_tls_finalize(st);
     store_dnsbl_finalize(st);
+    store_antispoof_finalize(st);
     /* close_v2 would leave a zombie handle if something were still open; we
      * finalized everything, so plain close must succeed */
     if (sqlite3_close(st->db) != SQLITE_OK)

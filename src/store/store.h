@@ -691,5 +691,44 @@ void store_dnsbl_zones_free(struct store_dnsbl_zone *z, size_t n);
  * valid while the snapshot is */
 const struct store_dnsbl_zone *store_snapshot_dnsbl_zones(const struct store_snapshot *s, size_t *n);
 /* ==== end of DNSBL zones ==== */
+/* ==== anti-spoofing bypasses (issue 7; store_antispoof.c) ==== */
+/*
+ * A bypass excepts a source from anti-spoofing, for one internal domain
+ * (and its subdomains) or for all (domain ""): kind ip (value: an address
+ * or range, canonical), host (a name, or "*.example.net" for any name below
+ * it, matched against the client's forward-confirmed reverse DNS) or spf
+ * (value: a sender domain whose SPF must pass, evaluated at end of DATA).
+ * Errors name the field: "kind", "value", "domain", "comment", "id".
+ */
+#include "../core/cidr.h"
+enum store_antispoof_kind { STORE_ANTISPOOF_IP = 0, STORE_ANTISPOOF_HOST, STORE_ANTISPOOF_SPF };
+struct store_antispoof_bypass {
+    int64_t id;
+    enum store_antispoof_kind kind;
+    char *value;              /* canonical: range text, lower-case name or "*.name" */
+    char *domain;             /* "" = every internal domain */
+    char *comment;
+    int64_t created;
+    struct cidr cidr;         /* kind ip: the parsed range (family 0 = unusable) */
+};
+const char *store_antispoof_kind_name(enum store_antispoof_kind k);
+int store_antispoof_kind_parse(const char *s, enum store_antispoof_kind *out);
+/* store_antispoof_bypass_add - STORE_CONFLICT when the same kind, value and domain exist */
+int store_antispoof_bypass_add(struct store *st, const char *kind, const char *value,
+                               const char *domain, const char *comment, int64_t *id_out,
+                               struct error *err);
+int store_antispoof_bypass_remove(struct store *st, int64_t id, struct error *err);
+int store_antispoof_bypass_list(struct store *st, struct store_antispoof_bypass **out, size_t *n,
+                                struct error *err);
+void store_antispoof_bypasses_free(struct store_antispoof_bypass *b, size_t n);
+/* pure matching helpers: a bypass's domain covers the spoofed internal
+ * domain; a host pattern (exact or "*.name") matches a host name */
+bool store_antispoof_domain_applies(const char *bypass_domain, const char *spoofed);
+bool store_antispoof_host_matches(const char *pattern, const char *host);
+/* store_snapshot_antispoof - the bypasses in the snapshot (valid until it is
+ * swapped), safe on the SMTP loop */
+const struct store_antispoof_bypass *store_snapshot_antispoof(const struct store_snapshot *s,
+                                                              size_t *n);
+/* ==== end of anti-spoofing bypasses ==== */
 
 #endif

@@ -34,6 +34,8 @@ struct store_snapshot {
     size_t n_tls_policies;
     struct store_dnsbl_zone *dnsbl;          /* DNSBL zones (issue 7), sorted by zone */
     size_t n_dnsbl;
+    struct store_antispoof_bypass *antispoof;   /* anti-spoofing bypasses (issue 7) */
+    size_t n_antispoof;
 };
 
 static int cmp_str(const void *a, const void *b)
@@ -113,7 +115,8 @@ struct store_snapshot *store_snapshot_load(struct store *st, struct error *err)
     }
     if (snap->n_tls_policies > 1)
         qsort(snap->tls_policies, snap->n_tls_policies, sizeof *snap->tls_policies, cmp_tls);
-    if (store_dnsbl_zone_list(st, &snap->dnsbl, &snap->n_dnsbl, err) < 0) {
+    if (store_dnsbl_zone_list(st, &snap->dnsbl, &snap->n_dnsbl, err) < 0 ||
+        store_antispoof_bypass_list(st, &snap->antispoof, &snap->n_antispoof, err) < 0) {
         store_snapshot_free(snap);
         return NULL;
     }
@@ -138,6 +141,7 @@ void store_snapshot_free(struct store_snapshot *snap)
     free(snap->tls_domains);
     store_tls_policies_free(snap->tls_policies, snap->n_tls_policies);
     store_dnsbl_zones_free(snap->dnsbl, snap->n_dnsbl);
+    store_antispoof_bypasses_free(snap->antispoof, snap->n_antispoof);
     free(snap);
 }
 
@@ -260,4 +264,13 @@ const struct store_dnsbl_zone *store_snapshot_dnsbl_zones(const struct store_sna
 {
     *n = snap ? snap->n_dnsbl : 0;
     return snap ? snap->dnsbl : NULL;
+}
+
+/* --- anti-spoofing bypasses (issue 7) --- */
+
+const struct store_antispoof_bypass *store_snapshot_antispoof(const struct store_snapshot *snap,
+                                                              size_t *n)
+{
+    *n = snap ? snap->n_antispoof : 0;
+    return snap ? snap->antispoof : NULL;
 }

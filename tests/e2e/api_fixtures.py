@@ -114,7 +114,8 @@ class ApiMoatd:
         self.smtp_port = free_port()
         self.logfile = self.dir / "moatd.log"
         self.token_file = self.dir / "admin.token"
-        self.opts = dict(opts or {})
+        # issue 7: default-on screening off unless a test turns it on
+        self.opts = {"antispoof": "no", **dict(opts or {})}
         self.proc = None
 
     def argv(self):
