@@ -20,6 +20,7 @@
 #include "api_dkim.h"
 #include "api_outbound.h"
 #include "api_tls.h"
+#include "api_permitted.h"
 
 const struct api_route api_routes[] = {
     /* --- public --- */
@@ -126,11 +127,19 @@ const struct api_route api_routes[] = {
     { "GET",    "/api/v1/tls/policies/{domain}",   AUTH_PERM_CONFIG_READ,     api_tls_policy_get,      false },
     { "DELETE", "/api/v1/tls/policies/{domain}",   AUTH_PERM_CONFIG_WRITE,    api_tls_policy_delete,   true },
     { "POST",   "/api/v1/tls/policies/{domain}/probe", AUTH_PERM_CONFIG_WRITE, api_tls_policy_probe,   true },
+    /* --- permitted senders (issue 7, api_permitted.c): the import precedes {id} --- */
+    { "GET",    "/api/v1/permitted-senders",       AUTH_PERM_CONFIG_READ,     api_permitted_list,      false },
+    { "POST",   "/api/v1/permitted-senders",       AUTH_PERM_CONFIG_WRITE,    api_permitted_create,    true },
+    { "POST",   "/api/v1/permitted-senders/import", AUTH_PERM_CONFIG_WRITE,   api_permitted_import,    true },
+    { "DELETE", "/api/v1/permitted-senders/{id}",  AUTH_PERM_CONFIG_WRITE,    api_permitted_delete,    true },
+    { "GET",    "/api/v1/users/{address}/permitted-senders", AUTH_PERM_CONFIG_READ, api_user_permitted_list, false },
+    { "POST",   "/api/v1/users/{address}/permitted-senders", AUTH_PERM_CONFIG_WRITE, api_user_permitted_create, true },
+    { "DELETE", "/api/v1/users/{address}/permitted-senders/{id}", AUTH_PERM_CONFIG_WRITE, api_user_permitted_delete, true },
 };
 
 const size_t api_routes_count = sizeof api_routes / sizeof api_routes[0];
 
 bool api_route_takes_csv(const struct api_route *r)
 {
-    return r->handler == api_users_import;
+    return r->handler == api_users_import || r->handler == api_permitted_import;
 }

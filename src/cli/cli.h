@@ -176,5 +176,11 @@ int cli_dkim_remove(struct cli_ctx *ctx);
 int cli_outbound_host(struct cli_ctx *ctx);
 int cli_outbound_account(struct cli_ctx *ctx);
 int cli_tls_inbound(struct cli_ctx *ctx);
+/* cli_permitted.c: moat permitted add|list|remove|import, moat permitted user ADDRESS ... */
+int cli_permitted_add(struct cli_ctx *ctx);
+int cli_permitted_list(struct cli_ctx *ctx);
+int cli_permitted_remove(struct cli_ctx *ctx);
+int cli_permitted_import(struct cli_ctx *ctx);
+int cli_permitted_user(struct cli_ctx *ctx);
 
 #endif

@@ -132,6 +132,8 @@ static const struct policy_check policy_checks[] = {
     /* the outbound role (policy_outbound.c); MAIL stage, so their place here is free */
     { "tls_inbound", POLICY_MAIL, policy_check_tls_inbound, NULL },
     { "outbound_sender", POLICY_MAIL, policy_check_outbound_sender, NULL },
+    /* issue 7: greylisting (policy_greylist.c), after recipient validation */
+    { "greylisting", POLICY_RCPT, policy_check_greylist, NULL },
 };
 
 #define N_CHECKS (sizeof policy_checks / sizeof policy_checks[0])

@@ -21,6 +21,7 @@
 
 struct directory_index;
 struct policy_callforward;
+struct greylist;
 struct event_base;
 struct dns;
 
@@ -53,6 +54,12 @@ struct policy_request {
     /* the outbound role (issue 6), computed by the session from the snapshot */
     bool outbound_host;       /* the client address is an authorised outbound host */
     const char *auth_user;    /* SMTP AUTH account of the session; NULL = none */
+    /* issue 7 (permitted.h): the envelope sender is a permitted sender for
+     * rcpt (org-wide, the user's own list, or auto-allowed); RCPT stage and
+     * later.  Skips greylisting, DNSBL, spam scoring; never anti-spoofing,
+     * DMARC or size limits.  At DATA stages: every accepted recipient was. */
+    bool permitted;
+    struct greylist *greylist;   /* the loop's triplet table (greylist.h); NULL = none */
 };
 
 /* policy_evaluate - run every check for req->stage in table order; the first

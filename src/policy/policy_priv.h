@@ -18,4 +18,8 @@ void policy_check_rcpt_valid(const struct policy_request *req, struct policy_ver
 void policy_check_tls_inbound(const struct policy_request *req, struct policy_verdict *out);
 void policy_check_outbound_sender(const struct policy_request *req, struct policy_verdict *out);
 
+/* greylisting (policy_greylist.c), RCPT stage, after recipient validation:
+ * unknown triplets of inbound mail get 451 4.7.1 */
+void policy_check_greylist(const struct policy_request *req, struct policy_verdict *out);
+
 #endif

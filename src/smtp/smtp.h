@@ -22,6 +22,8 @@ struct smtp_server;
 struct directory_index;
 struct policy_callforward;
 struct worker_pool;
+struct permitted_index;
+struct greylist;
 
 struct smtp_server_config {
     struct event_base *base;
@@ -42,6 +44,11 @@ struct smtp_server_config {
     /* the worker pool for blocking work (argon2id of SMTP AUTH); NULL: AUTH
      * is not offered */
     struct worker_pool *workers;
+    /* issue 7: the permitted-sender index (policy/permitted.h), swapped like
+     * the snapshot; NULL or *permitted NULL: nobody is permitted */
+    const struct permitted_index *const *permitted;
+    /* the greylisting table (policy/greylist.h); NULL: no greylisting */
+    struct greylist *greylist;
 };
 
 struct smtp_server_stats {

@@ -115,6 +115,7 @@ class ApiMoatd:
         self.logfile = self.dir / "moatd.log"
         self.token_file = self.dir / "admin.token"
         self.opts = dict(opts or {})
+        self.opts.setdefault("greylisting", "no")   # issue 7: on by default, off for these tests
         self.proc = None
 
     def argv(self):

@@ -647,6 +647,8 @@ class Moatd:
         self.resolver_port = resolver_port
         self.opts = {"hostname": hostname, "smtp_timeout_shutdown": "3s",
                      "retry_schedule": "1s", "log_level": "debug"}
+        # issue 7: greylisting is on by default; tests that want it turn it on
+        self.opts["greylisting"] = "no"
         self.opts.update(dict(opts))
         self.extra_args = list(extra_args)
         self.logfile = self.dir / "moatd.log"
