@@ -59,6 +59,9 @@
 #include "directory/directory_ldap.h"
 #include "deliver/deliver_dkim.h"
 #include "core/worker.h"
+#include "policy/permitted.h"
+#include "policy/greylist.h"
+#include "policy/screen_clock.h"
 
 /* the configuration reload thread (see moatd_reload_main) */
 struct reloader {
@@ -74,6 +77,7 @@ struct reloader {
     struct store_snapshot *pending_snap;
     struct directory_index *pending_ix;
     struct dkim_keyset *pending_dkim;
+    struct permitted_index *pending_permitted;
     struct event *ev_swap;        /* activated from the thread, runs on the loop */
 };
 
@@ -105,6 +109,8 @@ struct moatd {
     int lock_fd;
     uint64_t started_ms;
     bool stopping;
+    struct permitted_index *permitted;  /* current permitted senders; read via &permitted */
+    struct greylist *greylist;          /* greylisting triplets, on the loop */
 };
 
 /* --- routing snapshot --- */
@@ -154,7 +160,14 @@ static void moatd_reload_swap(evutil_socket_t fd, short what, void *arg)
     rl->pending_ix = NULL;
     struct dkim_keyset *dkim = rl->pending_dkim;
     rl->pending_dkim = NULL;
+    struct permitted_index *pix = rl->pending_permitted;
+    rl->pending_permitted = NULL;
     pthread_mutex_unlock(&rl->mu);
+    if (pix != NULL) {
+        /* nobody keeps the old index across events (smtp_session.c) */
+        permitted_index_free(m->permitted);
+        m->permitted = pix;
+    }
     if (dkim != NULL) {
         /* nobody keeps the old key set across events (deliver_dkim.c) */
         dkim_keyset_free(m->dkim_keys);
@@ -180,6 +193,14 @@ static void moatd_reload_swap(evutil_socket_t fd, short what, void *arg)
     pthread_mutex_unlock(&rl->mu);
 }
 
+/* moatd_permitted_load - the permitted-sender index at the screening clock */
+static struct permitted_index *moatd_permitted_load(struct moatd *m, struct store *st,
+                                                    struct error *err)
+{
+    return permitted_index_load(st, screen_clock_now(&m->settings),
+                                m->settings.permitted_auto_lifetime, err);
+}
+
 /* moatd_reload_main - the reload thread */
 static void *moatd_reload_main(void *arg)
 {
@@ -190,6 +211,7 @@ static void *moatd_reload_main(void *arg)
     if (st == NULL)
         log_error("event=config_reload_failed reason=\"%s\"", err.msg);
     int64_t gen = m->directory_gen;
+    int64_t pgen = -1;          /* the permitted-sender generation loaded (-1: load) */
     uint64_t handled = 0;
     pthread_mutex_lock(&rl->mu);
     while (!rl->stop) {
@@ -204,7 +226,22 @@ static void *moatd_reload_main(void *arg)
             struct dkim_keyset *dkim = dkim_keyset_load(st, m->auth, &err);
             if (dkim == NULL)
                 log_warn("event=dkim_reload_failed reason=\"%s\"", err.msg);
+            /* permitted senders (issue 7), when they changed; expired auto
+             * entries are dropped at each load (a lookup ignores them anyway) */
+            struct permitted_index *pix = NULL;
+            int64_t pg = -1;
+            if (store_permitted_generation(st, &pg, &err) < 0 || pg != pgen) {
+                pix = moatd_permitted_load(m, st, &err);
+                if (pix == NULL)
+                    log_warn("event=permitted_reload_failed reason=\"%s\"", err.msg);
+                else if (store_permitted_generation(st, &pgen, &err) < 0)
+                    pgen = -1;
+            }
             pthread_mutex_lock(&rl->mu);
+            if (pix != NULL) {
+                permitted_index_free(rl->pending_permitted);
+                rl->pending_permitted = pix;
+            }
             if (dkim != NULL) {
                 dkim_keyset_free(rl->pending_dkim);
                 rl->pending_dkim = dkim;
@@ -295,6 +332,8 @@ static void moatd_reload_stop(struct moatd *m)
     store_snapshot_free(rl->pending_snap);
     directory_index_free(rl->pending_ix);
     dkim_keyset_free(rl->pending_dkim);
+    permitted_index_free(rl->pending_permitted);
+    rl->pending_permitted = NULL;
     rl->pending_snap = NULL;
     rl->pending_ix = NULL;
     rl->pending_dkim = NULL;
@@ -843,6 +882,9 @@ int main(int argc, char **argv)
     if (moatd_config_load(m.store, &m.directory_gen, &m.snapshot, &m.directory, &err) < 0)
         die("store", &err);
     log_info("event=config_loaded domains=%zu", store_snapshot_count(m.snapshot));
+    m.permitted = moatd_permitted_load(&m, m.store, &err);
+    if (m.permitted == NULL)
+        die("store", &err);
     struct spool_options sopt = { .segment_size = (uint64_t)m.settings.spool_segment_size };
     m.spool = spool_open(m.settings.spool_dir, &sopt, m.base, &err);
     if (m.spool == NULL)
@@ -871,6 +913,10 @@ int main(int argc, char **argv)
     m.workers = worker_pool_create(m.base, 2, &err);
     if (m.workers == NULL)
         die("workers", &err);
+    /* greylisting: triplets from the store now, changes written by the pool */
+    m.greylist = greylist_create(m.base, m.workers, m.settings.database, &m.settings);
+    if (greylist_load(m.greylist, m.store, screen_clock_now(&m.settings), &err) < 0)
+        log_warn("event=greylist_load_failed reason=\"%s\"", err.msg);
     struct smtp_server_config scfg = {
         .base = m.base, .settings = &m.settings, .tls = m.tls_server, .spool = m.spool,
         .snapshot = snap, .hostname = m.hostname,
@@ -879,6 +925,8 @@ int main(int argc, char **argv)
         .workers = m.workers,
         .dns = m.dns,
         .antispoof = m.antispoof,
+        .permitted = (const struct permitted_index *const *)&m.permitted,
+        .greylist = m.greylist,
     };
     m.smtp = smtp_server_create(&scfg, &err);
     if (m.smtp == NULL)
@@ -988,8 +1036,11 @@ int main(int argc, char **argv)
     smtp_server_free(m.smtp);
     policy_callforward_free(m.callforward);   /* after the sessions: nobody waits any more */
     policy_antispoof_free(m.antispoof);       /* likewise; before dns_free (it cancels queries) */
+    /* after the sessions, before the pool: its last changes become a pool job */
+    greylist_free(m.greylist);
     /* after deliver and the sessions: their jobs are orphaned, done frees them */
     worker_pool_free(m.workers);
+    permitted_index_free(m.permitted);
     directory_index_free(m.directory);
     spool_close(m.spool);
     dns_free(m.dns);

@@ -22,6 +22,7 @@
 #include "api_dnsbl.h"
 #include "api_tls.h"
 #include "api_antispoof.h"
+#include "api_permitted.h"
 
 const struct api_route api_routes[] = {
     /* --- public --- */
@@ -138,11 +139,19 @@ const struct api_route api_routes[] = {
     { "DELETE", "/api/v1/antispoof/bypasses/{id}", AUTH_PERM_CONFIG_WRITE,    api_antispoof_bypasses_delete, true },
     { "GET",    "/api/v1/antispoof/candidates",    AUTH_PERM_CONFIG_READ,     api_antispoof_candidates_list, false },
     { "POST",   "/api/v1/antispoof/candidates/{address}/bypass", AUTH_PERM_CONFIG_WRITE, api_antispoof_candidates_bypass, true },
+    /* --- permitted senders (issue 7, api_permitted.c): the import precedes {id} --- */
+    { "GET",    "/api/v1/permitted-senders",       AUTH_PERM_CONFIG_READ,     api_permitted_list,      false },
+    { "POST",   "/api/v1/permitted-senders",       AUTH_PERM_CONFIG_WRITE,    api_permitted_create,    true },
+    { "POST",   "/api/v1/permitted-senders/import", AUTH_PERM_CONFIG_WRITE,   api_permitted_import,    true },
+    { "DELETE", "/api/v1/permitted-senders/{id}",  AUTH_PERM_CONFIG_WRITE,    api_permitted_delete,    true },
+    { "GET",    "/api/v1/users/{address}/permitted-senders", AUTH_PERM_CONFIG_READ, api_user_permitted_list, false },
+    { "POST",   "/api/v1/users/{address}/permitted-senders", AUTH_PERM_CONFIG_WRITE, api_user_permitted_create, true },
+    { "DELETE", "/api/v1/users/{address}/permitted-senders/{id}", AUTH_PERM_CONFIG_WRITE, api_user_permitted_delete, true },
 };
 
 const size_t api_routes_count = sizeof api_routes / sizeof api_routes[0];
 
 bool api_route_takes_csv(const struct api_route *r)
 {
-    return r->handler == api_users_import;
+    return r->handler == api_users_import || r->handler == api_permitted_import;
 }

@@ -183,5 +183,11 @@ int cli_antispoof_candidates(struct cli_ctx *ctx);
 int cli_dnsbl_add(struct cli_ctx *ctx);
 int cli_dnsbl_list(struct cli_ctx *ctx);
 int cli_dnsbl_remove(struct cli_ctx *ctx);
+/* cli_permitted.c: moat permitted add|list|remove|import, moat permitted user ADDRESS ... */
+int cli_permitted_add(struct cli_ctx *ctx);
+int cli_permitted_list(struct cli_ctx *ctx);
+int cli_permitted_remove(struct cli_ctx *ctx);
+int cli_permitted_import(struct cli_ctx *ctx);
+int cli_permitted_user(struct cli_ctx *ctx);
 
 #endif

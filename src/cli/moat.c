@@ -212,6 +212,11 @@ static const struct cli_option dnsbl_options[] = {
     { NULL, NULL, NULL },
 };
 /* cli_commands - every command; later issues add rows here */
+static const struct cli_option permitted_options[] = {
+    { "comment", "TEXT", "a note kept with the entry (who, what for)" },
+    { NULL, NULL, NULL },
+};
+
 static const struct cli_option outbound_options[] = {
     { "comment", "TEXT", "a note kept with the entry (who, what for)" },
     { "password-file", "FILE", "account add / passwd: read the password (12 characters or more) "
@@ -517,6 +522,26 @@ static const struct cli_command cli_commands[] = {
       "Lists the client addresses whose mail anti-spoofing refused since moatd started: host "
       "name, count, the domains they used, last time; except a legitimate one with moat "
       "antispoof bypass add --from-candidate ADDRESS." },
+    /* issue 7: permitted senders (cli_permitted.c) */
+    { "permitted", "add", "ADDRESS|DOMAIN", 1, 1, permitted_options, cli_permitted_add,
+      "add an organisation-wide permitted sender",
+      "Mail from ADDRESS, or from DOMAIN and its subdomains, to any user skips greylisting, "
+      "DNSBL and spam scoring; it never skips anti-spoofing, DMARC or size limits." },
+    { "permitted", "list", "", 0, 0, NULL, cli_permitted_list,
+      "list the organisation-wide permitted senders", "Lists every entry with its id and comment." },
+    { "permitted", "remove", "ADDRESS|DOMAIN|ID", 1, 1, NULL, cli_permitted_remove,
+      "remove an organisation-wide permitted sender", "Removes the entry by its value or id." },
+    { "permitted", "import", "FILE", 1, 1, NULL, cli_permitted_import,
+      "import organisation-wide permitted senders from CSV",
+      "FILE ('-' = standard input) holds one entry a line: address_or_domain[,comment]; an "
+      "optional header line is skipped. Refused rows are listed with their line numbers (exit "
+      "1); the good rows are imported; entries already listed are left alone." },
+    { "permitted", "user", "ADDRESS add VALUE | ADDRESS list | ADDRESS remove VALUE|ID", 2, 3,
+      permitted_options, cli_permitted_user,
+      "one user's permitted senders (manual and auto-allowed)",
+      "add VALUE permits an address or domain for mail to the user ADDRESS only; list shows "
+      "the user's entries, with auto-allowed ones (learned from the user's outbound mail, "
+      "expiring after permitted_auto_lifetime without use); remove takes the value or id." },
 };
 
 #define N_COMMANDS (sizeof cli_commands / sizeof cli_commands[0])

@@ -98,5 +98,12 @@ json_t *connect_antispoof_prepare(struct store *st, struct error *err);
 void connect_antispoof_run(const struct connect_env *env, json_t *input, connect_done_cb done,
                            void *arg);
 json_t *connect_antispoof_instructions(struct store *st, struct error *err);
+/* permitted_senders (issue 7, connect_permitted.c): how many are listed, and
+ * a probe of Moat's own listener: a permitted sender is accepted at once,
+ * an unknown one greylisted (451 4.7.1) when greylisting is on */
+json_t *connect_permitted_prepare(struct store *st, struct error *err);
+void connect_permitted_run(const struct connect_env *env, json_t *input, connect_done_cb done,
+                           void *arg);
+json_t *connect_permitted_instructions(struct store *st, struct error *err);
 
 #endif

@@ -520,6 +520,50 @@ static const struct setting settings_table[] = {
       "Anti-spoofing",
       "How many refused sources (client addresses) the anti-spoofing candidate list keeps in "
       "memory; when full, the source seen least recently is forgotten." },
+    /* --- permitted senders and greylisting (issue 7) --- */
+    { "permitted_auto_allow", SETTING_BOOL, OFF(permitted_auto_allow), 0, "yes", 0, 0, 0, 0,
+      NULL, NULL, SETTING_RUNTIME,
+      "Screening",
+      "Auto-allow: when the outbound role relays a message from an internal sender, each "
+      "external recipient becomes a permitted sender for that internal user (or is refreshed). "
+      "Auto-replies (null sender, `Auto-Submitted` other than `no`, `Precedence: "
+      "bulk|junk|list`, `X-Autoreply`) teach nothing." },
+    { "permitted_auto_lifetime", SETTING_DURATION, OFF(permitted_auto_lifetime), 0, "120d",
+      DAY, 3650 * DAY, 0, 0, NULL, NULL, SETTING_RUNTIME,
+      "Screening",
+      "An auto-allowed permitted sender expires this long after the user last wrote to it." },
+    { "greylisting", SETTING_BOOL, OFF(greylisting), 0, "yes", 0, 0, 0, 0, NULL, NULL,
+      SETTING_RUNTIME,
+      "Screening",
+      "Greylist inbound mail: the first attempt of an unknown (client network, sender, "
+      "recipient) triplet gets `451 4.7.1` at RCPT; a retry between `greylist_min_delay` and "
+      "`greylist_max_delay` later is accepted and the triplet is remembered. Permitted senders, "
+      "authorised outbound hosts and authenticated clients are never greylisted. The client "
+      "network is the /24 (IPv4) or /64 (IPv6)." },
+    { "greylist_min_delay", SETTING_DURATION, OFF(greylist_min_delay), 0, "5m", 0, DAY,
+      0, 0, NULL, NULL, SETTING_RUNTIME,
+      "Screening",
+      "Greylisting: a retry earlier than this after the first attempt is greylisted again." },
+    { "greylist_max_delay", SETTING_DURATION, OFF(greylist_max_delay), 0, "2d", MINUTE,
+      30 * DAY, 0, 0, NULL, NULL, SETTING_RUNTIME,
+      "Screening",
+      "Greylisting: a retry later than this after the first attempt starts over as a new "
+      "triplet." },
+    { "greylist_pass_lifetime", SETTING_DURATION, OFF(greylist_pass_lifetime), 0, "36d", HOUR,
+      365 * DAY, 0, 0, NULL, NULL, SETTING_RUNTIME,
+      "Screening",
+      "Greylisting: a passed triplet is accepted without delay for this long after its last "
+      "use (kept in the database across restarts)." },
+    { "greylist_max_entries", SETTING_INT, OFF(greylist_max_entries), 0, "200000", 100,
+      10000000, 0, 0, NULL, NULL, 0,
+      "Screening",
+      "Greylisting: triplets kept in memory; beyond it the oldest pending triplet is "
+      "forgotten first (its sender starts over), then the least recently used passed one." },
+    { "test_clock_file", SETTING_PATH, OFF(test_clock_file), 0, "", 0, 0, 0, 0, NULL, NULL, 0,
+      "Screening",
+      "TEST ONLY, never set it in production: a file holding a number of seconds added to "
+      "the clock of greylisting and permitted-sender expiry, read at each check. Empty (the "
+      "default) means the real clock." },
 };
 
 #define N_SETTINGS (sizeof settings_table / sizeof settings_table[0])

@@ -140,6 +140,15 @@ struct moat_settings {
     /* anti-spoofing (issue 7) */
     bool antispoof;                    /* refuse inbound mail in an internal domain's name */
     int64_t antispoof_candidates_max;  /* refused sources remembered */
+    /* permitted senders and greylisting (issue 7) */
+    bool permitted_auto_allow;         /* learn recipients of outbound mail */
+    int64_t permitted_auto_lifetime;   /* seconds an auto entry lives after its last use */
+    bool greylisting;                  /* greylist unknown triplets at RCPT */
+    int64_t greylist_min_delay;        /* seconds before a retry is accepted */
+    int64_t greylist_max_delay;        /* seconds after which a retry starts over */
+    int64_t greylist_pass_lifetime;    /* seconds a passed triplet is kept after its last use */
+    int64_t greylist_max_entries;      /* triplets kept in memory */
+    char *test_clock_file;             /* TEST ONLY: file holding a clock offset in seconds */
 };
 
 /* settings_defaults - fill s with every default (paths derived from state_dir later) */

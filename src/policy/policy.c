@@ -140,6 +140,8 @@ static const struct policy_check policy_checks[] = {
     { "dnsbl", POLICY_RCPT, NULL, policy_check_dnsbl },
     /* end of DATA (issue 7): the header From of inbound mail */
     { "antispoof", POLICY_DATA_END, policy_check_antispoof_data_end, NULL },
+    /* issue 7: greylisting (policy_greylist.c), after recipient validation */
+    { "greylisting", POLICY_RCPT, policy_check_greylist, NULL },
 };
 
 #define N_CHECKS (sizeof policy_checks / sizeof policy_checks[0])

@@ -21,6 +21,7 @@
 
 struct directory_index;
 struct policy_callforward;
+struct greylist;
 struct event_base;
 struct dns;
 struct policy_antispoof;
@@ -76,6 +77,7 @@ struct policy_request {
     const char *header_from;  /* the one author domain; NULL when msg_header_from_domain is false */
     int header_from_fields;   /* From fields seen (msg_header_from_count) */
     const char *antispoof_spf_domain;   /* t->antispoof_spf_domain: SPF must pass for it, or NULL */
+    struct greylist *greylist;   /* the loop's triplet table (greylist.h); NULL = none */
 };
 
 /* policy_evaluate - run every check for req->stage in table order; the first

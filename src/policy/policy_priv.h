@@ -34,5 +34,8 @@ void policy_dnsbl_decide(const char *addr, const char *const *zones, const int *
 void policy_check_antispoof_rcpt(const struct policy_request *req, struct policy_verdict *out,
                                  struct policy_pending *p);
 void policy_check_antispoof_data_end(const struct policy_request *req, struct policy_verdict *out);
+/* greylisting (policy_greylist.c), RCPT stage, after recipient validation:
+ * unknown triplets of inbound mail get 451 4.7.1 */
+void policy_check_greylist(const struct policy_request *req, struct policy_verdict *out);
 
 #endif

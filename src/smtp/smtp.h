@@ -23,6 +23,8 @@ struct directory_index;
 struct policy_callforward;
 struct worker_pool;
 struct policy_antispoof;
+struct permitted_index;
+struct greylist;
 
 struct smtp_server_config {
     struct event_base *base;
@@ -48,6 +50,11 @@ struct smtp_server_config {
     struct dns *dns;
     /* anti-spoofing's loop state (policy.h, issue 7); NULL: anti-spoofing off */
     struct policy_antispoof *antispoof;
+    /* issue 7: the permitted-sender index (policy/permitted.h), swapped like
+     * the snapshot; NULL or *permitted NULL: nobody is permitted */
+    const struct permitted_index *const *permitted;
+    /* the greylisting table (policy/greylist.h); NULL: no greylisting */
+    struct greylist *greylist;
 };
 
 struct smtp_server_stats {

@@ -76,6 +76,8 @@
 #include "../core/worker.h"
 #include "../policy/policy.h"
 #include "../policy/policy_msg.h"
+#include "../policy/permitted.h"
+#include "../policy/screen_clock.h"
 #include "../spool/spool.h"
 #include "smtp_auth.h"
 #include "smtp_data.h"
@@ -136,6 +138,9 @@ struct smtp_txn {
     /* anti-spoofing let the mail through on an SPF bypass: the content stage
      * refuses it unless SPF passes for this domain (policy.h) */
     char *antispoof_spf_domain;
+    /* permitted senders (policy/permitted.h): every accepted recipient
+     * has the envelope sender as a permitted sender (false with none) */
+    bool all_permitted;
 };
 
 /* where an SMTP AUTH exchange stands */
@@ -375,9 +380,20 @@ static void txn_reset(struct smtp_session *s)
     buf_reset(&t->head);
     free(t->antispoof_spf_domain);
     t->antispoof_spf_domain = NULL;
+    t->all_permitted = false;
 }
 
 static void session_rcpt_ready(void *arg);
+
+/* session_permitted - the envelope sender is a permitted sender of rcpt
+ * (policy/permitted.h; the index is swapped in by moatd like the snapshot) */
+static bool session_permitted(struct smtp_session *s, const char *rcpt)
+{
+    const struct permitted_index *ix = s->srv->cfg.permitted ? *s->srv->cfg.permitted : NULL;
+    if (ix == NULL || rcpt == NULL)
+        return false;
+    return permitted_check(ix, s->txn.mail.path.addr, rcpt, screen_clock_now(s->set));
+}
 
 /* session_policy - ask the pipeline; fills v (RCPT: may be POLICY_PENDING) */
 static void session_policy(struct smtp_session *s, enum policy_stage stage, const char *rcpt,
@@ -397,6 +413,7 @@ static void session_policy(struct smtp_session *s, enum policy_stage stage, cons
         .auth_user = s->auth_user[0] ? s->auth_user : NULL,
         .dnsbl = s->dnsbl,
         .antispoof = s->srv->cfg.antispoof,
+        .greylist = s->srv->cfg.greylist,
     };
     req.outbound_host = store_snapshot_outbound_host(req.snapshot, (const struct sockaddr *)&s->sa);
     char spf_out[256] = "";
@@ -410,6 +427,10 @@ static void session_policy(struct smtp_session *s, enum policy_stage stage, cons
             req.header_from = from;
         req.header_from_fields = msg_header_from_count(req.head, req.head_len);
     }
+    if (stage == POLICY_RCPT)
+        req.permitted = session_permitted(s, rcpt);
+    else if (stage == POLICY_DATA)
+        req.permitted = s->txn.all_permitted;
     if (stage == POLICY_RCPT)
         policy_evaluate_async(&req, v, session_rcpt_ready, s, &s->rcpt_pending);
     else
@@ -979,6 +1000,8 @@ static void session_rcpt_finish(struct smtp_session *s, const struct smtp_rcpt_a
     rc->addr = xstrdup(r->path.addr);
     rc->orcpt = r->orcpt[0] ? xstrdup(r->orcpt) : NULL;
     rc->notify = r->notify;
+    bool permitted = session_permitted(s, r->path.addr);
+    t->all_permitted = t->n_rcpts == 1 ? permitted : t->all_permitted && permitted;
     session_enter_state(s, SMTP_STATE_RCPT);
     session_reply(s, 250, "2.1.5", "Ok");
 }
@@ -1222,6 +1245,47 @@ static void session_count_outbound(struct smtp_session *s)
     }
 }
 
+/* session_auto_allow - permitted.h: an accepted message from the outbound
+ * role with an internal sender teaches that each external recipient is a
+ * permitted sender of the sender (not from auto-replies, nor replies to
+ * released held mail); the store write goes to the worker pool */
+static void session_auto_allow(struct smtp_session *s, const char *qid)
+{
+    struct smtp_txn *t = &s->txn;
+    const struct store_snapshot *snap = s->srv->cfg.snapshot ? *s->srv->cfg.snapshot : NULL;
+    const char *sender = t->mail.path.addr;
+    const char *sat = strrchr(sender, '@');
+    if (!s->set->permitted_auto_allow || s->srv->cfg.workers == NULL || sat == NULL ||
+        store_snapshot_find(snap, sat + 1) == NULL)
+        return;   /* off, the null sender, or not an internal sender */
+    if (s->auth_user[0] == '\0' && !store_snapshot_outbound_host(snap, (const struct sockaddr *)&s->sa))
+        return;   /* inbound mail teaches nothing */
+    char from[300];
+    const char *why = NULL;
+    if (!permitted_learn_autoreply(t->head.data, t->head.len, &why) &&
+        permitted_learn_released_reply(t->head.data, t->head.len))
+        why = "reply to released held mail";
+    if (why != NULL) {
+        log_info("qid=%s session=%s event=auto_allow result=skipped from=%s reason=\"%s\"", qid, s->id,
+                 log_quote(from, sizeof from, sender), why);
+        return;
+    }
+    char **ext = xcalloc(t->n_rcpts ? t->n_rcpts : 1, sizeof *ext);
+    size_t n = 0;
+    for (size_t i = 0; i < t->n_rcpts; i++) {
+        const char *at = strrchr(t->rcpts[i].addr, '@');
+        if (at != NULL && store_snapshot_find(snap, at + 1) == NULL)
+            ext[n++] = t->rcpts[i].addr;
+    }
+    if (n > 0) {
+        log_info("qid=%s session=%s event=auto_allow result=learned from=%s senders=%zu", qid, s->id,
+                 log_quote(from, sizeof from, sender), n);
+        permitted_learn_submit(s->srv->cfg.workers, s->set->database, sender, ext, n,
+                               screen_clock_now(s->set));
+    }
+    free(ext);
+}
+
 /* session_commit_cb - the spool's answer: only now may the client hear 250 */
 static void session_commit_cb(void *arg, const char *qid, int status)
 {
@@ -1232,6 +1296,7 @@ static void session_commit_cb(void *arg, const char *qid, int status)
     if (status == 0) {
         s->srv->stats.messages_accepted++;
         session_count_outbound(s);
+        session_auto_allow(s, qid);
         s->n_messages++;
         s->n_junk = 0;
         log_info("qid=%s session=%s client=%s event=queued from=%s nrcpt=%zu size=%" PRIu64, qid, s->id,

@@ -318,6 +318,40 @@ const char *const store_migrations[] = {
     "  created INTEGER NOT NULL,"
     "  UNIQUE (kind, value, domain)"
     ");",
+    /* 12: permitted senders and greylisting (issue 7, store_permitted.c):
+     * user '' = organisation-wide; per-user rows are manual or auto-allowed
+     * (auto rows expire permitted_auto_lifetime after last_seen); greylist
+     * triplets (key "net|sender|rcpt") survive a restart */
+    "CREATE TABLE permitted_senders ("
+    "  id         INTEGER PRIMARY KEY,"
+    "  user       TEXT NOT NULL DEFAULT '',"           /* lower-case; '' = organisation */
+    "  value      TEXT NOT NULL,"                      /* address or domain, lower-case */
+    "  source     TEXT NOT NULL DEFAULT 'manual' CHECK (source IN ('manual', 'auto')),"
+    "  comment    TEXT NOT NULL DEFAULT '',"
+    "  created    INTEGER NOT NULL,"
+    "  created_by TEXT NOT NULL DEFAULT '',"
+    "  last_seen  INTEGER NOT NULL DEFAULT 0,"
+    "  UNIQUE (user, value)"
+    ");"
+    "CREATE INDEX permitted_senders_auto ON permitted_senders(last_seen) WHERE source = 'auto';"
+    /* the loop's index is reloaded only when this moves (triggers) */
+    "CREATE TABLE permitted_status ("
+    "  id         INTEGER PRIMARY KEY CHECK (id = 1),"
+    "  generation INTEGER NOT NULL DEFAULT 0"
+    ");"
+    "INSERT INTO permitted_status (id, generation) VALUES (1, 0);"
+    "CREATE TRIGGER permitted_senders_ins AFTER INSERT ON permitted_senders BEGIN"
+    "  UPDATE permitted_status SET generation = generation + 1 WHERE id = 1; END;"
+    "CREATE TRIGGER permitted_senders_upd AFTER UPDATE ON permitted_senders BEGIN"
+    "  UPDATE permitted_status SET generation = generation + 1 WHERE id = 1; END;"
+    "CREATE TRIGGER permitted_senders_del AFTER DELETE ON permitted_senders BEGIN"
+    "  UPDATE permitted_status SET generation = generation + 1 WHERE id = 1; END;"
+    "CREATE TABLE greylist ("
+    "  triplet    TEXT PRIMARY KEY NOT NULL,"
+    "  first_seen INTEGER NOT NULL,"
+    "  last_seen  INTEGER NOT NULL,"
+    "  passed     INTEGER NOT NULL DEFAULT 0 CHECK (passed IN (0, 1))"
+    ");",
 };
 const int store_schema_latest = (int)(sizeof store_migrations / sizeof store_migrations[0]);
 
@@ -642,7 +676,7 @@ struct store *store_open(const char *path, struct error *err)
         store_close(st);
         return NULL;
     }
-    if (store_dnsbl_prepare(st, path, err) < 0) {
+    if (store_dnsbl_prepare(st, path, err) < 0 || store_permitted_prepare(st, path, err) < 0) {
         store_close(st);
         return NULL;
     }
@@ -668,6 +702,7 @@ void store_close(struct store *st)
     store_tls_finalize(st);
     store_dnsbl_finalize(st);
     store_antispoof_finalize(st);
+    store_permitted_finalize(st);
     /* close_v2 would leave a zombie handle if something were still open; we
      * finalized everything, so plain close must succeed */
     if (sqlite3_close(st->db) != SQLITE_OK)

@@ -731,4 +731,79 @@ const struct store_antispoof_bypass *store_snapshot_antispoof(const struct store
                                                               size_t *n);
 /* ==== end of anti-spoofing bypasses ==== */
 
+/* ==== permitted senders and greylisting (issue 7; store_permitted.c) ==== */
+/*
+ * A permitted sender is an address or a domain (a domain covers its
+ * subdomains), stored lower-case.  user "" is the organisation-wide list;
+ * else the row belongs to that recipient user, source "manual" (added by an
+ * administrator) or "auto" (learned from the user's outbound mail, expires
+ * permitted_auto_lifetime after last_seen).
+ */
+#define STORE_PERMITTED_VALUE_MAX 254
+struct store_permitted {
+    int64_t id;
+    char *user;                 /* "" = organisation-wide */
+    char *value;
+    char *source;               /* "manual" | "auto" */
+    char *comment;
+    char *created_by;
+    int64_t created, last_seen;
+};
+/* store_permitted_normalise - value as stored (lower-case) into out; -1 with
+ * err (field) when it is neither an address "local@domain" nor a domain */
+int store_permitted_normalise(const char *value, const char *field, char *out, size_t cap,
+                              struct error *err);
+/* store_permitted_add - a manual entry (user NULL or "": organisation);
+ * STORE_CONFLICT (field "value") when it is there already */
+int store_permitted_add(struct store *st, const char *user, const char *value,
+                        const char *comment, const char *by, int64_t *id_out, struct error *err);
+/* store_permitted_batch - begin (commit false) or commit one transaction
+ * around many store_permitted_add (an import: a refused row does not undo
+ * the others, each INSERT is its own statement) */
+int store_permitted_batch(struct store *st, bool commit, struct error *err);
+/* store_permitted_list - rows of user ("" = organisation) with id > after, at
+ * most limit, by id; auto rows last seen before expired_before are left out */
+int store_permitted_list(struct store *st, const char *user, int64_t after, size_t limit,
+                         int64_t expired_before, struct store_permitted **out, size_t *n,
+                         struct error *err);
+/* store_permitted_delete - by id (and user: a user's row is deleted only
+ * through its user); STORE_NOT_FOUND */
+int store_permitted_delete(struct store *st, const char *user, int64_t id, struct error *err);
+/* store_permitted_delete_value - by value; STORE_NOT_FOUND */
+int store_permitted_delete_value(struct store *st, const char *user, const char *value,
+                                 struct error *err);
+/* store_permitted_auto_touch - auto-allow: insert (source auto) or refresh
+ * last_seen of user's entry for value (a manual entry stays manual) */
+int store_permitted_auto_touch(struct store *st, const char *user, const char *value, int64_t now,
+                               struct error *err);
+/* store_permitted_each - every row not expired (auto rows last seen before
+ * expired_before are skipped and deleted), for the loop's index; fn
+ * returning > 0 stops (STORE_OK), < 0 stops (STORE_ERR) */
+int store_permitted_each(struct store *st, int64_t expired_before,
+                         int (*fn)(void *arg, const struct store_permitted *e), void *arg,
+                         struct error *err);
+/* store_permitted_count - organisation rows, and unexpired auto rows */
+int store_permitted_count(struct store *st, int64_t expired_before, int64_t *org, int64_t *autos,
+                          struct error *err);
+/* store_permitted_generation - moves with every change of the table */
+int store_permitted_generation(struct store *st, int64_t *gen, struct error *err);
+void store_permitted_clear(struct store_permitted *e);
+void store_permitted_free(struct store_permitted *v, size_t n);
+
+/* greylist triplets: key "net|sender|rcpt" */
+struct store_greylist {
+    char *triplet;
+    int64_t first_seen, last_seen;
+    bool passed;
+};
+/* store_greylist_put - insert or replace each of v[0..n) in one transaction */
+int store_greylist_put(struct store *st, const struct store_greylist *v, size_t n,
+                       struct error *err);
+/* store_greylist_each - rows last seen at or after since, newest last;
+ * rows older are deleted first */
+int store_greylist_each(struct store *st, int64_t since,
+                        int (*fn)(void *arg, const struct store_greylist *g), void *arg,
+                        struct error *err);
+/* ==== end of permitted senders and greylisting ==== */
+
 #endif

@@ -44,6 +44,7 @@ struct store {
     sqlite3_stmt **tls_stmt;  /* store_tls.c's statement table */
     sqlite3_stmt **dnsbl_stmt; /* store_dnsbl.c's statement table */
     sqlite3_stmt **antispoof_stmt; /* store_antispoof.c's statement table */
+    sqlite3_stmt **permitted_stmt; /* store_permitted.c's statement table */
 };
 
 /* store_auth_prepare - prepare store_auth.c's statements (store_open);
@@ -83,6 +84,10 @@ void store_dnsbl_finalize(struct store *st);
 /* store_antispoof_prepare / store_antispoof_finalize - the same for store_antispoof.c */
 int store_antispoof_prepare(struct store *st, const char *path, struct error *err);
 void store_antispoof_finalize(struct store *st);
+
+/* store_permitted_prepare / store_permitted_finalize - the same for store_permitted.c */
+int store_permitted_prepare(struct store *st, const char *path, struct error *err);
+void store_permitted_finalize(struct store *st);
 
 /* the migrations: store_migrations[i] takes the schema from version i to i + 1 */
 extern const char *const store_migrations[];

@@ -116,6 +116,7 @@ class ApiMoatd:
         self.token_file = self.dir / "admin.token"
         # issue 7: default-on screening off unless a test turns it on
         self.opts = {"antispoof": "no", **dict(opts or {})}
+        self.opts.setdefault("greylisting", "no")
         self.proc = None
 
     def argv(self):

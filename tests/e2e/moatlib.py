@@ -650,6 +650,8 @@ class Moatd:
                      # issue 7: default-on screening the existing tests do not expect
                      # (they send internal senders from 127.0.0.1); their own tests turn it on
                      "antispoof": "no"}
+        # issue 7: greylisting is on by default; tests that want it turn it on
+        self.opts["greylisting"] = "no"
         self.opts.update(dict(opts))
         self.extra_args = list(extra_args)
         self.logfile = self.dir / "moatd.log"
