@@ -104,6 +104,7 @@ struct moatd {
     int lock_fd;
     uint64_t started_ms;
     bool stopping;
+    unsigned char srs_key[32];          /* issue 7: SRS of forwarding (forward.h), from secret.key */
 };
 
 /* --- routing snapshot --- */
@@ -875,6 +876,7 @@ int main(int argc, char **argv)
         .directory = (const struct directory_index *const *)&m.directory,
         .callforward = m.callforward,
         .workers = m.workers,
+        .srs_key = m.srs_key,           /* filled below, once auth has the secret key */
     };
     m.smtp = smtp_server_create(&scfg, &err);
     if (m.smtp == NULL)
@@ -883,6 +885,10 @@ int main(int argc, char **argv)
     m.auth = auth_create(&acfg, &err);
     if (m.auth == NULL)
         die("auth", &err);
+    if (auth_derive_key(m.auth, "moat-srs-v1", m.srs_key, sizeof m.srs_key) != 0) {
+        error_set(&err, "auth", "cannot derive the SRS key from secret.key");
+        die("auth", &err);
+    }
     m.dkim_keys = dkim_keyset_load(m.store, m.auth, &err);
     if (m.dkim_keys == NULL)
         log_warn("event=dkim_load_failed reason=\"%s\" action=send_unsigned", err.msg);
@@ -898,7 +904,8 @@ int main(int argc, char **argv)
     struct connect_config ccfg = {
         .env = { .base = m.base, .dns = m.dns, .tls_client = m.tls_client,
                  .settings = &m.settings, .spool = m.spool, .hostname = m.hostname,
-                 .outbound_seen = moatd_outbound_seen, .outbound_seen_arg = &m },
+                 .outbound_seen = moatd_outbound_seen, .outbound_seen_arg = &m,
+                 .srs_key = m.srs_key },
         .database = m.settings.database,
         .recheck_min = m.settings.connect_recheck_min,
         .recheck_max = m.settings.connect_recheck_max,

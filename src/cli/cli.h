@@ -176,5 +176,16 @@ int cli_dkim_remove(struct cli_ctx *ctx);
 int cli_outbound_host(struct cli_ctx *ctx);
 int cli_outbound_account(struct cli_ctx *ctx);
 int cli_tls_inbound(struct cli_ctx *ctx);
+/* issue 7: held mail, blocked senders, forwarding (cli_held.c) */
+int cli_held_list(struct cli_ctx *ctx);
+int cli_held_show(struct cli_ctx *ctx);
+int cli_held_release(struct cli_ctx *ctx);
+int cli_held_delete(struct cli_ctx *ctx);
+int cli_blocked_add(struct cli_ctx *ctx);
+int cli_blocked_list(struct cli_ctx *ctx);
+int cli_blocked_remove(struct cli_ctx *ctx);
+int cli_forward_add(struct cli_ctx *ctx);
+int cli_forward_list(struct cli_ctx *ctx);
+int cli_forward_remove(struct cli_ctx *ctx);
 
 #endif

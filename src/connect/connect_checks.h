@@ -91,4 +91,11 @@ void connect_route_probe_run(const struct connect_env *env, json_t *input, conne
 void connect_mtasts_resolve_run(const struct connect_env *env, json_t *input, connect_done_cb done,
                                 void *arg);
 
+/* forwarding (issue 7, connect_forwarding.c): the rules and the rewrite
+ * each gets (recipients, SRS sender), computed by the session's functions */
+json_t *connect_forwarding_prepare(struct store *st, struct error *err);
+void connect_forwarding_run(const struct connect_env *env, json_t *input, connect_done_cb done,
+                            void *arg);
+json_t *connect_forwarding_instructions(struct store *st, struct error *err);
+
 #endif

@@ -459,6 +459,12 @@ static const struct setting settings_table[] = {
       "Empty (the default) means no anchor: no answer is secure and DANE never applies, the "
       "policy's fallback mode is used. With `resolver` set, the resolver must pass DNSSEC "
       "records through (any recursive resolver does); Moat validates them itself." },
+    { "held_lifetime", SETTING_DURATION, OFF(held_lifetime), 0, "30d",
+      1, 365 * DAY, 0, 0, NULL, NULL, SETTING_RUNTIME,
+      "Held mail",
+      "How long a held (quarantined) message is kept for an administrator to release or "
+      "delete; after that it is dropped without a bounce (logged as event=held_purged). "
+      "Checked every minute, or more often for a short lifetime." },
 };
 
 #define N_SETTINGS (sizeof settings_table / sizeof settings_table[0])

@@ -129,6 +129,8 @@ struct moat_settings {
     int64_t mta_sts_fetch_timeout;     /* seconds */
     /* DANE (issue 6) */
     char *dns_trust_anchor_file;       /* DNSSEC anchor for libunbound; "" = none */
+    /* held mail (issue 7) */
+    int64_t held_lifetime;             /* seconds a held message is kept before it is purged */
 };
 
 /* settings_defaults - fill s with every default (paths derived from state_dir later) */

@@ -127,11 +127,16 @@ static void policy_check_relay(const struct policy_request *req, struct policy_v
 /* the pipeline: stage order is the order of the SMTP dialogue (DESIGN.md 2) */
 static const struct policy_check policy_checks[] = {
     { "relay_control", POLICY_RCPT, policy_check_relay, NULL },
+    /* issue 7 (policy_forward.c): bounces to SRS addresses of forwarded mail;
+     * before recipient validation, which knows no SRS0= user */
+    { "srs_bounce", POLICY_RCPT, policy_check_srs_bounce, NULL },
     /* after relay control: only recipients under internal domains get here */
     { "recipient_validation", POLICY_RCPT, NULL, policy_check_rcpt_valid },
     /* the outbound role (policy_outbound.c); MAIL stage, so their place here is free */
     { "tls_inbound", POLICY_MAIL, policy_check_tls_inbound, NULL },
     { "outbound_sender", POLICY_MAIL, policy_check_outbound_sender, NULL },
+    /* issue 7 (policy_held.c): blocked senders, after recipient validation */
+    { "blocked_sender", POLICY_RCPT, policy_check_blocked_sender, NULL },
 };
 
 #define N_CHECKS (sizeof policy_checks / sizeof policy_checks[0])

@@ -53,6 +53,8 @@ struct policy_request {
     /* the outbound role (issue 6), computed by the session from the snapshot */
     bool outbound_host;       /* the client address is an authorised outbound host */
     const char *auth_user;    /* SMTP AUTH account of the session; NULL = none */
+    /* forwarding (issue 7): the SRS key (forward.h); NULL = no SRS */
+    const unsigned char *srs_key;
 };
 
 /* policy_evaluate - run every check for req->stage in table order; the first

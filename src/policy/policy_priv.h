@@ -18,4 +18,11 @@ void policy_check_rcpt_valid(const struct policy_request *req, struct policy_ver
 void policy_check_tls_inbound(const struct policy_request *req, struct policy_verdict *out);
 void policy_check_outbound_sender(const struct policy_request *req, struct policy_verdict *out);
 
+/* policy_check_blocked_sender - issue 7 (policy_held.c), RCPT stage: an
+ * administrator's blocked sender list, action reject or hold */
+void policy_check_blocked_sender(const struct policy_request *req, struct policy_verdict *out);
+/* policy_check_srs_bounce - issue 7 (policy_forward.c), RCPT stage: mail to
+ * an SRS0 address is accepted when the address is valid, else 550 5.7.1 */
+void policy_check_srs_bounce(const struct policy_request *req, struct policy_verdict *out);
+
 #endif

@@ -42,6 +42,9 @@ struct smtp_server_config {
     /* the worker pool for blocking work (argon2id of SMTP AUTH); NULL: AUTH
      * is not offered */
     struct worker_pool *workers;
+    /* forwarding (issue 7): the SRS key, SRS_KEY_LEN octets, filled by
+     * moatd before smtp_server_start (forward.h); NULL: no SRS */
+    const unsigned char *srs_key;
 };
 
 struct smtp_server_stats {

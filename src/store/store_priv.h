@@ -42,6 +42,7 @@ struct store {
     sqlite3_stmt **dkim_stmt; /* store_dkim.c's statement table */
     sqlite3_stmt **outbound_stmt; /* store_outbound.c's statement table */
     sqlite3_stmt **tls_stmt;  /* store_tls.c's statement table */
+    sqlite3_stmt **held_stmt; /* store_held.c's statement table */
 };
 
 /* store_auth_prepare - prepare store_auth.c's statements (store_open);
@@ -74,6 +75,9 @@ int store_smtp_account_hashes(struct store *st, char ***names, char ***hashes, s
 /* store_tls_prepare / store_tls_finalize - the same for store_tls.c */
 int store_tls_prepare(struct store *st, const char *path, struct error *err);
 void store_tls_finalize(struct store *st);
+/* store_held_prepare / store_held_finalize - the same for store_held.c */
+int store_held_prepare(struct store *st, const char *path, struct error *err);
+void store_held_finalize(struct store *st);
 
 /* the migrations: store_migrations[i] takes the schema from version i to i + 1 */
 extern const char *const store_migrations[];
