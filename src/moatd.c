@@ -111,6 +111,7 @@ struct moatd {
     bool stopping;
     struct permitted_index *permitted;  /* current permitted senders; read via &permitted */
     struct greylist *greylist;          /* greylisting triplets, on the loop */
+    unsigned char srs_key[32];          /* issue 7: SRS of forwarding (forward.h), from secret.key */
 };
 
 /* --- routing snapshot --- */
@@ -927,6 +928,7 @@ int main(int argc, char **argv)
         .antispoof = m.antispoof,
         .permitted = (const struct permitted_index *const *)&m.permitted,
         .greylist = m.greylist,
+        .srs_key = m.srs_key,           /* filled below, once auth has the secret key */
     };
     m.smtp = smtp_server_create(&scfg, &err);
     if (m.smtp == NULL)
@@ -935,6 +937,10 @@ int main(int argc, char **argv)
     m.auth = auth_create(&acfg, &err);
     if (m.auth == NULL)
         die("auth", &err);
+    if (auth_derive_key(m.auth, "moat-srs-v1", m.srs_key, sizeof m.srs_key) != 0) {
+        error_set(&err, "auth", "cannot derive the SRS key from secret.key");
+        die("auth", &err);
+    }
     m.dkim_keys = dkim_keyset_load(m.store, m.auth, &err);
     if (m.dkim_keys == NULL)
         log_warn("event=dkim_load_failed reason=\"%s\" action=send_unsigned", err.msg);
@@ -951,7 +957,8 @@ int main(int argc, char **argv)
     struct connect_config ccfg = {
         .env = { .base = m.base, .dns = m.dns, .tls_client = m.tls_client,
                  .settings = &m.settings, .spool = m.spool, .hostname = m.hostname,
-                 .outbound_seen = moatd_outbound_seen, .outbound_seen_arg = &m },
+                 .outbound_seen = moatd_outbound_seen, .outbound_seen_arg = &m,
+                 .srs_key = m.srs_key },
         .database = m.settings.database,
         .recheck_min = m.settings.connect_recheck_min,
         .recheck_max = m.settings.connect_recheck_max,

@@ -23,6 +23,7 @@
 #include "api_tls.h"
 #include "api_antispoof.h"
 #include "api_permitted.h"
+#include "api_held.h"
 
 const struct api_route api_routes[] = {
     /* --- public --- */
@@ -147,6 +148,18 @@ const struct api_route api_routes[] = {
     { "GET",    "/api/v1/users/{address}/permitted-senders", AUTH_PERM_CONFIG_READ, api_user_permitted_list, false },
     { "POST",   "/api/v1/users/{address}/permitted-senders", AUTH_PERM_CONFIG_WRITE, api_user_permitted_create, true },
     { "DELETE", "/api/v1/users/{address}/permitted-senders/{id}", AUTH_PERM_CONFIG_WRITE, api_user_permitted_delete, true },
+    /* --- issue 7: held mail (viewable by basic administrators: DESIGN.md protects
+     * content other than held mail), blocked senders, forwarding (api_held.c) --- */
+    { "GET",    "/api/v1/held",                    AUTH_PERM_CONFIG_READ,     api_held_list,           false },
+    { "GET",    "/api/v1/held/{id}",               AUTH_PERM_CONFIG_READ,     api_held_show,           false },
+    { "DELETE", "/api/v1/held/{id}",               AUTH_PERM_QUEUE_WRITE,     api_held_delete,         true },
+    { "POST",   "/api/v1/held/{id}/release",       AUTH_PERM_QUEUE_WRITE,     api_held_release,        true },
+    { "GET",    "/api/v1/blocked-senders",         AUTH_PERM_CONFIG_READ,     api_blocked_list,        false },
+    { "POST",   "/api/v1/blocked-senders",         AUTH_PERM_CONFIG_WRITE,    api_blocked_create,      true },
+    { "DELETE", "/api/v1/blocked-senders/{address}", AUTH_PERM_CONFIG_WRITE,  api_blocked_delete,      true },
+    { "GET",    "/api/v1/forwarding",              AUTH_PERM_CONFIG_READ,     api_forwarding_list,     false },
+    { "POST",   "/api/v1/forwarding",              AUTH_PERM_CONFIG_WRITE,    api_forwarding_create,   true },
+    { "DELETE", "/api/v1/forwarding/{id}",         AUTH_PERM_CONFIG_WRITE,    api_forwarding_delete,   true },
 };
 
 const size_t api_routes_count = sizeof api_routes / sizeof api_routes[0];

@@ -151,6 +151,9 @@ int auth_audit(struct store *st, const struct auth_principal *who, const char *c
  * STATE/secret.key, label as associated data) into *blob (caller frees) */
 int auth_secret_seal(const struct auth *a, const char *label, const char *plain,
                      unsigned char **blob, size_t *blob_len, struct error *err);
+/* auth_derive_key - len (16..64) octets derived from STATE/secret.key for
+ * label, the same at every start (the SRS key of forwarding, issue 7) */
+int auth_derive_key(const struct auth *a, const char *label, unsigned char *out, size_t len);
 /* auth_secret_open - the reverse; *plain is NUL-terminated (caller wipes and frees);
  * -1 with err->field "password" when the blob is damaged or the key changed */
 int auth_secret_open(const struct auth *a, const char *label, const unsigned char *blob,

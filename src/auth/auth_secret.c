@@ -37,6 +37,15 @@ int auth_secret_seal(const struct auth *a, const char *label, const char *plain,
     return 0;
 }
 
+/* auth_derive_key - a subkey of STATE/secret.key for label (keyed BLAKE2b) */
+int auth_derive_key(const struct auth *a, const char *label, unsigned char *out, size_t len)
+{
+    if (len < crypto_generichash_BYTES_MIN || len > crypto_generichash_BYTES_MAX)
+        return -1;
+    return crypto_generichash(out, len, (const unsigned char *)label, strlen(label), a->secret_key,
+                              sizeof a->secret_key);
+}
+
 int auth_secret_open(const struct auth *a, const char *label, const unsigned char *blob,
                      size_t blob_len, char **plain, struct error *err)
 {

@@ -189,5 +189,16 @@ int cli_permitted_list(struct cli_ctx *ctx);
 int cli_permitted_remove(struct cli_ctx *ctx);
 int cli_permitted_import(struct cli_ctx *ctx);
 int cli_permitted_user(struct cli_ctx *ctx);
+/* issue 7: held mail, blocked senders, forwarding (cli_held.c) */
+int cli_held_list(struct cli_ctx *ctx);
+int cli_held_show(struct cli_ctx *ctx);
+int cli_held_release(struct cli_ctx *ctx);
+int cli_held_delete(struct cli_ctx *ctx);
+int cli_blocked_add(struct cli_ctx *ctx);
+int cli_blocked_list(struct cli_ctx *ctx);
+int cli_blocked_remove(struct cli_ctx *ctx);
+int cli_forward_add(struct cli_ctx *ctx);
+int cli_forward_list(struct cli_ctx *ctx);
+int cli_forward_remove(struct cli_ctx *ctx);
 
 #endif

@@ -211,7 +211,6 @@ static const struct cli_option dnsbl_options[] = {
     { "comment", "TEXT", "a note kept with the zone" },
     { NULL, NULL, NULL },
 };
-/* cli_commands - every command; later issues add rows here */
 static const struct cli_option permitted_options[] = {
     { "comment", "TEXT", "a note kept with the entry (who, what for)" },
     { NULL, NULL, NULL },
@@ -234,6 +233,20 @@ static const struct cli_option antispoof_options[] = {
     { NULL, NULL, NULL },
 };
 
+/* issue 7: held mail, blocked senders, forwarding (cli_held.c) */
+static const struct cli_option blocked_add_options[] = {
+    { "action", "ACTION", "hold (accept into quarantine for an administrator) or reject "
+      "(550 5.7.1 at RCPT TO)" },
+    { "comment", "TEXT", "a note kept with the entry" },
+    { NULL, NULL, NULL },
+};
+static const struct cli_option forward_add_options[] = {
+    { "copy", NULL, "deliver to the address too (default: redirect, only to TARGET)" },
+    { "comment", "TEXT", "a note kept with the rule" },
+    { NULL, NULL, NULL },
+};
+
+/* cli_commands - every command; later issues add rows here */
 static const struct cli_command cli_commands[] = {
     { "domain", "add", "NAME", 1, 1, domain_add_options, cli_domain_add,
       "add an internal domain",
@@ -542,6 +555,40 @@ static const struct cli_command cli_commands[] = {
       "add VALUE permits an address or domain for mail to the user ADDRESS only; list shows "
       "the user's entries, with auto-allowed ones (learned from the user's outbound mail, "
       "expiring after permitted_auto_lifetime without use); remove takes the value or id." },
+    { "held", "list", "", 0, 0, NULL, cli_held_list,
+      "list held (quarantined) messages",
+      "Lists the messages Moat accepted but holds for an administrator (a blocked sender "
+      "with action hold, a failed check): id, received, size, sender, recipients, reason. "
+      "They are never delivered until released, and dropped after held_lifetime." },
+    { "held", "show", "ID", 1, 1, NULL, cli_held_show,
+      "show a held message: envelope, headers and its text",
+      "Prints the envelope, why it is held, the header section and the first text/plain "
+      "part, decoded (at most 32 KiB)." },
+    { "held", "release", "ID", 1, 1, NULL, cli_held_release,
+      "deliver a held message",
+      "Lifts the hold (durably: a crash never delivers it twice nor loses it) and delivers "
+      "the message to its recipients. Audit-logged." },
+    { "held", "delete", "ID", 1, 1, NULL, cli_held_delete,
+      "drop a held message",
+      "Deletes the message without notifying its sender. Audit-logged." },
+    { "blocked", "add", "ADDRESS_OR_DOMAIN", 1, 1, blocked_add_options, cli_blocked_add,
+      "block a sender address or domain (hold or reject its mail)",
+      "moat blocked add user@example.com --action reject refuses its mail with 550 5.7.1 "
+      "(sender blocked by policy); --action hold accepts it into the held list instead. A "
+      "domain covers its subdomains. Applies to inbound mail only." },
+    { "blocked", "list", "", 0, 0, NULL, cli_blocked_list,
+      "list blocked senders", "Lists every blocked address and domain with its action." },
+    { "blocked", "remove", "ADDRESS_OR_DOMAIN", 1, 1, NULL, cli_blocked_remove,
+      "unblock a sender", "Removes the entry; mail from the sender is screened as usual again." },
+    { "forward", "add", "ADDRESS TARGET", 2, 2, forward_add_options, cli_forward_add,
+      "forward an internal address's mail to another address",
+      "Mail accepted for ADDRESS (under an internal domain) is redirected to TARGET, or with "
+      "--copy delivered to both. An external TARGET gets the mail with an SRS sender so SPF "
+      "passes there." },
+    { "forward", "list", "", 0, 0, NULL, cli_forward_list,
+      "list forwarding rules", "Lists every forwarding rule with its id and mode." },
+    { "forward", "remove", "ID", 1, 1, NULL, cli_forward_remove,
+      "remove a forwarding rule", "Removes the rule with that id (moat forward list)." },
 };
 
 #define N_COMMANDS (sizeof cli_commands / sizeof cli_commands[0])

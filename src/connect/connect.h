@@ -81,6 +81,8 @@ struct connect_env {
     /* outbound_seen - optional: fills *out (on the loop) */
     void (*outbound_seen)(void *arg, struct connect_outbound_seen *out);
     void *outbound_seen_arg;
+    /* the SRS key of forwarding (issue 7, forward.h); NULL: no SRS shown */
+    const unsigned char *srs_key;
 };
 
 typedef void (*connect_done_cb)(void *arg, struct connect_result *r);

@@ -105,5 +105,11 @@ json_t *connect_permitted_prepare(struct store *st, struct error *err);
 void connect_permitted_run(const struct connect_env *env, json_t *input, connect_done_cb done,
                            void *arg);
 json_t *connect_permitted_instructions(struct store *st, struct error *err);
+/* forwarding (issue 7, connect_forwarding.c): the rules and the rewrite
+ * each gets (recipients, SRS sender), computed by the session's functions */
+json_t *connect_forwarding_prepare(struct store *st, struct error *err);
+void connect_forwarding_run(const struct connect_env *env, json_t *input, connect_done_cb done,
+                            void *arg);
+json_t *connect_forwarding_instructions(struct store *st, struct error *err);
 
 #endif

@@ -564,6 +564,12 @@ static const struct setting settings_table[] = {
       "TEST ONLY, never set it in production: a file holding a number of seconds added to "
       "the clock of greylisting and permitted-sender expiry, read at each check. Empty (the "
       "default) means the real clock." },
+    { "held_lifetime", SETTING_DURATION, OFF(held_lifetime), 0, "30d",
+      1, 365 * DAY, 0, 0, NULL, NULL, SETTING_RUNTIME,
+      "Held mail",
+      "How long a held (quarantined) message is kept for an administrator to release or "
+      "delete; after that it is dropped without a bounce (logged as event=held_purged). "
+      "Checked every minute, or more often for a short lifetime." },
 };
 
 #define N_SETTINGS (sizeof settings_table / sizeof settings_table[0])

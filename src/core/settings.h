@@ -149,6 +149,8 @@ struct moat_settings {
     int64_t greylist_pass_lifetime;    /* seconds a passed triplet is kept after its last use */
     int64_t greylist_max_entries;      /* triplets kept in memory */
     char *test_clock_file;             /* TEST ONLY: file holding a clock offset in seconds */
+    /* held mail (issue 7) */
+    int64_t held_lifetime;             /* seconds a held message is kept before it is purged */
 };
 
 /* settings_defaults - fill s with every default (paths derived from state_dir later) */

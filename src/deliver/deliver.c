@@ -41,6 +41,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <event2/event.h>
 #include "deliver.h"
@@ -49,6 +50,7 @@
 #include "deliver_mx.h"
 #include "deliver_mtasts.h"
 #include "deliver_dane.h"
+#include "held_text.h"
 #include "../dns/dns.h"
 #include "../spool/spool.h"
 #include "../smtp/smtp_client.h"
@@ -99,6 +101,8 @@ struct job {
     struct smtp_client_msg msg;
     size_t prefix_len;           /* dm->dkim_len when this job sends it, else 0 */
     size_t hdr_len;              /* the envelope's screening header lines, sent next */
+    char *fwd_hdr;               /* forwarding: "X-Moat-Forwarded-For: <addr>\r\n", then */
+    size_t fwd_len;
 };
 
 struct daddr {
@@ -185,6 +189,7 @@ struct deliver {
     void *shutdown_arg;
     struct deliver_stats stats;
     struct mtasts *mtasts;       /* NULL without a worker pool */
+    struct event *held_ev;       /* issue 7: the purge timer of held mail */
 };
 
 static void dest_pump(struct dest *ds);
@@ -369,6 +374,7 @@ static void job_free(struct job *j)
 {
     free(j->idx);
     free(j->rc);
+    free(j->fwd_hdr);
     free(j);
 }
 
@@ -838,7 +844,13 @@ static ssize_t job_read(void *arg, uint64_t off, void *buf, size_t len)
         memcpy(buf, spool_msg_envelope(j->dm->m)->prefix + off, n);
         return (ssize_t)n;
     }
-    return spool_msg_read(j->dm->d->cfg.spool, j->dm->m, off - j->hdr_len, buf, len);
+    off -= j->hdr_len;
+    if (off < j->fwd_len) {      /* then the forwarding header of this job's recipients */
+        size_t n = j->fwd_len - (size_t)off < len ? j->fwd_len - (size_t)off : len;
+        memcpy(buf, j->fwd_hdr + off, n);
+        return (ssize_t)n;
+    }
+    return spool_msg_read(j->dm->d->cfg.spool, j->dm->m, off - j->fwd_len, buf, len);
 }
 
 /* spool_read - the message as spooled (the DKIM signer's reader) */
@@ -1195,7 +1207,17 @@ static struct dest *dest_for(struct deliver *d, const char *domain, char *why, s
     return ds;
 }
 
-static struct job *job_new(struct dmsg *dm, struct dest *ds, size_t cap)
+/* same_variant - recipients a and b may share a transaction: the same
+ * envelope sender and the same forwarding header (issue 7) */
+static bool same_variant(const struct spool_rcpt *a, const struct spool_rcpt *b)
+{
+    bool fa = a->fwd_for != NULL, fb = b->fwd_for != NULL;
+    bool sa = a->sender != NULL, sb = b->sender != NULL;
+    return fa == fb && sa == sb && (!fa || strcmp(a->fwd_for, b->fwd_for) == 0) &&
+           (!sa || strcmp(a->sender, b->sender) == 0);
+}
+
+static struct job *job_new(struct dmsg *dm, struct dest *ds, size_t cap, const struct spool_rcpt *first)
 {
     const struct spool_envelope *env = spool_msg_envelope(dm->m);
     struct job *j = xcalloc(1, sizeof(*j));
@@ -1217,6 +1239,13 @@ static struct job *job_new(struct dmsg *dm, struct dest *ds, size_t cap)
     if (env->prefix != NULL) {
         j->hdr_len = strlen(env->prefix);
         j->msg.size += j->hdr_len;
+    }
+    if (first->sender != NULL)
+        j->msg.sender = first->sender;
+    if (first->fwd_for != NULL) {
+        j->fwd_hdr = xasprintf("X-Moat-Forwarded-For: <%s>\r\n", first->fwd_for);
+        j->fwd_len = strlen(j->fwd_hdr);
+        j->msg.size += j->fwd_len;
     }
     return j;
 }
@@ -1253,11 +1282,12 @@ static void attempt_start(struct deliver *d, struct dmsg *dm)
             continue;
         struct dest *ds = dsts[i];
         struct job *j = NULL;
+        const struct spool_rcpt *first = &env->rcpts[i];
         for (size_t k = i; k < n; k++) {
-            if (dsts[k] != ds)
+            if (dsts[k] != ds || !same_variant(first, &env->rcpts[k]))
                 continue;
             if (!j)
-                j = job_new(dm, ds, max);
+                j = job_new(dm, ds, max, first);
             j->idx[j->n] = k;
             j->rc[j->n].addr = env->rcpts[k].addr;
             j->rc[j->n].orcpt = env->rcpts[k].orcpt;
@@ -1648,10 +1678,13 @@ struct deliver *deliver_create(const struct deliver_config *cfg, struct error *e
     return d;
 }
 
+static void held_start(struct deliver *d);
+
 void deliver_start(struct deliver *d)
 {
     d->started = true;
     spool_set_listener(d->cfg.spool, on_message, d);
+    held_start(d);
 }
 
 
@@ -1661,6 +1694,8 @@ void deliver_shutdown(struct deliver *d, void (*done)(void *arg), void *arg)
     d->shutdown_done = done;
     d->shutdown_arg = arg;
     evtimer_del(d->timer);
+    if (d->held_ev)
+        evtimer_del(d->held_ev);
     if (d->cfg.spool)
         spool_set_listener(d->cfg.spool, NULL, NULL);
     /* queued jobs that have no connection yet are given back as deferred */
@@ -1710,6 +1745,8 @@ void deliver_free(struct deliver *d)
         event_free(d->timer);
     if (d->gc_ev)
         event_free(d->gc_ev);
+    if (d->held_ev)
+        event_free(d->held_ev);
     free(d);
 }
 
@@ -1719,6 +1756,13 @@ void deliver_get_stats(const struct deliver *d, struct deliver_stats *out)
 }
 
 /* --- queue administration --- */
+
+/* msg_is_held - quarantined: only the held-mail functions below see it */
+static bool msg_is_held(struct spool_msg *m)
+{
+    const struct dmsg *dm = spool_msg_user(m);
+    return dm != NULL ? dm->held : spool_msg_envelope(m)->hold != NULL;
+}
 
 static json_t *msg_json(struct deliver *d, struct spool_msg *m)
 {
@@ -1769,6 +1813,8 @@ static int list_one(void *arg, struct spool_msg *m)
             x->passed = true;
         return 0;
     }
+    if (msg_is_held(m))
+        return 0;    /* held mail has its own list (deliver_held_list) */
     json_array_append_new(x->arr, msg_json(x->d, m));
     return json_array_size(x->arr) >= x->limit;
 }
@@ -1784,7 +1830,7 @@ json_t *deliver_queue_list(struct deliver *d, size_t limit, const char *cursor)
 json_t *deliver_queue_show(struct deliver *d, const char *qid)
 {
     struct spool_msg *m = spool_msg_find(d->cfg.spool, qid);
-    if (!m)
+    if (!m || msg_is_held(m))
         return NULL;
     json_t *o = msg_json(d, m);
     const struct spool_envelope *env = spool_msg_envelope(m);
@@ -1825,7 +1871,7 @@ static int retry_one(void *arg, struct spool_msg *m)
 {
     struct retry_ctx *x = arg;
     struct dmsg *dm = spool_msg_user(m);
-    if (dm && !dm->busy) {
+    if (dm && !dm->busy && !dm->held) {
         sched_at(x->d, dm, (int64_t)time_wall_ms());
         x->n++;
     }
@@ -1848,7 +1894,7 @@ int deliver_queue_retry(struct deliver *d, const char *qid)
 int deliver_queue_delete(struct deliver *d, const char *qid)
 {
     struct spool_msg *m = spool_msg_find(d->cfg.spool, qid);
-    if (!m)
+    if (!m || msg_is_held(m))
         return 0;
     struct dmsg *dm = spool_msg_user(m);
     if (dm && dm->busy) {
@@ -1862,4 +1908,245 @@ int deliver_queue_delete(struct deliver *d, const char *qid)
         spool_msg_done(d->cfg.spool, m);
     }
     return 1;
+}
+
+/* --- held (quarantined) mail, issue 7 ---
+ * A held message is a live spool message whose envelope carries a hold
+ * reason; on_message never schedules it.  Release appends a RELEASE record
+ * (spool_msg_release) and schedules the message only once that record is
+ * durable; delete and purge finish it without a DSN. */
+
+#define HELD_PREVIEW_READ (256 * 1024)   /* octets of the message read for show */
+#define HELD_PREVIEW_TEXT (32 * 1024)    /* octets of decoded text shown */
+#define HELD_HEADERS_MAX (64 * 1024)
+#define HELD_PURGE_MAX_MS (60 * 1000)    /* the purge check runs at least this often */
+
+/* json_text - octets as a JSON string, bytes that are not UTF-8 shown as '?' */
+static json_t *json_text(char *p, size_t n)
+{
+    json_t *j = json_stringn(p, n);
+    if (j != NULL)
+        return j;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)p[i] >= 0x80 || p[i] == '\0')
+            p[i] = '?';
+    j = json_stringn(p, n);
+    return j ? j : json_string("");
+}
+
+static json_t *held_json(struct spool_msg *m)
+{
+    const struct spool_envelope *env = spool_msg_envelope(m);
+    json_t *o = json_object();
+    json_object_set_new(o, "id", json_string(spool_msg_id(m)));
+    json_object_set_new(o, "sender", json_string(env->sender));
+    json_t *rc = json_array();
+    for (size_t i = 0; i < env->n_rcpts; i++)
+        if (env->rcpts[i].state == SPOOL_RCPT_PENDING)
+            json_array_append_new(rc, json_string(env->rcpts[i].addr));
+    json_object_set_new(o, "rcpts", rc);
+    json_object_set_new(o, "received", json_integer((json_int_t)(env->received_ms / 1000)));
+    json_object_set_new(o, "size", json_integer((json_int_t)env->size));
+    json_object_set_new(o, "reason", json_string(env->hold ? env->hold : ""));
+    return o;
+}
+
+struct held_list_ctx {
+    json_t *arr;
+    size_t limit;
+    const char *cursor;
+    bool passed;
+};
+
+static int held_list_one(void *arg, struct spool_msg *m)
+{
+    struct held_list_ctx *x = arg;
+    if (!x->passed) {
+        if (strcmp(spool_msg_id(m), x->cursor) == 0)
+            x->passed = true;
+        return 0;
+    }
+    if (!msg_is_held(m))
+        return 0;
+    json_array_append_new(x->arr, held_json(m));
+    return json_array_size(x->arr) >= x->limit;
+}
+
+json_t *deliver_held_list(struct deliver *d, size_t limit, const char *cursor)
+{
+    struct held_list_ctx x = { .arr = json_array(), .limit = limit ? limit : 100, .cursor = cursor,
+                               .passed = cursor == NULL || *cursor == '\0' };
+    spool_foreach(d->cfg.spool, held_list_one, &x);
+    return x.arr;
+}
+
+/* held_find - the live held message qid, or NULL */
+static struct spool_msg *held_find(struct deliver *d, const char *qid)
+{
+    struct spool_msg *m = spool_msg_find(d->cfg.spool, qid);
+    return m != NULL && msg_is_held(m) ? m : NULL;
+}
+
+json_t *deliver_held_show(struct deliver *d, const char *qid)
+{
+    struct spool_msg *m = held_find(d, qid);
+    if (m == NULL)
+        return NULL;
+    const struct spool_envelope *env = spool_msg_envelope(m);
+    json_t *o = held_json(m);
+    json_object_set_new(o, "client_addr", json_string(env->client_addr));
+    json_object_set_new(o, "helo", json_string(env->helo));
+    size_t cap = env->size < HELD_PREVIEW_READ ? (size_t)env->size : HELD_PREVIEW_READ, got = 0;
+    char *p = xmalloc(cap + 1);
+    while (got < cap) {
+        ssize_t r = spool_msg_read(d->cfg.spool, m, got, p + got, cap - got);
+        if (r <= 0)
+            break;
+        got += (size_t)r;
+    }
+    struct buf text = { 0 };
+    bool found = held_text_preview(p, got, HELD_PREVIEW_TEXT, &text);
+    json_object_set_new(o, "text", found ? json_text(text.data ? text.data : "", text.len) : json_null());
+    json_object_set_new(o, "text_truncated", json_boolean(found && text.len >= HELD_PREVIEW_TEXT));
+    buf_free(&text);
+    size_t hl = held_header_section(p, got);
+    if (hl > HELD_HEADERS_MAX)
+        hl = HELD_HEADERS_MAX;
+    json_object_set_new(o, "headers", json_text(p, hl));
+    free(p);
+    return o;
+}
+
+/* held_message_id - the Message-ID header of m (for the released list), or NULL */
+static char *held_message_id(struct deliver *d, struct spool_msg *m)
+{
+    char p[16384];
+    size_t got = 0;
+    while (got < sizeof p - 1) {
+        ssize_t r = spool_msg_read(d->cfg.spool, m, got, p + got, sizeof p - 1 - got);
+        if (r <= 0)
+            break;
+        got += (size_t)r;
+    }
+    p[got] = '\0';
+    size_t hl = held_header_section(p, got);
+    for (size_t i = 0; i < hl; i++) {
+        if ((i == 0 || p[i - 1] == '\n') && strncasecmp(p + i, "Message-ID:", 11) == 0) {
+            const char *v = p + i + 11;
+            v += strspn(v, " \t");
+            size_t n = strcspn(v, "\r\n");
+            return n > 0 ? xstrndup(v, n) : NULL;
+        }
+    }
+    return NULL;
+}
+
+static void held_released(void *arg, const char *qid, int status)
+{
+    struct deliver *d = arg;
+    struct spool_msg *m = spool_msg_find(d->cfg.spool, qid);
+    struct dmsg *dm = m ? spool_msg_user(m) : NULL;
+    if (status < 0) {
+        log_error("qid=%s event=held_release_failed", qid);   /* still held */
+        return;
+    }
+    log_info("qid=%s event=held_released", qid);
+    if (dm != NULL) {
+        dm->held = false;
+        if (!d->shutting_down)
+            sched_at(d, dm, (int64_t)time_wall_ms());
+    }
+}
+
+int deliver_held_release(struct deliver *d, const char *qid, char **message_id)
+{
+    if (message_id)
+        *message_id = NULL;
+    struct spool_msg *m = held_find(d, qid);
+    /* the envelope's hold is cleared at once (spool_msg_release): a second
+     * release while the first is being synced finds nothing to do; the
+     * message stays out of the queue until the record is durable */
+    if (m == NULL || spool_msg_envelope(m)->hold == NULL)
+        return 0;
+    if (message_id)
+        *message_id = held_message_id(d, m);
+    spool_msg_release(d->cfg.spool, m, held_released, d);
+    return 1;
+}
+
+/* held_drop - finish a held message without a DSN */
+static void held_drop(struct deliver *d, struct spool_msg *m)
+{
+    struct dmsg *dm = spool_msg_user(m);
+    if (dm)
+        finish(d, dm);
+    else
+        spool_msg_done(d->cfg.spool, m);
+}
+
+int deliver_held_delete(struct deliver *d, const char *qid)
+{
+    struct spool_msg *m = held_find(d, qid);
+    if (m == NULL)
+        return 0;
+    log_info("qid=%s event=held_deleted", qid);
+    held_drop(d, m);
+    return 1;
+}
+
+struct purge_ctx {
+    struct deliver *d;
+    int64_t cutoff_ms;
+    size_t n;
+};
+
+static int purge_one(void *arg, struct spool_msg *m)
+{
+    struct purge_ctx *x = arg;
+    const struct spool_envelope *env = spool_msg_envelope(m);
+    if (!msg_is_held(m) || env->hold == NULL || env->received_ms > x->cutoff_ms)
+        return 0;    /* env->hold NULL: a release is being synced */
+    log_info("qid=%s event=held_purged from=<%s> reason=\"%s\"", spool_msg_id(m), env->sender,
+             env->hold);
+    held_drop(x->d, m);   /* spool_foreach already took the next message */
+    x->n++;
+    return 0;
+}
+
+size_t deliver_held_purge(struct deliver *d)
+{
+    struct purge_ctx x = { .d = d,
+                           .cutoff_ms = (int64_t)time_wall_ms() - d->cfg.settings->held_lifetime * 1000 };
+    spool_foreach(d->cfg.spool, purge_one, &x);
+    return x.n;
+}
+
+static void held_arm(struct deliver *d)
+{
+    int64_t ms = d->cfg.settings->held_lifetime * 1000 / 4;
+    if (ms > HELD_PURGE_MAX_MS)
+        ms = HELD_PURGE_MAX_MS;
+    if (ms < 500)
+        ms = 500;
+    struct timeval tv = { .tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000 };
+    evtimer_add(d->held_ev, &tv);
+}
+
+static void held_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct deliver *d = arg;
+    (void)fd;
+    (void)what;
+    if (d->shutting_down)
+        return;
+    deliver_held_purge(d);
+    held_arm(d);
+}
+
+static void held_start(struct deliver *d)
+{
+    if (d->held_ev == NULL)
+        d->held_ev = evtimer_new(d->cfg.base, held_timer_cb, d);
+    if (d->held_ev != NULL)
+        held_arm(d);
 }

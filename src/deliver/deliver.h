@@ -75,4 +75,20 @@ int deliver_queue_retry(struct deliver *d, const char *qid);
 /* deliver_queue_delete - drop without DSN (an administrator's act); returns count (0 = unknown) */
 int deliver_queue_delete(struct deliver *d, const char *qid);
 
+/* --- held (quarantined) mail, issue 7: messages whose envelope has a hold
+ * reason; never in the queue functions above --- */
+/* deliver_held_list - JSON array of {id, sender, rcpts:[addr], received, size, reason} */
+json_t *deliver_held_list(struct deliver *d, size_t limit, const char *cursor);
+/* deliver_held_show - one held message as above plus client_addr, helo,
+ * headers (the header section) and text (the first text/plain part,
+ * decoded, bounded; null when none); NULL if unknown */
+json_t *deliver_held_show(struct deliver *d, const char *qid);
+/* deliver_held_release - lift the hold durably, then deliver; 1, or 0 when
+ * unknown.  *message_id gets the message's Message-ID header (caller frees), or NULL */
+int deliver_held_release(struct deliver *d, const char *qid, char **message_id);
+/* deliver_held_delete - drop without DSN; 1, or 0 when unknown */
+int deliver_held_delete(struct deliver *d, const char *qid);
+/* deliver_held_purge - drop held messages older than held_lifetime (also on a timer) */
+size_t deliver_held_purge(struct deliver *d);
+
 #endif

@@ -131,6 +131,9 @@ static const struct policy_check policy_checks[] = {
     /* anti-spoofing (issue 7, policy_antispoof.c): inbound mail in an internal
      * domain's name; before recipient validation, which may ACCEPT */
     { "antispoof", POLICY_RCPT, NULL, policy_check_antispoof_rcpt },
+    /* issue 7 (policy_forward.c): bounces to SRS addresses of forwarded mail;
+     * before recipient validation, which knows no SRS0= user */
+    { "srs_bounce", POLICY_RCPT, policy_check_srs_bounce, NULL },
     /* after relay control: only recipients under internal domains get here */
     { "recipient_validation", POLICY_RCPT, NULL, policy_check_rcpt_valid },
     /* the outbound role (policy_outbound.c); MAIL stage, so their place here is free */
@@ -142,6 +145,8 @@ static const struct policy_check policy_checks[] = {
     { "antispoof", POLICY_DATA_END, policy_check_antispoof_data_end, NULL },
     /* issue 7: greylisting (policy_greylist.c), after recipient validation */
     { "greylisting", POLICY_RCPT, policy_check_greylist, NULL },
+    /* issue 7 (policy_held.c): blocked senders, after recipient validation */
+    { "blocked_sender", POLICY_RCPT, policy_check_blocked_sender, NULL },
 };
 
 #define N_CHECKS (sizeof policy_checks / sizeof policy_checks[0])

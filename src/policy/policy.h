@@ -78,6 +78,8 @@ struct policy_request {
     int header_from_fields;   /* From fields seen (msg_header_from_count) */
     const char *antispoof_spf_domain;   /* t->antispoof_spf_domain: SPF must pass for it, or NULL */
     struct greylist *greylist;   /* the loop's triplet table (greylist.h); NULL = none */
+    /* forwarding (issue 7): the SRS key (forward.h); NULL = no SRS */
+    const unsigned char *srs_key;
 };
 
 /* policy_evaluate - run every check for req->stage in table order; the first

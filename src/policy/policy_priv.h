@@ -37,5 +37,11 @@ void policy_check_antispoof_data_end(const struct policy_request *req, struct po
 /* greylisting (policy_greylist.c), RCPT stage, after recipient validation:
  * unknown triplets of inbound mail get 451 4.7.1 */
 void policy_check_greylist(const struct policy_request *req, struct policy_verdict *out);
+/* policy_check_blocked_sender - issue 7 (policy_held.c), RCPT stage: an
+ * administrator's blocked sender list, action reject or hold */
+void policy_check_blocked_sender(const struct policy_request *req, struct policy_verdict *out);
+/* policy_check_srs_bounce - issue 7 (policy_forward.c), RCPT stage: mail to
+ * an SRS0 address is accepted when the address is valid, else 550 5.7.1 */
+void policy_check_srs_bounce(const struct policy_request *req, struct policy_verdict *out);
 
 #endif

@@ -34,6 +34,7 @@
 #include "../directory/directory.h"
 #include "../dns/dns.h"
 #include "../smtp/smtp_client.h"
+#include "forward.h"
 #include "policy_priv.h"
 
 #define CF_MAX_INFLIGHT 256       /* probes at once; beyond, the route counts as unreachable */
@@ -448,6 +449,8 @@ void policy_check_rcpt_valid(const struct policy_request *req, struct policy_ver
     enum directory_rv_unreachable u;
     if (req->directory == NULL || req->rcpt == NULL)
         return;     /* no index loaded: recipient validation is off */
+    if (srs_is_srs(req->rcpt))
+        return;     /* issue 7: a valid SRS bounce address (srs_bounce refused the others) */
     switch (directory_index_lookup(req->directory, req->rcpt, &mode, &u)) {
     case DIRECTORY_FOUND:
     case DIRECTORY_NOT_VALIDATED:

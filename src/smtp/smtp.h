@@ -55,6 +55,9 @@ struct smtp_server_config {
     const struct permitted_index *const *permitted;
     /* the greylisting table (policy/greylist.h); NULL: no greylisting */
     struct greylist *greylist;
+    /* forwarding (issue 7): the SRS key, SRS_KEY_LEN octets, filled by
+     * moatd before smtp_server_start (forward.h); NULL: no SRS */
+    const unsigned char *srs_key;
 };
 
 struct smtp_server_stats {

@@ -78,6 +78,7 @@
 #include "../policy/policy_msg.h"
 #include "../policy/permitted.h"
 #include "../policy/screen_clock.h"
+#include "../policy/forward.h"
 #include "../spool/spool.h"
 #include "smtp_auth.h"
 #include "smtp_data.h"
@@ -414,6 +415,7 @@ static void session_policy(struct smtp_session *s, enum policy_stage stage, cons
         .dnsbl = s->dnsbl,
         .antispoof = s->srv->cfg.antispoof,
         .greylist = s->srv->cfg.greylist,
+        .srs_key = s->srv->cfg.srs_key,
     };
     req.outbound_host = store_snapshot_outbound_host(req.snapshot, (const struct sockaddr *)&s->sa);
     char spf_out[256] = "";
@@ -1325,6 +1327,83 @@ static void session_commit_cb(void *arg, const char *qid, int status)
     session_process(s);     /* commands pipelined after the final "." */
 }
 
+
+/* orcpt_xtext - "rfc822;" + addr in RFC 3461 xtext ('+', '=' and
+ * non-printables as +HH) */
+static char *orcpt_xtext(const char *addr)
+{
+    struct buf b = { 0 };
+    buf_append_str(&b, "rfc822;");
+    for (const unsigned char *p = (const unsigned char *)addr; *p; p++) {
+        if (*p < 33 || *p > 126 || *p == '+' || *p == '=')
+            buf_printf(&b, "+%02X", *p);
+        else
+            buf_append(&b, p, 1);
+    }
+    char *r = xstrdup(buf_cstr(&b));
+    buf_free(&b);
+    return r;
+}
+
+/* session_spool_rcpts - the spool's recipients: each accepted recipient
+ * through forwarding (forward.h: its rules, or a valid SRS bounce address
+ * back to the original sender).  A recipient that became another address
+ * keeps the original in ORCPT (the client's, else rfc822;original); an
+ * address already in the list is not added twice.  Free with
+ * session_spool_rcpts_free. */
+static struct spool_rcpt *session_spool_rcpts(struct smtp_session *s, size_t *n_out)
+{
+    struct smtp_txn *t = &s->txn;
+    const struct store_snapshot *snap = s->srv->cfg.snapshot ? *s->srv->cfg.snapshot : NULL;
+    struct forward_target *ft = xcalloc(FORWARD_MAX_TARGETS, sizeof *ft);
+    size_t n = 0, cap = t->n_rcpts ? t->n_rcpts : 1;
+    struct spool_rcpt *rc = xcalloc(cap, sizeof *rc);
+    int64_t now = (int64_t)time_wall_ms() / 1000;
+    for (size_t i = 0; i < t->n_rcpts; i++) {
+        const struct smtp_rcpt *orig = &t->rcpts[i];
+        size_t nt = forward_expand(snap, s->srv->cfg.srs_key, t->mail.path.addr, orig->addr, now,
+                                   ft, FORWARD_MAX_TARGETS);
+        for (size_t k = 0; k < nt; k++) {
+            bool dup = false;
+            for (size_t x = 0; x < n && !dup; x++)
+                dup = str_ieq(rc[x].addr, ft[k].addr);
+            if (dup)
+                continue;
+            if (n == cap) {
+                cap *= 2;
+                rc = xreallocarray(rc, cap, sizeof *rc);
+            }
+            struct spool_rcpt *r = &rc[n++];
+            memset(r, 0, sizeof *r);
+            bool changed = strcmp(ft[k].addr, orig->addr) != 0;
+            r->addr = xstrdup(ft[k].addr);
+            r->orcpt = orig->orcpt ? xstrdup(orig->orcpt) : changed ? orcpt_xtext(orig->addr) : NULL;
+            r->notify = orig->notify;
+            r->state = SPOOL_RCPT_PENDING;
+            r->fwd_for = ft[k].fwd_for[0] ? xstrdup(ft[k].fwd_for) : NULL;
+            r->sender = ft[k].sender[0] ? xstrdup(ft[k].sender) : NULL;
+            if (changed)
+                log_info("qid=%s session=%s event=forwarded rcpt=<%s> to=<%s> kind=%s sender=<%s>",
+                         t->qid, s->id, orig->addr, ft[k].addr, r->fwd_for ? "rule" : "srs_bounce",
+                         r->sender ? r->sender : t->mail.path.addr);
+        }
+    }
+    free(ft);
+    *n_out = n;
+    return rc;
+}
+
+static void session_spool_rcpts_free(struct spool_rcpt *rc, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(rc[i].addr);
+        free(rc[i].orcpt);
+        free(rc[i].fwd_for);
+        free(rc[i].sender);
+    }
+    free(rc);
+}
+
 /* session_data_end - CRLF.CRLF seen: refuse, or commit and wait */
 static void session_data_end(struct smtp_session *s)
 {
@@ -1370,17 +1449,12 @@ static void session_data_end(struct smtp_session *s)
         }
         return;
     }
-    struct spool_rcpt *rc = xcalloc(t->n_rcpts, sizeof *rc);
-    for (size_t i = 0; i < t->n_rcpts; i++) {
-        rc[i].addr = t->rcpts[i].addr;
-        rc[i].orcpt = t->rcpts[i].orcpt;
-        rc[i].notify = t->rcpts[i].notify;
-        rc[i].state = SPOOL_RCPT_PENDING;
-    }
+    size_t n_rc = 0;
+    struct spool_rcpt *rc = session_spool_rcpts(s, &n_rc);
     struct spool_envelope env = {
         .sender = t->mail.path.addr,
         .rcpts = rc,
-        .n_rcpts = t->n_rcpts,
+        .n_rcpts = n_rc,
         .client_addr = s->addr,
         .helo = s->helo,
         .envid = t->mail.envid[0] ? t->mail.envid : NULL,
@@ -1398,7 +1472,7 @@ static void session_data_end(struct smtp_session *s)
     session_enter_state(s, SMTP_STATE_COMMIT);
     bufferevent_disable(s->bev, EV_READ);
     spool_txn_commit(st, &env, session_commit_cb, s);   /* env is copied */
-    free(rc);
+    session_spool_rcpts_free(rc, n_rc);
 }
 
 /* session_data_read - feed buffered input to the DATA reader; true when the end was reached */

@@ -840,6 +840,12 @@ static void recover_record(struct spool *sp, struct spool_seg *s, int type,
         if (m)
             m->env.warned = true;
         break;
+    case SPOOL_REC_RELEASE:
+        if (m) {
+            free(m->env.hold);
+            m->env.hold = NULL;
+        }
+        break;
     case SPOOL_REC_DONE:
         if (m) {
             index_del(sp, m);
@@ -1373,6 +1379,43 @@ int spool_msg_done(struct spool *sp, struct spool_msg *m)
     spool_reap(sp);
     spool_schedule_compact(sp);
     return rc;
+}
+
+/* a release waiting for its record to be durable (an internal commit item) */
+struct spool_release {
+    char qid[SPOOL_QID_LEN + 1];
+    spool_commit_cb cb;
+    void *arg;
+    int status;
+};
+
+static void release_done(struct spool *sp, void *arg)
+{
+    struct spool_release *r = arg;
+    (void)sp;
+    if (r->cb)
+        r->cb(r->arg, r->qid, r->status);
+    free(r);
+}
+
+void spool_msg_release(struct spool *sp, struct spool_msg *m, spool_commit_cb cb, void *arg)
+{
+    struct spool_release *r = xcalloc(1, sizeof *r);
+    memcpy(r->qid, m->qid, sizeof r->qid);
+    r->cb = cb;
+    r->arg = arg;
+    struct spool_citem *it = xcalloc(1, sizeof *it);
+    it->internal = release_done;
+    it->arg = r;
+    if (spool_append_record(sp, SPOOL_REC_RELEASE, m->qid, NULL, 0, NULL, 0) < 0) {
+        log_error("qid=%s event=spool_release_failed error=\"%s\"", m->qid, strerror(errno));
+        r->status = -1;
+        spool_fail_commit(sp, it);
+        return;
+    }
+    free(m->env.hold);
+    m->env.hold = NULL;
+    spool_queue_commit(sp, it);
 }
 
 struct spool_msg *spool_msg_find(struct spool *sp, const char *qid)

@@ -56,6 +56,12 @@ struct spool_rcpt {
     unsigned notify;
     enum spool_rcpt_state state;
     char *diag;                 /* last delivery diagnostic ("550 5.1.1 ...") or NULL */
+    /* forwarding (issue 7): the internal address this recipient was
+     * forwarded for (delivered with an X-Moat-Forwarded-For header, in its
+     * own transaction), and the envelope sender for this recipient (the SRS
+     * address for an external target); NULL: not forwarded / env->sender */
+    char *fwd_for;
+    char *sender;
 };
 
 struct spool_envelope {
@@ -146,6 +152,13 @@ int spool_msg_set_warned(struct spool *sp, struct spool_msg *m);
 /* spool_msg_done - every recipient is final (or the message was deleted by
  * an administrator): append the done record, free m.  m is invalid after. */
 int spool_msg_done(struct spool *sp, struct spool_msg *m);
+/* spool_msg_release - lift the hold of a held message durably: a RELEASE
+ * record is appended and cb(arg, qid, 0) runs on the loop once it is on
+ * stable storage (-1: not written, the message stays held).  The envelope's
+ * hold is cleared at once; the caller schedules delivery only from cb, so
+ * a crash before the record is durable leaves the message held, never
+ * delivered twice nor lost. */
+void spool_msg_release(struct spool *sp, struct spool_msg *m, spool_commit_cb cb, void *arg);
 /* spool_msg_find - by queue id, NULL if not live */
 struct spool_msg *spool_msg_find(struct spool *sp, const char *qid);
 /* spool_foreach - every live message, oldest first; stop when cb returns non-zero */

@@ -8,14 +8,15 @@
  *     u8 ret, u32 flags, i64 received_ms, u64 size, u8 warned,
  *     [version 2:] ostr prefix, ostr hold,
  *     u32 n_rcpts, n_rcpts x { str addr, ostr orcpt, u32 notify, u8 state, ostr diag },
- *     u32 n_extents, n_extents x { u32 seg, u64 off, u32 len }
+ *     u32 n_extents, n_extents x { u32 seg, u64 off, u32 len },
+ *     [version 3:] n_rcpts x { ostr fwd_for, ostr sender }   (forwarding, issue 7)
  * where str = u32 length + octets, ostr = u8 present + str when present.
  */
 #include <stdlib.h>
 #include <string.h>
 #include "spool_record.h"
 
-#define SPOOL_ENV_VERSION 2      /* 1 (no prefix, hold) is still read */
+#define SPOOL_ENV_VERSION 3      /* 1 (no prefix, hold) and 2 (no forwarding) are still read */
 
 static void put_u32(uint8_t *p, uint32_t v)
 {
@@ -64,7 +65,7 @@ int spool_rec_check(const uint8_t *p, size_t avail, int *type,
     if (get_u32(p) != SPOOL_REC_MAGIC)
         return -1;
     int t = p[4];
-    if (t < SPOOL_REC_DATA || t > SPOOL_REC_DONE || p[5] || p[6] || p[7])
+    if (t < SPOOL_REC_DATA || t > SPOOL_REC_RELEASE || p[5] || p[6] || p[7])
         return -1;
     uint32_t len = get_u32(p + 8);
     if (len > SPOOL_REC_MAX || len < SPOOL_QID_LEN)
@@ -179,6 +180,10 @@ void spool_env_encode(struct buf *b, const struct spool_envelope *env,
         enc_u32(b, ext[i].seg);
         enc_u64(b, ext[i].off);
         enc_u32(b, ext[i].len);
+    }
+    for (size_t i = 0; i < env->n_rcpts; i++) {
+        enc_ostr(b, env->rcpts[i].fwd_for);
+        enc_ostr(b, env->rcpts[i].sender);
     }
 }
 
@@ -312,6 +317,10 @@ int spool_env_decode(const uint8_t *p, size_t len, struct spool_envelope *env,
     } else if (!d.bad && env->size != 0) {
         d.bad = true;
     }
+    for (size_t i = 0; version >= 3 && i < env->n_rcpts && !d.bad; i++) {
+        env->rcpts[i].fwd_for = dec_ostr(&d);
+        env->rcpts[i].sender = dec_ostr(&d);
+    }
     if (d.pos != d.len)
         d.bad = true;
     if (d.bad || !env->sender || !env->client_addr || !env->helo) {
@@ -336,6 +345,8 @@ void spool_env_clear(struct spool_envelope *env)
         free(env->rcpts[i].addr);
         free(env->rcpts[i].orcpt);
         free(env->rcpts[i].diag);
+        free(env->rcpts[i].fwd_for);
+        free(env->rcpts[i].sender);
     }
     free(env->rcpts);
     memset(env, 0, sizeof(*env));
@@ -361,6 +372,8 @@ void spool_env_copy(struct spool_envelope *dst, const struct spool_envelope *src
         dst->rcpts[i].addr = xstrdup(src->rcpts[i].addr ? src->rcpts[i].addr : "");
         dst->rcpts[i].orcpt = dup_or_null(src->rcpts[i].orcpt);
         dst->rcpts[i].diag = dup_or_null(src->rcpts[i].diag);
+        dst->rcpts[i].fwd_for = dup_or_null(src->rcpts[i].fwd_for);
+        dst->rcpts[i].sender = dup_or_null(src->rcpts[i].sender);
     }
 }
 

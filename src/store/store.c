@@ -352,6 +352,29 @@ const char *const store_migrations[] = {
     "  last_seen  INTEGER NOT NULL,"
     "  passed     INTEGER NOT NULL DEFAULT 0 CHECK (passed IN (0, 1))"
     ");",
+    /* 13 (issue 7, held mail and forwarding; store_held.c): organisation-wide
+     * blocked senders (address or domain, action reject|hold), forwarding
+     * rules, and the Message-IDs of released held mail */
+    "CREATE TABLE blocked_senders ("
+    "  id      INTEGER PRIMARY KEY,"
+    "  pattern TEXT UNIQUE NOT NULL,"                     /* lower-case address or domain */
+    "  action  TEXT NOT NULL CHECK (action IN ('reject','hold')),"
+    "  comment TEXT NOT NULL DEFAULT '',"
+    "  created INTEGER NOT NULL"
+    ");"
+    "CREATE TABLE forwarding ("
+    "  id      INTEGER PRIMARY KEY,"
+    "  address TEXT NOT NULL,"                            /* the internal address, lower case */
+    "  target  TEXT NOT NULL,"
+    "  mode    TEXT NOT NULL CHECK (mode IN ('redirect','copy')),"
+    "  comment TEXT NOT NULL DEFAULT '',"
+    "  created INTEGER NOT NULL,"
+    "  UNIQUE (address, target)"
+    ");"
+    "CREATE TABLE held_released ("
+    "  message_id TEXT PRIMARY KEY NOT NULL,"
+    "  released   INTEGER NOT NULL"
+    ");",
 };
 const int store_schema_latest = (int)(sizeof store_migrations / sizeof store_migrations[0]);
 
@@ -680,6 +703,10 @@ struct store *store_open(const char *path, struct error *err)
         store_close(st);
         return NULL;
     }
+    if (store_held_prepare(st, path, err) < 0) {
+        store_close(st);
+        return NULL;
+    }
     int64_t dv = 0;
     pragma_int(st->db, "PRAGMA data_version", &dv);
     st->data_version = dv;
@@ -703,6 +730,7 @@ void store_close(struct store *st)
     store_dnsbl_finalize(st);
     store_antispoof_finalize(st);
     store_permitted_finalize(st);
+    store_held_finalize(st);
     /* close_v2 would leave a zombie handle if something were still open; we
      * finalized everything, so plain close must succeed */
     if (sqlite3_close(st->db) != SQLITE_OK)

@@ -806,4 +806,67 @@ int store_greylist_each(struct store *st, int64_t since,
                         struct error *err);
 /* ==== end of permitted senders and greylisting ==== */
 
+
+/* ==== held mail, blocked senders, forwarding (issue 7; store_held.c) ====
+ * Blocked senders: organisation-wide, an address ("user@example.com") or a
+ * domain ("example.com", covering its subdomains), with an action: reject
+ * at RCPT, or hold (accept into quarantine).  Forwarding rules: mail for an
+ * internal address is redirected to, or also copied to, a target address.
+ * Released Message-IDs: remembered so that replies to released mail are
+ * recognisable (held_released_message_id).  Results as elsewhere:
+ * STORE_OK, STORE_NOT_FOUND, STORE_CONFLICT, STORE_ERR (err->field set). */
+#define STORE_BLOCKED_PATTERN_MAX 254
+enum store_block_action { STORE_BLOCK_REJECT = 0, STORE_BLOCK_HOLD };
+struct store_blocked_sender {
+    int64_t id;
+    char *pattern;                /* lower-case address or domain */
+    enum store_block_action action;
+    char *comment;
+    int64_t created;
+};
+const char *store_block_action_name(enum store_block_action a);
+int store_block_action_parse(const char *s, enum store_block_action *out);
+/* store_blocked_add - pattern is checked and lower-cased (field "address") */
+int store_blocked_add(struct store *st, const char *pattern, enum store_block_action action,
+                      const char *comment, int64_t *id_out, struct error *err);
+/* store_blocked_delete - by pattern (case-insensitive) */
+int store_blocked_delete(struct store *st, const char *pattern, struct error *err);
+int store_blocked_list(struct store *st, struct store_blocked_sender **out, size_t *n,
+                       struct error *err);
+void store_blocked_free(struct store_blocked_sender *b, size_t n);
+/* store_snapshot_blocked_sender - the rule for sender: the exact address,
+ * else its domain or the closest parent domain; NULL when none (or <>) */
+const struct store_blocked_sender *store_snapshot_blocked_sender(const struct store_snapshot *snap,
+                                                                 const char *sender);
+
+enum store_forward_mode { STORE_FORWARD_REDIRECT = 0, STORE_FORWARD_COPY };
+struct store_forward {
+    int64_t id;
+    char *address;                /* the internal address, lower case */
+    char *target;                 /* where its mail goes */
+    enum store_forward_mode mode;
+    char *comment;
+    int64_t created;
+};
+const char *store_forward_mode_name(enum store_forward_mode m);
+int store_forward_mode_parse(const char *s, enum store_forward_mode *out);
+/* store_forward_add - address must be under an internal domain (field
+ * "address"), target a valid address (field "target"), not the address itself */
+int store_forward_add(struct store *st, const char *address, const char *target,
+                      enum store_forward_mode mode, const char *comment, int64_t *id_out,
+                      struct error *err);
+int store_forward_delete(struct store *st, int64_t id, struct error *err);
+int store_forward_list(struct store *st, struct store_forward **out, size_t *n, struct error *err);
+void store_forwards_free(struct store_forward *f, size_t n);
+/* store_snapshot_forwards - the rules of address (case-insensitive):
+ * *out points at n consecutive rules inside the snapshot; 0 when none */
+size_t store_snapshot_forwards(const struct store_snapshot *snap, const char *address,
+                               const struct store_forward **out);
+
+/* held_released_add - remember the Message-ID of a released message
+ * (angle brackets stripped); held_released_message_id - was it released? */
+int store_held_released_add(struct store *st, const char *message_id, struct error *err);
+bool held_released_message_id(struct store *st, const char *message_id);
+/* ==== end of held mail, blocked senders, forwarding ==== */
+
 #endif

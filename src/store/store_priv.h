@@ -45,6 +45,7 @@ struct store {
     sqlite3_stmt **dnsbl_stmt; /* store_dnsbl.c's statement table */
     sqlite3_stmt **antispoof_stmt; /* store_antispoof.c's statement table */
     sqlite3_stmt **permitted_stmt; /* store_permitted.c's statement table */
+    sqlite3_stmt **held_stmt; /* store_held.c's statement table */
 };
 
 /* store_auth_prepare - prepare store_auth.c's statements (store_open);
@@ -88,6 +89,9 @@ void store_antispoof_finalize(struct store *st);
 /* store_permitted_prepare / store_permitted_finalize - the same for store_permitted.c */
 int store_permitted_prepare(struct store *st, const char *path, struct error *err);
 void store_permitted_finalize(struct store *st);
+/* store_held_prepare / store_held_finalize - the same for store_held.c */
+int store_held_prepare(struct store *st, const char *path, struct error *err);
+void store_held_finalize(struct store *st);
 
 /* the migrations: store_migrations[i] takes the schema from version i to i + 1 */
 extern const char *const store_migrations[];

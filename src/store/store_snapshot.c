@@ -36,6 +36,12 @@ struct store_snapshot {
     size_t n_dnsbl;
     struct store_antispoof_bypass *antispoof;   /* anti-spoofing bypasses (issue 7) */
     size_t n_antispoof;
+    /* issue 7 (store_held.c): blocked senders sorted by pattern, forwarding
+     * rules sorted by address */
+    struct store_blocked_sender *blocked;
+    size_t n_blocked;
+    struct store_forward *forwards;
+    size_t n_forwards;
 };
 
 static int cmp_str(const void *a, const void *b)
@@ -93,6 +99,33 @@ static int cmp_tls(const void *a, const void *b)
                   ((const struct store_tls_policy *)b)->domain);
 }
 
+static int cmp_blocked(const void *a, const void *b)
+{
+    return strcmp(((const struct store_blocked_sender *)a)->pattern,
+                  ((const struct store_blocked_sender *)b)->pattern);
+}
+
+static int cmp_forward(const void *a, const void *b)
+{
+    const struct store_forward *x = a, *y = b;
+    int c = strcmp(x->address, y->address);
+    return c ? c : (x->id > y->id) - (x->id < y->id);
+}
+
+/* snapshot_load_held - issue 7: blocked senders and forwarding rules */
+static int snapshot_load_held(struct store *st, struct store_snapshot *snap, struct error *err)
+{
+    if (store_blocked_list(st, &snap->blocked, &snap->n_blocked, err) < 0)
+        return -1;
+    if (snap->n_blocked > 1)
+        qsort(snap->blocked, snap->n_blocked, sizeof *snap->blocked, cmp_blocked);
+    if (store_forward_list(st, &snap->forwards, &snap->n_forwards, err) < 0)
+        return -1;
+    if (snap->n_forwards > 1)
+        qsort(snap->forwards, snap->n_forwards, sizeof *snap->forwards, cmp_forward);
+    return 0;
+}
+
 struct store_snapshot *store_snapshot_load(struct store *st, struct error *err)
 {
     struct store_snapshot *snap = xcalloc(1, sizeof *snap);
@@ -116,7 +149,8 @@ struct store_snapshot *store_snapshot_load(struct store *st, struct error *err)
     if (snap->n_tls_policies > 1)
         qsort(snap->tls_policies, snap->n_tls_policies, sizeof *snap->tls_policies, cmp_tls);
     if (store_dnsbl_zone_list(st, &snap->dnsbl, &snap->n_dnsbl, err) < 0 ||
-        store_antispoof_bypass_list(st, &snap->antispoof, &snap->n_antispoof, err) < 0) {
+        store_antispoof_bypass_list(st, &snap->antispoof, &snap->n_antispoof, err) < 0 ||
+        snapshot_load_held(st, snap, err) < 0) {
         store_snapshot_free(snap);
         return NULL;
     }
@@ -142,6 +176,8 @@ void store_snapshot_free(struct store_snapshot *snap)
     store_tls_policies_free(snap->tls_policies, snap->n_tls_policies);
     store_dnsbl_zones_free(snap->dnsbl, snap->n_dnsbl);
     store_antispoof_bypasses_free(snap->antispoof, snap->n_antispoof);
+    store_blocked_free(snap->blocked, snap->n_blocked);
+    store_forwards_free(snap->forwards, snap->n_forwards);
     free(snap);
 }
 
@@ -273,4 +309,63 @@ const struct store_antispoof_bypass *store_snapshot_antispoof(const struct store
 {
     *n = snap ? snap->n_antispoof : 0;
     return snap ? snap->antispoof : NULL;
+}
+
+/* --- issue 7: blocked senders and forwarding rules --- */
+
+static const struct store_blocked_sender *blocked_find(const struct store_snapshot *snap,
+                                                      const char *pattern)
+{
+    struct store_blocked_sender key = { .pattern = (char *)pattern };
+    return bsearch(&key, snap->blocked, snap->n_blocked, sizeof *snap->blocked, cmp_blocked);
+}
+
+/* store_snapshot_blocked_sender - the address, then its domain and each parent */
+const struct store_blocked_sender *store_snapshot_blocked_sender(const struct store_snapshot *snap,
+                                                                 const char *sender)
+{
+    char name[STORE_BLOCKED_PATTERN_MAX + 1];
+    if (snap == NULL || snap->n_blocked == 0 || sender == NULL || sender[0] == '\0' ||
+        str_copy(name, sizeof name, sender) < 0)
+        return NULL;
+    str_lower(name);
+    const struct store_blocked_sender *b = blocked_find(snap, name);
+    if (b != NULL)
+        return b;
+    const char *p = strrchr(name, '@');
+    for (p = p ? p + 1 : name; p != NULL && *p != '\0';) {
+        b = blocked_find(snap, p);
+        if (b != NULL)
+            return b;
+        p = strchr(p, '.');
+        if (p != NULL)
+            p++;
+    }
+    return NULL;
+}
+
+size_t store_snapshot_forwards(const struct store_snapshot *snap, const char *address,
+                               const struct store_forward **out)
+{
+    char name[STORE_BLOCKED_PATTERN_MAX + 1];
+    *out = NULL;
+    if (snap == NULL || snap->n_forwards == 0 || address == NULL ||
+        str_copy(name, sizeof name, address) < 0)
+        return 0;
+    str_lower(name);
+    /* lower bound of the address in the sorted rules */
+    size_t lo = 0, hi = snap->n_forwards;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (strcmp(snap->forwards[mid].address, name) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    size_t n = 0;
+    while (lo + n < snap->n_forwards && strcmp(snap->forwards[lo + n].address, name) == 0)
+        n++;
+    if (n > 0)
+        *out = &snap->forwards[lo];
+    return n;
 }

@@ -228,12 +228,33 @@ static void test_record_roundtrip(void **state)
     assert_int_equal(b2.data[at + 1], 0);
     memmove(b2.data + at, b2.data + at + 2, b2.len - at - 2);
     b2.len -= 2;
+    /* and the version 3 forwarding fields at the end: two absent-markers per recipient */
+    for (size_t i = 0; i < 4; i++)
+        assert_int_equal(b2.data[b2.len - 1 - i], 0);
+    b2.len -= 4;
     b2.data[0] = 1;
     assert_int_equal(spool_env_decode((const uint8_t *)b2.data, b2.len, &out, &oe, &ne), 0);
     assert_null(out.prefix);
     assert_int_equal(out.n_rcpts, 2);
     spool_env_clear(&out);
     free(oe);
+    buf_free(&b2);
+
+    /* forwarding (version 3): per-recipient forwarded-for and sender */
+    rc[1].fwd_for = "alice@example.com";
+    rc[1].sender = "SRS0=abcdef=aa=ext.test=sender@example.com";
+    buf_reset(&b2);
+    spool_env_encode(&b2, &env, ext, 2);
+    assert_int_equal(spool_env_decode((const uint8_t *)b2.data, b2.len, &out, &oe, &ne), 0);
+    assert_null(out.rcpts[0].fwd_for);
+    assert_null(out.rcpts[0].sender);
+    assert_string_equal(out.rcpts[1].fwd_for, "alice@example.com");
+    assert_string_equal(out.rcpts[1].sender, rc[1].sender);
+    spool_env_clear(&out);
+    free(oe);
+    for (size_t cut = 0; cut < b2.len; cut++)
+        assert_int_equal(spool_env_decode((const uint8_t *)b2.data, cut, &out, &oe, &ne), -1);
+    rc[1].fwd_for = rc[1].sender = NULL;
     buf_free(&b2);
 
     /* a record validates; a flipped byte or a short read does not */
@@ -415,6 +436,61 @@ static void test_rcpt_done_survive(void **state)
     spool_close(sp);
 }
 
+/* issue 7: a held message stays held across reopen; a release is durable
+ * (its callback only after the record is synced) and survives reopen; a
+ * release record torn off the tail leaves the message held */
+static void test_release(void **state)
+{
+    struct fixture *f = *state;
+    struct spool *sp = open_spool(f, 0);
+    struct spool_envelope env;
+    struct spool_rcpt rc[1];
+    make_env(&env, rc, 1);
+    env.hold = "blocked sender (hold)";
+    char q[2][SPOOL_QID_LEN + 1];
+    for (int i = 0; i < 2; i++) {
+        struct commit_result r = { 0 };
+        static const char msg[] = "Subject: x\r\n\r\nhi\r\n";
+        spool_inject(sp, &env, msg, sizeof msg - 1, on_commit, &r);
+        run(f->base, &r.calls, 1);
+        assert_int_equal(r.status, 0);
+        memcpy(q[i], r.qid, sizeof q[i]);
+    }
+    spool_close(sp);
+
+    sp = open_spool(f, 0);
+    struct spool_msg *m = spool_msg_find(sp, q[0]);
+    assert_non_null(m);
+    assert_string_equal(spool_msg_envelope(m)->hold, "blocked sender (hold)");
+    struct commit_result r = { 0 };
+    spool_msg_release(sp, m, on_commit, &r);
+    assert_int_equal(r.calls, 0);               /* never from inside the call */
+    assert_null(spool_msg_envelope(m)->hold);
+    run(f->base, &r.calls, 1);
+    assert_int_equal(r.status, 0);
+    assert_string_equal(r.qid, q[0]);
+    spool_close(sp);
+
+    sp = open_spool(f, 0);
+    assert_null(spool_msg_envelope(spool_msg_find(sp, q[0]))->hold);
+    assert_non_null(spool_msg_envelope(spool_msg_find(sp, q[1]))->hold);
+    /* release the second, then cut its RELEASE record off (a crash before
+     * it reached the disk): still held, nothing else lost */
+    struct commit_result r2 = { 0 };
+    spool_msg_release(sp, spool_msg_find(sp, q[1]), on_commit, &r2);
+    run(f->base, &r2.calls, 1);
+    spool_close(sp);
+    char path[128];
+    xsnprintf(path, sizeof path, "%s/0000000001.seg", f->dir);
+    struct stat stt;
+    assert_int_equal(stat(path, &stt), 0);
+    assert_int_equal(truncate(path, stt.st_size - (SPOOL_REC_OVERHEAD + SPOOL_QID_LEN)), 0);
+    sp = open_spool(f, 0);
+    assert_null(spool_msg_envelope(spool_msg_find(sp, q[0]))->hold);
+    assert_non_null(spool_msg_envelope(spool_msg_find(sp, q[1]))->hold);
+    spool_close(sp);
+}
+
 static void test_segments(void **state)
 {
     struct fixture *f = *state;
@@ -482,6 +558,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_rcpt_done_survive, setup, teardown),
         cmocka_unit_test_setup_teardown(test_segments, setup, teardown),
         cmocka_unit_test_setup_teardown(test_compaction, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_release, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
