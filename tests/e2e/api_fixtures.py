@@ -114,7 +114,9 @@ class ApiMoatd:
         self.smtp_port = free_port()
         self.logfile = self.dir / "moatd.log"
         self.token_file = self.dir / "admin.token"
-        self.opts = dict(opts or {})
+        # issue 7 content stage: off unless a test turns it on
+        self.opts = {"spf_check": "no", "dkim_verify": "no", "dmarc_check": "no"}
+        self.opts.update(dict(opts or {}))
         self.proc = None
 
     def argv(self):
