@@ -570,6 +570,57 @@ static const struct setting settings_table[] = {
       "How long a held (quarantined) message is kept for an administrator to release or "
       "delete; after that it is dropped without a bounce (logged as event=held_purged). "
       "Checked every minute, or more often for a short lifetime." },
+    /* --- the content stage: SPF, DKIM, DMARC (issue 7) --- */
+    { "spf_check", SETTING_BOOL, OFF(spf_check), 0, "yes", 0, 0, 0, 0, NULL, NULL, SETTING_RUNTIME,
+      "Screening",
+      "Evaluate SPF (RFC 7208) for inbound mail, for the MAIL FROM domain (the HELO name for "
+      "the null sender), after the end of DATA; the result goes into the Authentication-Results "
+      "header and feeds DMARC. Never for the outbound role." },
+    { "spf_fail_action", SETTING_ENUM, OFF(spf_fail_action), 0, "none", 0, 0, 0, 0,
+      "none|reject", NULL, SETTING_RUNTIME,
+      "Screening",
+      "What an SPF `fail` alone does: `none` (the default: DMARC decides) or `reject` "
+      "(550 5.7.23). `softfail`, `temperror` and the others never refuse." },
+    { "dkim_verify", SETTING_BOOL, OFF(dkim_verify), 0, "yes", 0, 0, 0, 0, NULL, NULL, SETTING_RUNTIME,
+      "Screening",
+      "Verify the DKIM signatures (RFC 6376) of inbound mail; each result goes into the "
+      "Authentication-Results header and feeds DMARC." },
+    { "dkim_max_signatures", SETTING_INT, OFF(dkim_max_signatures), 0, "5", 1, 16, 0, 0, NULL, NULL,
+      SETTING_RUNTIME,
+      "Screening",
+      "Most DKIM signatures verified per message (each costs a key lookup); further signatures "
+      "are ignored." },
+    { "dmarc_check", SETTING_BOOL, OFF(dmarc_check), 0, "yes", 0, 0, 0, 0, NULL, NULL, SETTING_RUNTIME,
+      "Screening",
+      "Apply the DMARC policy (RFC 7489) of the header From domain to inbound mail: `p=reject` "
+      "refuses with 550 5.7.1, `p=quarantine` holds the message, `p=none` accepts; `pct` "
+      "samples as the RFC says. A DNS error is `temperror` and never refuses." },
+    { "dmarc_psl_file", SETTING_PATH, OFF(dmarc_psl_file), 0,
+      "/usr/share/publicsuffix/public_suffix_list.dat", 0, 0, 0, 0, NULL, NULL, 0,
+      "Screening",
+      "The public suffix list DMARC uses to find organizational domains (Debian package "
+      "publicsuffix). Read once, at the first DMARC check." },
+    { "screen_max_size", SETTING_SIZE, OFF(screen_max_size), 0, "10M", 64 * KiB, 100 * MiB,
+      0, 0, NULL, NULL, SETTING_RUNTIME,
+      "Screening",
+      "Largest message kept in memory for the content checks; a larger message is still "
+      "accepted, but the checks that need the message (DKIM) are skipped and the "
+      "X-Moat-Verdict header says so." },
+    { "content_timeout", SETTING_DURATION, OFF(content_timeout), 0, "60s", 1, 10 * MINUTE,
+      0, 0, NULL, NULL, SETTING_RUNTIME,
+      "Screening",
+      "Longest time the content checks of one message may take after the end of DATA (the "
+      "client waits for its final reply); then `content_timeout_action` applies." },
+    { "content_timeout_action", SETTING_ENUM, OFF(content_timeout_action), 0, "tempfail", 0, 0, 0, 0,
+      "tempfail|accept", NULL, SETTING_RUNTIME,
+      "Screening",
+      "What happens when the content checks exceed `content_timeout`: `tempfail` (451 4.7.1, "
+      "the sender retries) or `accept` (queued without their headers)." },
+    { "content_dns_timeout", SETTING_DURATION, OFF(content_dns_timeout), 0, "5s", 1, 60,
+      0, 0, NULL, NULL, SETTING_RUNTIME,
+      "Screening",
+      "Longest time one DNS lookup of a content check (SPF, DKIM key, DMARC record) may take; "
+      "then the check's result is `temperror`." },
 };
 
 #define N_SETTINGS (sizeof settings_table / sizeof settings_table[0])

@@ -151,6 +151,17 @@ struct moat_settings {
     char *test_clock_file;             /* TEST ONLY: file holding a clock offset in seconds */
     /* held mail (issue 7) */
     int64_t held_lifetime;             /* seconds a held message is kept before it is purged */
+    /* the content stage: SPF, DKIM verification, DMARC (issue 7) */
+    bool spf_check;                    /* evaluate SPF for inbound mail */
+    char *spf_fail_action;             /* "none" (DMARC decides) or "reject" */
+    bool dkim_verify;                  /* verify DKIM signatures of inbound mail */
+    int64_t dkim_max_signatures;       /* signatures verified per message */
+    bool dmarc_check;                  /* apply the author domain's DMARC policy */
+    char *dmarc_psl_file;              /* public suffix list */
+    int64_t screen_max_size;           /* octets kept in memory for the content checks */
+    int64_t content_timeout;           /* seconds for the whole content stage */
+    char *content_timeout_action;      /* "tempfail" or "accept" */
+    int64_t content_dns_timeout;       /* seconds per lookup of a content check */
 };
 
 /* settings_defaults - fill s with every default (paths derived from state_dir later) */

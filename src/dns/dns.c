@@ -535,3 +535,41 @@ struct event_base *dns_event_base(const struct dns *d)
 {
     return d->base;
 }
+
+/* --- for dns_sync.c (issue 7): the same context setup and rdata parsing --- */
+
+int dns_rdata_parse(enum dns_type type, const uint8_t *p, size_t len, struct dns_record *rr)
+{
+    return parse_rdata(type, p, len, rr);
+}
+
+int dns_ub_setup(struct ub_ctx *ctx, const struct dns_options *opt, struct error *err)
+{
+    const char *resolver = opt ? opt->resolver : NULL;
+    const char *anchor = opt ? opt->trust_anchor_file : NULL;
+    int rc;
+    if (resolver && *resolver) {
+        char fwd[160];
+        if (resolver_to_fwd(resolver, fwd, sizeof(fwd)) < 0) {
+            error_set(err, "resolver", "resolver must be ADDR, ADDR:PORT, [ADDR]:PORT or ADDR@PORT with an IP address: \"%s\"", resolver);
+            return -1;
+        }
+        rc = ub_ctx_set_fwd(ctx, fwd);
+    } else {
+        rc = ub_ctx_resolvconf(ctx, NULL);
+    }
+    if (rc != 0) {
+        error_set(err, "resolver", "cannot use resolver \"%s\": %s", resolver ? resolver : "", ub_strerror(rc));
+        return -1;
+    }
+    if ((rc = ub_ctx_set_option(ctx, "infra-cache-max-rtt:", "300")) != 0 ||
+        (rc = ub_ctx_set_option(ctx, "unknown-server-time-limit:", "250")) != 0 ||
+        (rc = ub_ctx_set_option(ctx, "do-not-query-localhost:", "no")) != 0 ||
+        (rc = ub_ctx_async(ctx, 1)) != 0) {
+        error_set(err, "resolver", "libunbound setup: %s", ub_strerror(rc));
+        return -1;
+    }
+    if (anchor && *anchor && add_trust_anchors(ctx, anchor, err) < 0)
+        return -1;
+    return 0;
+}

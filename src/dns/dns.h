@@ -84,4 +84,10 @@ int dns_tlsa_parse(const uint8_t *p, size_t len, struct dns_record *rr);
 /* dns_record_clear - free what one parsed record owns */
 void dns_record_clear(struct dns_record *rr);
 
+/* for dns_sync.c: configure a libunbound context like dns_create does
+ * (forwarder, short timeouts, trust anchors); parse one rdata */
+struct ub_ctx;
+int dns_ub_setup(struct ub_ctx *ctx, const struct dns_options *opt, struct error *err);
+int dns_rdata_parse(enum dns_type type, const uint8_t *p, size_t len, struct dns_record *rr);
+
 #endif

@@ -52,6 +52,16 @@
  * server's fixed-size table (smtp_auth.h); over smtp_auth_max_failures in
  * smtp_auth_failure_window, AUTH gets 454 4.7.0 without a check.
  *
+ * The content stage (issue 7, policy_content.h): an inbound transaction
+ * (not an outbound host, not authenticated) keeps a copy of its message up
+ * to screen_max_size; after the final "." one job runs the content checks
+ * (SPF, DKIM, DMARC) on the worker pool with copies of what they read,
+ * while no input is read (s->content_job), bounded by content_timeout
+ * (content_timeout_action).  A refusal is the reply to the "."; otherwise
+ * its header lines go into t->prefix and the commit proceeds.  While the
+ * header section streams, an Authentication-Results field claiming our
+ * host name as authserv-id is renamed (RFC 8601 5).
+ *
  * Lifetime: a session is freed in one place, session_free, only when its
  * connection is gone and no spool commit callback is outstanding: a client
  * that disconnects right after the final "." still gets its message stored
@@ -74,6 +84,7 @@
 #include <sodium.h>
 #include "../core/cidr.h"
 #include "../core/worker.h"
+#include "../policy/policy_content.h"
 #include "../policy/policy.h"
 #include "../policy/policy_msg.h"
 #include "../policy/permitted.h"
@@ -142,6 +153,14 @@ struct smtp_txn {
     /* permitted senders (policy/permitted.h): every accepted recipient
      * has the envelope sender as a permitted sender (false with none) */
     bool all_permitted;
+    /* the content stage (policy_content.h): the message kept in memory for
+     * it, up to screen_max_size; screen_over: it was larger */
+    bool screen;                  /* an inbound transaction: the stage runs */
+    bool screen_over;
+    bool screened;                /* the stage answered: commit now */
+    struct buf msg;
+    bool hdr_done;                /* the header section has been scanned */
+    size_t hdr_scanned;           /* t->out before this: complete lines already scanned */
 };
 
 /* where an SMTP AUTH exchange stands */
@@ -153,6 +172,7 @@ enum smtp_auth_step {
 };
 
 struct smtp_auth_job;
+struct smtp_content_job;
 
 struct smtp_session {
     struct smtp_server *srv;
@@ -182,6 +202,8 @@ struct smtp_session {
     enum smtp_auth_step auth_step;
     char auth_login_user[SMTP_AUTH_FIELD_MAX + 1]; /* AUTH LOGIN: the name, between steps */
     struct smtp_auth_job *auth_job; /* an argon2id check is running on the pool */
+    struct smtp_content_job *content_job; /* the content stage is running on the pool */
+    struct event *content_timer;  /* content_timeout */
     char auth_user[STORE_SMTP_ACCOUNT_NAME_MAX + 1]; /* "" = not authenticated */
     struct policy_dnsbl *dnsbl;   /* DNSBL lookups started at connect (issue 7) */
     const char *reject_check;     /* the policy check being logged (session_policy_refused) */
@@ -257,6 +279,11 @@ static void session_process(struct smtp_session *s);
 static bool session_output_pending(struct smtp_session *s);
 static void session_close(struct smtp_session *s);
 static void session_lost(struct smtp_session *s);
+static void session_content_cancel(struct smtp_session *s);
+static bool session_content_start(struct smtp_session *s);
+static bool session_screening(struct smtp_session *s);
+static void session_commit(struct smtp_session *s);
+static void session_spool_put(struct smtp_session *s, size_t n);
 static void session_read_cb(struct bufferevent *bev, void *arg);
 static void session_write_cb(struct bufferevent *bev, void *arg);
 static void session_event_cb(struct bufferevent *bev, short what, void *arg);
@@ -382,6 +409,11 @@ static void txn_reset(struct smtp_session *s)
     free(t->antispoof_spf_domain);
     t->antispoof_spf_domain = NULL;
     t->all_permitted = false;
+    session_content_cancel(s);
+    t->screen = t->screen_over = t->screened = false;
+    buf_free(&t->msg);
+    t->hdr_done = false;
+    t->hdr_scanned = 0;
 }
 
 static void session_rcpt_ready(void *arg);
@@ -1073,6 +1105,7 @@ static void cmd_data(struct smtp_session *s, const struct smtp_cmdline *cmd)
     };
     smtp_data_init(&t->reader, &lim);
     buf_reset(&t->out);
+    t->screen = session_screening(s);
     session_received(s);
     char from[300];
     log_info("qid=%s session=%s client=%s event=data from=%s nrcpt=%zu auth=%s", t->qid, s->id,
@@ -1209,17 +1242,105 @@ static void session_dispatch(struct smtp_session *s, const char *line, size_t le
 
 /* --- DATA --- */
 
-/* session_spool_write - hand buffered canonical data to the spool */
+/* RFC 8601 5: an Authentication-Results field that claims our authserv-id
+ * did not come from us; it is renamed in place (same length, so nothing
+ * moves) and never trusted.  A field whose authserv-id is not on its first
+ * line is renamed too. */
+#define AR_NAME "Authentication-Results"
+#define AR_RENAMED "X-Untrusted-AuthResult"
+_Static_assert(sizeof AR_NAME == sizeof AR_RENAMED, "renamed in place");
+
+static void session_header_rename(struct smtp_session *s, char *line, size_t len)
+{
+    size_t n = sizeof AR_NAME - 1;
+    if (len <= n || strncasecmp(line, AR_NAME, n) != 0)
+        return;
+    size_t i = n;
+    while (i < len && (line[i] == ' ' || line[i] == '\t'))
+        i++;
+    if (i >= len || line[i] != ':')
+        return;
+    i++;
+    while (i < len && (line[i] == ' ' || line[i] == '\t'))
+        i++;
+    size_t id = i;
+    while (i < len && line[i] != ';' && line[i] != ' ' && line[i] != '\t' && line[i] != '\r' &&
+           line[i] != '\n' && line[i] != '(')
+        i++;
+    const char *host = s->srv->hostname;
+    if (i > id && (i - id != strlen(host) || strncasecmp(line + id, host, i - id) != 0))
+        return;      /* another server's results: kept as they are */
+    memcpy(line, AR_RENAMED, n);
+    log_info("qid=%s session=%s client=%s event=header_renamed field=" AR_NAME " reason=\"claims our authserv-id\"",
+             s->txn.qid, s->id, s->addr);
+}
+
+/* session_header_scan - scan the complete header lines of t->out; the
+ * length of t->out that may be written (a partial header line waits) */
+static size_t session_header_scan(struct smtp_session *s)
+{
+    struct smtp_txn *t = &s->txn;
+    size_t i = t->hdr_scanned;
+    while (!t->hdr_done && i < t->out.len) {
+        char *line = t->out.data + i;
+        char *nl = memchr(line, '\n', t->out.len - i);
+        if (nl == NULL)
+            break;
+        size_t len = (size_t)(nl - line) + 1;
+        if (len <= 2 && (line[0] == '\r' || line[0] == '\n'))
+            t->hdr_done = true;        /* the empty line ends the header section */
+        else
+            session_header_rename(s, line, len);
+        i += len;
+    }
+    t->hdr_scanned = i;
+    return t->hdr_done ? t->out.len : i;
+}
+
+/* session_spool_write - hand buffered canonical data to the spool; while
+ * the header section of a screened transaction streams, only complete
+ * lines (session_header_scan) */
 static void session_spool_write(struct smtp_session *s)
 {
     struct smtp_txn *t = &s->txn;
     if (t->out.len == 0)
         return;
-    if (!t->write_failed && spool_txn_write(t->spool, t->out.data, t->out.len) < 0) {
+    if (t->screen && !t->hdr_done && !smtp_data_done(&t->reader)) {
+        size_t n = session_header_scan(s);
+        if (n < t->out.len) {
+            session_spool_put(s, n);
+            return;
+        }
+    } else if (t->screen && !t->hdr_done) {
+        (void)session_header_scan(s);    /* the end: everything goes */
+    }
+    session_spool_put(s, t->out.len);
+}
+
+/* session_spool_put - the first n bytes of t->out to the spool (and the
+ * in-memory copy for the content stage) */
+static void session_spool_put(struct smtp_session *s, size_t n)
+{
+    struct smtp_txn *t = &s->txn;
+    if (n == 0)
+        return;
+    if (t->screen && !t->screen_over) {
+        if (t->msg.len + n > (uint64_t)s->set->screen_max_size) {
+            t->screen_over = true;
+            buf_free(&t->msg);
+        } else {
+            buf_append(&t->msg, t->out.data, n);
+        }
+    }
+    if (!t->write_failed && spool_txn_write(t->spool, t->out.data, n) < 0) {
         t->write_failed = true;
         log_error("qid=%s session=%s event=spool_write_failed", t->qid, s->id);
     }
-    buf_reset(&t->out);
+    if (n == t->out.len)
+        buf_reset(&t->out);
+    else
+        buf_consume(&t->out, n);
+    t->hdr_scanned -= t->hdr_scanned >= n ? n : t->hdr_scanned;
 }
 
 /* session_count_outbound - an accepted relay to the internet from the
@@ -1404,6 +1525,185 @@ static void session_spool_rcpts_free(struct spool_rcpt *rc, size_t n)
     free(rc);
 }
 
+/* --- the content stage (policy_content.h) --- */
+
+/* a content stage run on the worker pool; owned by the session until it is
+ * orphaned (client gone, timeout, RSET by teardown), then by the done callback */
+struct smtp_content_job {
+    struct smtp_session *s;       /* NULL once orphaned */
+    struct content_request *rq;
+    struct content_state st;
+    struct policy_verdict v;
+};
+
+/* session_screening - an inbound transaction with a content check on:
+ * never the outbound role (authorised host or authenticated client) */
+static bool session_screening(struct smtp_session *s)
+{
+    const struct moat_settings *set = s->set;
+    if (s->srv->cfg.workers == NULL || s->auth_user[0] != '\0')
+        return false;
+    const struct store_snapshot *snap = s->srv->cfg.snapshot ? *s->srv->cfg.snapshot : NULL;
+    if (store_snapshot_outbound_host(snap, (const struct sockaddr *)&s->sa))
+        return false;
+    return set->spf_check || set->dkim_verify || set->dmarc_check ||
+           (set->rspamd_url && set->rspamd_url[0]) || s->txn.antispoof_spf_domain != NULL;
+}
+
+/* content_request_fill - copies of everything the checks read */
+static struct content_request *content_request_fill(struct smtp_session *s)
+{
+    struct smtp_txn *t = &s->txn;
+    const struct moat_settings *set = s->set;
+    struct content_request *rq = content_request_new();
+    rq->session_id = xstrdup(s->id);
+    rq->client_addr = xstrdup(s->addr);
+    rq->helo = xstrdup(s->helo);
+    rq->sender = xstrdup(t->mail.path.addr);
+    rq->rcpts = xcalloc(t->n_rcpts ? t->n_rcpts : 1, sizeof *rq->rcpts);
+    for (size_t i = 0; i < t->n_rcpts; i++)
+        rq->rcpts[rq->n_rcpts++] = xstrdup(t->rcpts[i].addr);
+    rq->hostname = xstrdup(s->srv->hostname);
+    rq->msg_size = t->reader.size;
+    if (!t->screen_over) {
+        rq->msg_len = t->msg.len;
+        rq->msg = xmalloc(t->msg.len + 1);
+        memcpy(rq->msg, t->msg.data, t->msg.len);
+        rq->msg[t->msg.len] = '\0';
+    }
+    char dom[256];
+    if (msg_header_from_domain(t->head.data, t->head.len, dom, sizeof dom))
+        rq->header_from = xstrdup(dom);
+    rq->all_permitted = t->all_permitted;
+    rq->antispoof_spf_domain = t->antispoof_spf_domain ? xstrdup(t->antispoof_spf_domain) : NULL;
+    rq->rspamd_url = xstrdup(set->rspamd_url ? set->rspamd_url : "");
+    rq->rspamd_timeout = set->rspamd_timeout;
+    rq->rspamd_unreachable = xstrdup(set->rspamd_unreachable ? set->rspamd_unreachable : "tempfail");
+    rq->rspamd_hold_action = xstrdup(set->rspamd_hold_action ? set->rspamd_hold_action : "none");
+    rq->queue_id = xstrdup(t->qid);
+    rq->resolver = xstrdup(set->resolver ? set->resolver : "");
+    rq->trust_anchor_file = xstrdup(set->dns_trust_anchor_file ? set->dns_trust_anchor_file : "");
+    rq->spf_enabled = set->spf_check;
+    rq->dkim_enabled = set->dkim_verify;
+    rq->dmarc_enabled = set->dmarc_check;
+    rq->spf_fail_action = strcmp(set->spf_fail_action, "reject") == 0 ? CONTENT_ACT_REJECT : CONTENT_ACT_NONE;
+    rq->dkim_max_signatures = set->dkim_max_signatures;
+    rq->content_dns_timeout_ms = set->content_dns_timeout * 1000;
+    rq->dmarc_psl_file = xstrdup(set->dmarc_psl_file ? set->dmarc_psl_file : "");
+    rq->held = t->hold ? xstrdup(t->hold) : NULL;
+    return rq;
+}
+
+static void content_job_free(struct smtp_content_job *j)
+{
+    content_request_free(j->rq);
+    content_state_free(&j->st);
+    free(j);
+}
+
+/* content_job_work - on a pool thread: every content check */
+static void content_job_work(void *arg)
+{
+    struct smtp_content_job *j = arg;
+    content_run(j->rq, &j->st, &j->v);
+}
+
+/* session_content_resume - after the stage: refuse, or commit */
+static void session_content_resume(struct smtp_session *s, const struct policy_verdict *v,
+                                   const struct buf *headers)
+{
+    struct smtp_txn *t = &s->txn;
+    t->screened = true;
+    if (v != NULL && session_policy_refused(s, "content", v, NULL)) {
+        s->srv->stats.messages_rejected++;
+        txn_reset(s);
+        session_enter_state(s, SMTP_STATE_READY);
+        if (s->shutdown_pending) {
+            session_reply(s, 421, "4.3.2", "%s Service shutting down", s->srv->hostname);
+            session_close(s);
+            return;
+        }
+        bufferevent_enable(s->bev, EV_READ);
+        session_process(s);
+        return;
+    }
+    if (headers != NULL && headers->len > 0) {
+        if (t->prefix.len + headers->len < 16 * 1024)   /* spool.h: prefix under 16 KiB */
+            buf_append(&t->prefix, headers->data, headers->len);
+        else
+            log_error("qid=%s session=%s event=content_headers_dropped size=%zu", t->qid, s->id,
+                      headers->len);
+    }
+    session_commit(s);
+}
+
+/* content_job_done - on the loop: the stage's verdict */
+static void content_job_done(void *arg)
+{
+    struct smtp_content_job *j = arg;
+    struct smtp_session *s = j->s;
+    if (s == NULL) {
+        content_job_free(j);
+        return;
+    }
+    s->content_job = NULL;
+    event_del(s->content_timer);
+    session_content_resume(s, &j->v, &j->st.headers);
+    content_job_free(j);
+}
+
+/* session_content_timeout - content_timeout passed: the configured answer */
+static void session_content_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    struct smtp_session *s = arg;
+    if (s->content_job == NULL)
+        return;
+    s->content_job->s = NULL;     /* the done callback frees it */
+    s->content_job = NULL;
+    bool accept = strcmp(s->set->content_timeout_action, "accept") == 0;
+    log_info("qid=%s session=%s client=%s event=content_timeout action=%s", s->txn.qid, s->id, s->addr,
+             accept ? "accept" : "tempfail");
+    if (accept) {
+        session_content_resume(s, NULL, NULL);
+        return;
+    }
+    struct policy_verdict v = { 0 };
+    policy_verdict_set(&v, POLICY_TEMPFAIL, 451, "4.7.1", "Content checks timed out, try again later");
+    v.check = "content_timeout";
+    session_content_resume(s, &v, NULL);
+}
+
+/* session_content_start - submit the stage; false: not started, commit now */
+static bool session_content_start(struct smtp_session *s)
+{
+    if (s->srv->cfg.workers == NULL)
+        return false;
+    if (s->content_timer == NULL)
+        s->content_timer = evtimer_new(s->srv->cfg.base, session_content_timeout, s);
+    struct smtp_content_job *j = xcalloc(1, sizeof *j);
+    j->s = s;
+    j->rq = content_request_fill(s);
+    content_state_init(&j->st);
+    s->content_job = j;
+    session_enter_state(s, SMTP_STATE_COMMIT);
+    bufferevent_disable(s->bev, EV_READ);
+    struct timeval tv = { (time_t)s->set->content_timeout, 0 };
+    evtimer_add(s->content_timer, &tv);
+    worker_submit(s->srv->cfg.workers, content_job_work, content_job_done, j);
+    return true;
+}
+
+/* session_content_cancel - orphan a running stage (its done only frees it) */
+static void session_content_cancel(struct smtp_session *s)
+{
+    if (s->content_job == NULL)
+        return;
+    s->content_job->s = NULL;
+    s->content_job = NULL;
+    if (s->content_timer)
+        event_del(s->content_timer);
+}
+
 /* session_data_end - CRLF.CRLF seen: refuse, or commit and wait */
 static void session_data_end(struct smtp_session *s)
 {
@@ -1449,6 +1749,15 @@ static void session_data_end(struct smtp_session *s)
         }
         return;
     }
+    if (t->screen && !t->screened && session_content_start(s))
+        return;      /* session_content_done commits or refuses */
+    session_commit(s);
+}
+
+/* session_commit - hand the envelope to the spool and wait for its answer */
+static void session_commit(struct smtp_session *s)
+{
+    struct smtp_txn *t = &s->txn;
     size_t n_rc = 0;
     struct spool_rcpt *rc = session_spool_rcpts(s, &n_rc);
     struct spool_envelope env = {
@@ -1516,7 +1825,7 @@ static void session_process(struct smtp_session *s)
     char *line = NULL;
     while (s->bev != NULL) {
         struct evbuffer *in = bufferevent_get_input(s->bev);
-        if (s->rcpt_pending != NULL || s->auth_job != NULL)
+        if (s->rcpt_pending != NULL || s->auth_job != NULL || s->content_job != NULL)
             break;   /* RFC 2920 3.1: replies in order; the RCPT's / AUTH's verdict comes first */
         if (s->state == SMTP_STATE_DATA) {
             if (!session_data_read(s, in))
@@ -1659,6 +1968,9 @@ static void session_free(struct smtp_session *s)
     buf_free(&s->txn.prefix);
     buf_free(&s->txn.head);
     free(s->txn.antispoof_spf_domain);
+    buf_free(&s->txn.msg);
+    if (s->content_timer)
+        event_free(s->content_timer);
     buf_free(&s->replies);
     if (s->grace_timer)
         event_free(s->grace_timer);

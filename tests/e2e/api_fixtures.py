@@ -115,7 +115,8 @@ class ApiMoatd:
         self.logfile = self.dir / "moatd.log"
         self.token_file = self.dir / "admin.token"
         # issue 7: default-on screening off unless a test turns it on
-        self.opts = {"antispoof": "no", **dict(opts or {})}
+        self.opts = {"antispoof": "no", "spf_check": "no", "dkim_verify": "no", "dmarc_check": "no",
+                     **dict(opts or {})}
         self.opts.setdefault("greylisting", "no")
         self.proc = None
 

@@ -649,7 +649,7 @@ class Moatd:
                      "retry_schedule": "1s", "log_level": "debug",
                      # issue 7: default-on screening the existing tests do not expect
                      # (they send internal senders from 127.0.0.1); their own tests turn it on
-                     "antispoof": "no"}
+                     "antispoof": "no", "spf_check": "no", "dkim_verify": "no", "dmarc_check": "no"}
         # issue 7: greylisting is on by default; tests that want it turn it on
         self.opts["greylisting"] = "no"
         self.opts.update(dict(opts))
