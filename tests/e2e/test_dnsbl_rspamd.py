@@ -345,3 +345,45 @@ def test_rspamd_stopped_then_tempfail(tmp_path, rspamd):
         rspamd.start()
     v = scan(tmp_path, rspamd.url, message("lunch", "noon"))
     assert v["rc"] == 0 and v["verdict"] == "accept", v
+
+
+def smtp_send(m, src, msg, sender="someone@ext.example", rcpt="alice@example.com"):
+    """One whole transaction from src; (the final reply's code, its text)."""
+    c = smtplib.SMTP(m.host, m.port, timeout=60, source_address=(src, 0))
+    try:
+        c.ehlo("client.ext.example")
+        assert c.mail(sender)[0] == 250
+        assert c.rcpt(rcpt)[0] == 250
+        try:
+            code, text = c.data(msg.encode())
+        except smtplib.SMTPDataError as e:
+            code, text = e.smtp_code, e.smtp_error
+        c.quit()
+        return code, text.decode()
+    finally:
+        c.close()
+
+
+def test_rspamd_through_smtp(moatd, sink, rspamd):
+    """moatd's content stage asks the real rspamd at end of DATA: GTUBE is
+    refused at the final dot, a plain message is delivered with the verdict
+    header, and a permitted sender is not scanned at all"""
+    s = sink()
+    m = moatd(domains={"example.com": f"127.0.0.1:{s.port}"}, opts={"rspamd_url": rspamd.url})
+    code, text = smtp_send(m, "127.0.0.2", message("offer", GTUBE))
+    assert code == 550 and "5.7.1" in text, (code, text)
+    marker = new_marker()
+    code, text = smtp_send(m, "127.0.0.2", message("lunch", f"See you at noon. {marker}"))
+    assert code == 250, (code, text)
+    got = s.wait_marker(marker)
+    assert "X-Moat-Verdict: accept" in got.text and "rspamd" in got.text, got.text
+    # a permitted sender skips spam scoring (never anti-spoofing or DMARC)
+    assert m.cli("permitted", "add", "friend@ext.example", check=0).returncode == 0
+    time.sleep(0.3)
+    code, text = smtp_send(m, "127.0.0.2", message("offer", GTUBE), sender="friend@ext.example")
+    assert code == 250, (code, text)
+    # rspamd gone: tempfail by default, nothing accepted
+    with_down = moatd(domains={"example.com": f"127.0.0.1:{s.port}"},
+                      opts={"rspamd_url": "http://127.0.0.1:9/", "rspamd_timeout": "2s"})
+    code, text = smtp_send(with_down, "127.0.0.2", message("lunch", "hello"))
+    assert code == 451 and "4.7.0" in text, (code, text)
