@@ -195,6 +195,14 @@ static void moatd_reload_swap(evutil_socket_t fd, short what, void *arg)
 }
 
 /* moatd_permitted_load - the permitted-sender index at the screening clock */
+/* moatd_released_known - on the loop: the permitted index knows the
+ * Message-IDs of held mail released lately (permitted_learn's hook) */
+static bool moatd_released_known(void *arg, const char *msgid)
+{
+    struct moatd *m = arg;
+    return permitted_index_released(m->permitted, msgid);
+}
+
 static struct permitted_index *moatd_permitted_load(struct moatd *m, struct store *st,
                                                     struct error *err)
 {
@@ -886,6 +894,8 @@ int main(int argc, char **argv)
     m.permitted = moatd_permitted_load(&m, m.store, &err);
     if (m.permitted == NULL)
         die("store", &err);
+    /* auto-allow never learns from replies to released held mail */
+    permitted_learn_set_released_hook(moatd_released_known, &m);
     struct spool_options sopt = { .segment_size = (uint64_t)m.settings.spool_segment_size };
     m.spool = spool_open(m.settings.spool_dir, &sopt, m.base, &err);
     if (m.spool == NULL)

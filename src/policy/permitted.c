@@ -32,7 +32,11 @@ struct permitted_index {
     size_t n_users, cap_users;
     size_t n_auto;
     int64_t auto_lifetime;
+    char **released;            /* sorted keys of released held messages (store_message_id_key) */
+    size_t n_released, cap_released;
 };
+
+#define PERMITTED_RELEASED_MAX 100000   /* released ids kept: the newest, within auto_lifetime */
 
 static int cmp_str(const void *a, const void *b)
 {
@@ -70,15 +74,30 @@ static int index_add(void *arg, const struct store_permitted *e)
     return 0;
 }
 
+static int released_add(void *arg, const char *key)
+{
+    struct permitted_index *ix = arg;
+    if (ix->n_released == ix->cap_released) {
+        ix->cap_released = ix->cap_released ? ix->cap_released * 2 : 64;
+        ix->released = xreallocarray(ix->released, ix->cap_released, sizeof *ix->released);
+    }
+    ix->released[ix->n_released++] = xstrdup(key);
+    return 0;
+}
+
 struct permitted_index *permitted_index_load(struct store *st, int64_t now, int64_t auto_lifetime,
                                              struct error *err)
 {
     struct permitted_index *ix = xcalloc(1, sizeof *ix);
     ix->auto_lifetime = auto_lifetime;
-    if (store_permitted_each(st, now - auto_lifetime, index_add, ix, err) < 0) {
+    if (store_permitted_each(st, now - auto_lifetime, index_add, ix, err) < 0 ||
+        store_held_released_each(st, now - auto_lifetime, PERMITTED_RELEASED_MAX, released_add, ix,
+                                 err) < 0) {
         permitted_index_free(ix);
         return NULL;
     }
+    if (ix->n_released > 1)
+        qsort(ix->released, ix->n_released, sizeof *ix->released, cmp_str);
     if (ix->n_org > 1)
         qsort(ix->org, ix->n_org, sizeof *ix->org, cmp_str);
     if (ix->n_users > 1)
@@ -94,9 +113,21 @@ void permitted_index_free(struct permitted_index *ix)
         free(ix->org[i]);
     for (size_t i = 0; i < ix->n_users; i++)
         free(ix->users[i].key);
+    for (size_t i = 0; i < ix->n_released; i++)
+        free(ix->released[i]);
     free(ix->org);
     free(ix->users);
+    free(ix->released);
     free(ix);
+}
+
+bool permitted_index_released(const struct permitted_index *ix, const char *message_id)
+{
+    char key[1024];
+    if (ix == NULL || ix->n_released == 0 || store_message_id_key(message_id, key, sizeof key) < 0)
+        return false;
+    const char *k = key;
+    return bsearch(&k, ix->released, ix->n_released, sizeof *ix->released, cmp_str) != NULL;
 }
 
 /* lower_copy - ASCII lower-case copy; false when it does not fit */

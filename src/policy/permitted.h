@@ -31,6 +31,9 @@ struct permitted_index;
 struct permitted_index *permitted_index_load(struct store *st, int64_t now, int64_t auto_lifetime,
                                              struct error *err);
 void permitted_index_free(struct permitted_index *ix);
+/* permitted_index_released - message_id ("<id>" or "id") was released from
+ * hold within the auto-allow lifetime: replies to it teach nothing */
+bool permitted_index_released(const struct permitted_index *ix, const char *message_id);
 
 /* permitted_check - is sender (MAIL FROM path, "" for <>) a permitted
  * sender for rcpt ("local@domain")?  Matches, case-insensitively: the

@@ -374,7 +374,11 @@ const char *const store_migrations[] = {
     "CREATE TABLE held_released ("
     "  message_id TEXT PRIMARY KEY NOT NULL,"
     "  released   INTEGER NOT NULL"
-    ");",
+    ");"
+    /* the permitted-sender index holds the released ids (auto-allow never
+     * learns from replies to them): a release is a change to it */
+    "CREATE TRIGGER held_released_ins AFTER INSERT ON held_released BEGIN"
+    "  UPDATE permitted_status SET generation = generation + 1 WHERE id = 1; END;",
 };
 const int store_schema_latest = (int)(sizeof store_migrations / sizeof store_migrations[0]);
 

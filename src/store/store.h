@@ -867,6 +867,14 @@ size_t store_snapshot_forwards(const struct store_snapshot *snap, const char *ad
  * (angle brackets stripped); held_released_message_id - was it released? */
 int store_held_released_add(struct store *st, const char *message_id, struct error *err);
 bool held_released_message_id(struct store *st, const char *message_id);
+/* store_message_id_key - the key a Message-ID is remembered under (no angle
+ * brackets or blanks); -1 when empty or longer than size - 1 */
+int store_message_id_key(const char *id, char *dst, size_t size);
+/* store_held_released_each - the keys of messages released since `since`
+ * (unix seconds), newest first, at most max; fn returning non-zero stops.
+ * For the permitted-sender index: no auto-allow from replies to them. */
+int store_held_released_each(struct store *st, int64_t since, size_t max,
+                             int (*fn)(void *arg, const char *key), void *arg, struct error *err);
 /* ==== end of held mail, blocked senders, forwarding ==== */
 
 #endif

@@ -26,6 +26,7 @@ enum held_stmt {
     H_FWD_LIST,
     H_REL_ADD,
     H_REL_GET,
+    H_REL_EACH,
     H__COUNT
 };
 
@@ -41,6 +42,8 @@ static const char *const held_sql[H__COUNT] = {
                    "ORDER BY address, id",
     [H_REL_ADD] = "INSERT OR REPLACE INTO held_released (message_id, released) VALUES (?1, ?2)",
     [H_REL_GET] = "SELECT 1 FROM held_released WHERE message_id = ?1",
+    [H_REL_EACH] = "SELECT message_id FROM held_released WHERE released >= ?1 "
+                   "ORDER BY released DESC LIMIT ?2",
 };
 
 int store_held_prepare(struct store *st, const char *path, struct error *err)
@@ -347,8 +350,8 @@ void store_forwards_free(struct store_forward *f, size_t n)
 
 /* --- released Message-IDs --- */
 
-/* msgid_key - the Message-ID without angle brackets or surrounding blanks */
-static int msgid_key(const char *id, char *dst, size_t size)
+/* store_message_id_key - the Message-ID without angle brackets or surrounding blanks */
+int store_message_id_key(const char *id, char *dst, size_t size)
 {
     if (id == NULL)
         return -1;
@@ -367,7 +370,7 @@ static int msgid_key(const char *id, char *dst, size_t size)
 int store_held_released_add(struct store *st, const char *message_id, struct error *err)
 {
     char key[HELD_MESSAGE_ID_MAX + 1];
-    if (msgid_key(message_id, key, sizeof key) < 0) {
+    if (store_message_id_key(message_id, key, sizeof key) < 0) {
         error_set(err, "message_id", "not a Message-ID");
         return STORE_ERR;
     }
@@ -380,11 +383,30 @@ int store_held_released_add(struct store *st, const char *message_id, struct err
 bool held_released_message_id(struct store *st, const char *message_id)
 {
     char key[HELD_MESSAGE_ID_MAX + 1];
-    if (msgid_key(message_id, key, sizeof key) < 0)
+    if (store_message_id_key(message_id, key, sizeof key) < 0)
         return false;
     sqlite3_stmt *s = stmt(st, H_REL_GET);
     sqlite3_bind_text(s, 1, key, -1, SQLITE_TRANSIENT);
     bool hit = sqlite3_step(s) == SQLITE_ROW;
     sqlite3_reset(s);
     return hit;
+}
+
+int store_held_released_each(struct store *st, int64_t since, size_t max,
+                             int (*fn)(void *arg, const char *key), void *arg, struct error *err)
+{
+    sqlite3_stmt *s = stmt(st, H_REL_EACH);
+    sqlite3_bind_int64(s, 1, since);
+    sqlite3_bind_int64(s, 2, (int64_t)max);
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        const char *k = (const char *)sqlite3_column_text(s, 0);
+        if (k != NULL && fn(arg, k) != 0)
+            break;
+    }
+    bool bad = rc != SQLITE_ROW && rc != SQLITE_DONE;
+    if (bad)
+        error_set(err, "", "released messages: %s", sqlite3_errmsg(st->db));
+    sqlite3_reset(s);
+    return bad ? STORE_ERR : STORE_OK;
 }

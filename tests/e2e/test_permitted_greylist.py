@@ -401,3 +401,50 @@ def test_csv_import_of_a_big_file_in_parts_keeps_line_numbers(grey, tmp_path):
     empty.write_text("")
     r = m.cli("permitted", "import", str(empty))
     assert r.returncode == 1 and "empty" in r.stderr
+
+
+def test_no_auto_allow_from_replies_to_released_held_mail(grey):
+    """a reply to a message an administrator released from hold teaches
+    nothing (it may be a phish the user answers); a new message does"""
+    make, inside, mx = grey
+    m = make()
+    m.cli("user", "add", "alice@example.com", "--name", "Alice", check=0)
+    m.cli("outbound", "host", "add", "127.0.0.1", check=0)
+    m.cli("blocked", "add", f"bob@{EXT}", "--action", "hold", check=0)
+    msgid = f"{new_marker()}@{EXT}"
+    marker = new_marker()
+    msg = (f"From: <bob@{EXT}>\r\nTo: <alice@example.com>\r\nSubject: invoice\r\n"
+           f"Date: Sat, 28 Nov 2026 12:00:00 +0000\r\nMessage-ID: <{msgid}>\r\n\r\n{marker}\r\n")
+
+    def from_bob():
+        with smtplib.SMTP(m.host, m.port, timeout=20, source_address=("127.0.0.2", 0)) as c:
+            c.ehlo("client.ext.test")
+            assert c.mail(f"bob@{EXT}")[0] == 250
+            code, text = c.rcpt("alice@example.com")
+            if code == 250:
+                assert c.data(msg.encode())[0] == 250
+            return code, text
+    assert greylisted(from_bob())
+    set_clock(m, 400)
+    assert from_bob()[0] == 250
+    held = wait_until(lambda: m.cli("held", "list", json_out=True, check=0).json, 10,
+                      what="the message held")
+    assert m.cli("held", "release", held[0]["id"], check=0).returncode == 0
+    inside.wait_marker(marker, timeout=20)
+    time.sleep(2.5)   # the permitted index reloads with the released Message-ID
+    # alice answers the released message: bob is not learned
+    reply = new_marker()
+    m.send("alice@example.com", f"bob@{EXT}",
+           make_message(sender="alice@example.com", to=f"bob@{EXT}", marker=reply,
+                        extra_headers=[f"In-Reply-To: <{msgid}>", f"References: <{msgid}>"]))
+    mx.wait_marker(reply, timeout=20)
+    wait_until(lambda: any(e.get("reason") == "reply to released held mail"
+                           for e in m.events("auto_allow")), 10, what="the skipped reply")
+    assert f"bob@{EXT}" not in _auto_entries(m, "alice@example.com")
+    # a message of her own to bob teaches as usual
+    fresh = new_marker()
+    m.send("alice@example.com", f"bob@{EXT}",
+           make_message(sender="alice@example.com", to=f"bob@{EXT}", marker=fresh))
+    mx.wait_marker(fresh, timeout=20)
+    wait_until(lambda: f"bob@{EXT}" in _auto_entries(m, "alice@example.com"), 10,
+               what="bob auto-allowed for alice")
