@@ -16,7 +16,6 @@
 #include <string.h>
 #include "spool_record.h"
 
-#define SPOOL_ENV_VERSION 3      /* 1 (no prefix, hold) and 2 (no forwarding) are still read */
 
 static void put_u32(uint8_t *p, uint32_t v)
 {

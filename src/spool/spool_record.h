@@ -37,6 +37,9 @@
 #define SPOOL_MAX_RCPTS 100000u
 #define SPOOL_MAX_EXTENTS 1000000u
 #define SPOOL_MAX_STR (64u * 1024)
+/* the envelope encoding written now; 1 (no prefix, hold) and 2 (no
+ * forwarding) are still read, and re-encoded as this version */
+#define SPOOL_ENV_VERSION 3
 
 enum spool_rec_type {
     SPOOL_REC_DATA = 1,     /* qid, message octets */
