@@ -61,11 +61,11 @@ struct worker_pool;
  * *why gets the header's name. */
 bool permitted_learn_autoreply(const char *head, size_t len, const char **why);
 
-/* permitted_learn_released_reply - HOOK for held mail (7D): true when the
+/* permitted_learn_released_reply - the held-mail hook: true when the
  * message's In-Reply-To or References names a Message-ID that a release of
  * held mail recorded.  Asks the function set with
- * permitted_learn_set_released_hook for each Message-ID found; with none
- * set (the held-mail module is not wired yet) it is always false. */
+ * permitted_learn_set_released_hook for each Message-ID found (moatd sets
+ * it: the permitted index holds the released ids); with none set, false. */
 bool permitted_learn_released_reply(const char *head, size_t len);
 void permitted_learn_set_released_hook(bool (*known)(void *arg, const char *msgid), void *arg);
 

@@ -22,7 +22,7 @@
  *   host  the client's forward-confirmed reverse DNS name (PTR, then A/AAAA
  *         of that name must contain the client address) matches;
  *   spf   the envelope sender's domain is the bypass value: the mail goes on
- *         and the content stage (SPF, 7E) refuses it with the same 550 5.7.1
+ *         and the content stage (SPF, policy_content_spf.c) refuses it with the same 550 5.7.1
  *         unless SPF passes for that domain (req->antispoof_spf_out).
  *
  * FCrDNS answers are cached per client address (AS_TTL_MS; a failure only

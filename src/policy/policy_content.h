@@ -6,7 +6,7 @@
  *
  * Flow (smtp_session.c, INBOUND transactions only: never for an authorised
  * outbound host or an authenticated client):
- *   1. end of DATA, after the synchronous POLICY_DATA_END checks (7A);
+ *   1. end of DATA, after the synchronous POLICY_DATA_END checks (anti-spoofing);
  *   2. the session fills a struct content_request with COPIES of everything
  *      a check may read (content_request_new / content_request_free): never
  *      pointers into the snapshot or the session, which may go away (a
@@ -23,7 +23,7 @@
  *      content_timeout_action (tempfail: 451 4.7.1; accept: commit without
  *      the headers of the stage).
  *
- * Adding a check (e.g. 7C rspamd): write
+ * Adding a check (as rspamd was): write
  *     void content_check_NAME(const struct content_request *rq,
  *                             struct content_state *st, struct policy_verdict *out);
  * in your own file, declare it below in the "checks" list, add one row to
@@ -74,9 +74,9 @@ struct content_request {
     char *sender;              /* MAIL FROM path, "" for <> */
     char **rcpts;
     size_t n_rcpts;
-    char *header_from;         /* the single author domain (7A's parser); NULL = none/several */
-    bool all_permitted;        /* 7B: every recipient permits this sender */
-    char *antispoof_spf_domain; /* 7A: NULL, or the domain SPF must pass for */
+    char *header_from;         /* the single author domain (policy_msg.h); NULL = none/several */
+    bool all_permitted;        /* every recipient permits this sender (permitted.h) */
+    char *antispoof_spf_domain; /* anti-spoofing: NULL, or the domain SPF must pass for */
     char *hostname;            /* Moat's name: the authserv-id */
     /* the message as received (CRLF lines, dot-unstuffed); NULL when it
      * exceeded screen_max_size: checks that need it are skipped and say so */
@@ -163,7 +163,7 @@ void content_check_dkim(const struct content_request *rq, struct content_state *
                         struct policy_verdict *out);
 void content_check_dmarc(const struct content_request *rq, struct content_state *st,
                          struct policy_verdict *out);
-/* anti-spoofing SPF bypass (7A's contract): 550 5.7.1 unless SPF passed
+/* the anti-spoofing SPF bypass (policy_antispoof.c): 550 5.7.1 unless SPF passed
  * for rq->antispoof_spf_domain */
 void content_check_rspamd(const struct content_request *rq, struct content_state *st,
                           struct policy_verdict *out);

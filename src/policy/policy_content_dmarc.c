@@ -10,7 +10,7 @@
  * alignment.  The decision (content_dmarc_decide): p=reject -> 550 5.7.1,
  * p=quarantine -> HOLD, p=none -> accept; a message outside the pct sample
  * gets the next less strict policy (6.6.4).  A DNS error is temperror and
- * never refuses.  Permitted senders (7B) do not skip DMARC.
+ * never refuses.  Permitted senders do not skip DMARC.
  */
 #include <pthread.h>
 #include <stdlib.h>

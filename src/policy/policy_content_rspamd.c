@@ -8,16 +8,6 @@
  * Skipped (DUNNO, nothing sent) when rspamd_url is empty, when every
  * recipient permits the sender (permitted senders skip spam scoring), or
  * when the message was too large to keep for screening.
- *
- * MERGE NOTE (7C): needs 7E's policy_content.h.  The lead adds to it:
- *   - in struct content_request, block "settings of other checks":
- *       char *rspamd_url; int64_t rspamd_timeout;
- *       char *rspamd_unreachable; char *rspamd_hold_action; char *queue_id;
- *     (free them in content_request_free; the session copies them from the
- *     settings with xstrdup, and t->qid)
- *   - the declaration of content_check_rspamd in the checks list;
- *   - the row { "rspamd", content_check_rspamd } in content_checks[];
- *   - 'policy_content_rspamd.c' in src/policy/meson.build.
  */
 #include <string.h>
 #include "../core/core.h"

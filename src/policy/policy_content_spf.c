@@ -1,6 +1,6 @@
 /*
  * policy_content_spf.c - SPF (RFC 7208) in the content stage, with libspf2,
- * and the anti-spoofing SPF bypass (7A's contract).
+ * and the anti-spoofing SPF bypass (policy_antispoof.c).
  *
  * libspf2 gets a DNS layer of our own (SPF_dns_server_t whose lookup asks
  * dns_sync, i.e. the configured resolver from this worker thread, bounded

@@ -2,7 +2,8 @@
  * policy_msg.h - pure, bounded parsers of the message itself (not the
  * envelope) for the end-of-DATA checks: today the header From domain.
  *
- * Contract (issue 7, helper 7A -> 7E):
+ * The parser, and what the anti-spoofing check and the content stage
+ * (policy_content.h) rely on:
  *   msg_header_from_domain scans only the header section of msg (up to the
  *   first empty line, never past len, never past MSG_HEADER_SCAN_MAX bytes),
  *   unfolds continuation lines, skips comments, display names (atoms and
@@ -20,7 +21,7 @@
  *   (anti-spoofing, DMARC) treat false accordingly, never as "nothing to
  *   check".
  *
- *   Session side (smtp_session.c, contract with 7E):
+ *   Session side (smtp_session.c):
  *     struct smtp_txn: struct buf head   - the first up to 64 KiB of the
  *                                          message as it streams (dot-
  *                                          unstuffed), filled in
@@ -37,7 +38,7 @@
  *                      const char *antispoof_spf_domain - t's value.
  *     enum policy_stage: POLICY_DATA_END (synchronous, evaluated in
  *                                          session_data_end before commit,
- *                                          7E's async content stage runs
+ *                                          the asynchronous content stage runs
  *                                          right after it).
  */
 #ifndef MOAT_POLICY_MSG_H

@@ -221,8 +221,7 @@ def test_cli_keygen_output_and_errors(moatd, unbound):
 
 
 def test_outbound_relay_signed(moatd, sink, unbound):
-    """The final path: an authorised outbound host relays to the internet, signed.
-    Needs helper A's `moat outbound host add` (issue 6 item 1)."""
+    """The final path: an authorised outbound host relays to the internet, signed."""
     mx = sink(name="ext-mx")
     route = sink(name="route")
     m = moatd(domains={"example.com": f"127.0.0.1:{route.port}"},
