@@ -95,6 +95,15 @@ void api_error(struct api_response *resp, int status, const char *code, const ch
                const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 /* api_error_from - 400/404/409/500 from a struct error (field -> 400 unless told) */
 void api_error_from(struct api_response *resp, int status, const char *code, const struct error *err);
+/* api_store_fail - a store status as the one error shape: STORE_NOT_FOUND
+ * 404, STORE_CONFLICT 409, bad input (err->field set) 400, else 500 */
+void api_store_fail(struct api_response *resp, int rc, const struct error *err);
+/* api_opt_string - body member name as a string (NULL when absent or
+ * null); -1 after answering 400 when it is not a string */
+int api_opt_string(struct api_request *req, struct api_response *resp, const char *name,
+                   const char **out);
+/* api_time_json - unix seconds as ISO 8601 text; null for 0 (never) */
+json_t *api_time_json(int64_t t);
 /* api_body_check - strict bodies: every member must be in allowed (NULL-terminated)
  * and those in required present; otherwise a 400 naming the field.  0 = ok */
 int api_body_check(const struct api_request *req, struct api_response *resp,

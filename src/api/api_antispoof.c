@@ -22,50 +22,12 @@
 #include "api_priv.h"
 #include "api_antispoof.h"
 
-/* fail - a store status as the one error shape */
-static void fail(struct api_response *resp, int rc, const struct error *err)
-{
-    if (rc == STORE_NOT_FOUND)
-        api_error_from(resp, 404, "not_found", err);
-    else if (rc == STORE_CONFLICT)
-        api_error_from(resp, 409, "conflict", err);
-    else if (err->field[0] != '\0')
-        api_error_from(resp, 400, "invalid_field", err);
-    else
-        api_error_from(resp, 500, "store_error", err);
-}
-
-/* opt_string - member name as a string (NULL when absent); -1 after a 400 */
-static int opt_string(struct api_request *req, struct api_response *resp, const char *name,
-                      const char **out)
-{
-    json_t *v = json_object_get(req->body, name);
-    *out = NULL;
-    if (v == NULL || json_is_null(v))
-        return 0;
-    if (!json_is_string(v)) {
-        api_error(resp, 400, "invalid_field", name, "%s must be a string", name);
-        return -1;
-    }
-    *out = json_string_value(v);
-    return 0;
-}
-
-static json_t *time_json(int64_t t)
-{
-    char buf[40];
-    if (t <= 0)
-        return json_null();
-    time_iso8601(buf, sizeof buf, (time_t)t);
-    return json_string(buf);
-}
-
 static json_t *bypass_json(const struct store_antispoof_bypass *b)
 {
     return json_pack("{s:I, s:s, s:s, s:o, s:s, s:o}", "id", (json_int_t)b->id, "kind",
                      store_antispoof_kind_name(b->kind), "value", b->value, "domain",
                      b->domain[0] ? json_string(b->domain) : json_null(), "comment", b->comment,
-                     "created", time_json(b->created));
+                     "created", api_time_json(b->created));
 }
 
 /* bypass_find - the row with this id as JSON, NULL when none */
@@ -90,7 +52,7 @@ void api_antispoof_bypasses_list(struct api_request *req, struct api_response *r
     size_t n;
     struct error err = {0};
     if (store_antispoof_bypass_list(req->store, &b, &n, &err) < 0) {
-        fail(resp, STORE_ERR, &err);
+        api_store_fail(resp, STORE_ERR, &err);
         return;
     }
     json_t *items = json_array();
@@ -108,7 +70,7 @@ static json_t *bypass_create(struct api_request *req, struct api_response *resp,
     int64_t id = 0;
     int rc = store_antispoof_bypass_add(req->store, kind, value, domain, comment, &id, &err);
     if (rc < 0) {
-        fail(resp, rc, &err);
+        api_store_fail(resp, rc, &err);
         return NULL;
     }
     json_t *after = bypass_find(req->store, id);
@@ -126,9 +88,9 @@ void api_antispoof_bypasses_create(struct api_request *req, struct api_response 
     static const char *const required[] = { "kind", "value", NULL };
     const char *kind, *value, *domain, *comment;
     if (api_body_check(req, resp, allowed, required) < 0 ||
-        opt_string(req, resp, "kind", &kind) < 0 || opt_string(req, resp, "value", &value) < 0 ||
-        opt_string(req, resp, "domain", &domain) < 0 ||
-        opt_string(req, resp, "comment", &comment) < 0)
+        api_opt_string(req, resp, "kind", &kind) < 0 || api_opt_string(req, resp, "value", &value) < 0 ||
+        api_opt_string(req, resp, "domain", &domain) < 0 ||
+        api_opt_string(req, resp, "comment", &comment) < 0)
         return;
     if (kind == NULL || value == NULL) {
         api_error(resp, 400, "invalid_field", kind == NULL ? "kind" : "value",
@@ -157,7 +119,7 @@ void api_antispoof_bypasses_delete(struct api_request *req, struct api_response 
     int rc = store_antispoof_bypass_remove(req->store, id, &err);
     if (rc < 0) {
         json_decref(before);
-        fail(resp, rc, &err);
+        api_store_fail(resp, rc, &err);
         return;
     }
     api_audit(req, "antispoof_bypass.delete", key, before, NULL);
@@ -194,7 +156,7 @@ static json_t *cand_json(const struct policy_antispoof_candidate *c)
     return json_pack("{s:s, s:o, s:b, s:I, s:o, s:o, s:o}", "address", c->addr, "host",
                      c->host[0] ? json_string(c->host) : json_null(), "host_confirmed",
                      c->host_confirmed, "count", (json_int_t)c->count, "first_seen",
-                     time_json(c->first_seen), "last_seen", time_json(c->last_seen),
+                     api_time_json(c->first_seen), "last_seen", api_time_json(c->last_seen),
                      "domains", doms);
 }
 
@@ -234,9 +196,9 @@ void api_antispoof_candidates_bypass(struct api_request *req, struct api_respons
     static const char *const required[] = { NULL };
     const char *addr = req->params[0], *by = NULL, *domain = NULL, *comment = NULL;
     if (req->body != NULL &&
-        (api_body_check(req, resp, allowed, required) < 0 || opt_string(req, resp, "by", &by) < 0 ||
-         opt_string(req, resp, "domain", &domain) < 0 ||
-         opt_string(req, resp, "comment", &comment) < 0))
+        (api_body_check(req, resp, allowed, required) < 0 || api_opt_string(req, resp, "by", &by) < 0 ||
+         api_opt_string(req, resp, "domain", &domain) < 0 ||
+         api_opt_string(req, resp, "comment", &comment) < 0))
         return;
     if (by == NULL)
         by = "ip";

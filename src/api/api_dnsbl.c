@@ -11,25 +11,6 @@
 #include "api_priv.h"
 #include "api_dnsbl.h"
 
-/* fail - a store status as the one error shape */
-static void fail(struct api_response *resp, int rc, const struct error *err)
-{
-    switch (rc) {
-    case STORE_NOT_FOUND:
-        api_error_from(resp, 404, "not_found", err);
-        break;
-    case STORE_CONFLICT:
-        api_error_from(resp, 409, "conflict", err);
-        break;
-    default:
-        if (err->field[0] != '\0')
-            api_error_from(resp, 400, "invalid_field", err);
-        else
-            api_error_from(resp, 500, "store_error", err);
-        break;
-    }
-}
-
 static json_t *zone_json(const struct store_dnsbl_zone *z)
 {
     char created[40];
@@ -60,7 +41,7 @@ void api_dnsbl_zones_list(struct api_request *req, struct api_response *resp)
     size_t n;
     struct error err = {0};
     if (store_dnsbl_zone_list(req->store, &z, &n, &err) < 0) {
-        fail(resp, STORE_ERR, &err);
+        api_store_fail(resp, STORE_ERR, &err);
         return;
     }
     json_t *items = json_array();
@@ -106,7 +87,7 @@ void api_dnsbl_zones_create(struct api_request *req, struct api_response *resp)
     int rc = store_dnsbl_zone_add(req->store, zone, (int)weight, jc ? json_string_value(jc) : NULL,
                                   &err);
     if (rc < 0) {
-        fail(resp, rc, &err);
+        api_store_fail(resp, rc, &err);
         return;
     }
     char norm[STORE_DNSBL_ZONE_MAX + 2];
@@ -131,7 +112,7 @@ void api_dnsbl_zones_delete(struct api_request *req, struct api_response *resp)
     int rc = store_dnsbl_zone_remove(req->store, req->params[0], &err);
     if (rc < 0) {
         json_decref(before);
-        fail(resp, rc, &err);
+        api_store_fail(resp, rc, &err);
         return;
     }
     api_audit(req, "dnsbl_zone.delete", norm, before, NULL);

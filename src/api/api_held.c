@@ -205,59 +205,13 @@ void api_held_delete(struct api_request *req, struct api_response *resp)
     resp->status = 204;
 }
 
-/* --- shared helpers for the configuration routes --- */
-
-/* fail - a store status as the one error shape */
-static void fail(struct api_response *resp, int rc, const struct error *err)
-{
-    switch (rc) {
-    case STORE_NOT_FOUND:
-        api_error_from(resp, 404, "not_found", err);
-        break;
-    case STORE_CONFLICT:
-        api_error_from(resp, 409, "conflict", err);
-        break;
-    default:
-        if (err->field[0] != '\0')
-            api_error_from(resp, 400, "invalid_field", err);
-        else
-            api_error_from(resp, 500, "store_error", err);
-        break;
-    }
-}
-
-/* opt_string - member name as a string (NULL when absent); -1 after a 400 */
-static int opt_string(struct api_request *req, struct api_response *resp, const char *name,
-                      const char **out)
-{
-    json_t *v = json_object_get(req->body, name);
-    *out = NULL;
-    if (v == NULL || json_is_null(v))
-        return 0;
-    if (!json_is_string(v)) {
-        api_error(resp, 400, "invalid_field", name, "%s must be a string", name);
-        return -1;
-    }
-    *out = json_string_value(v);
-    return 0;
-}
-
-static json_t *time_json(int64_t t)
-{
-    char buf[40];
-    if (t <= 0)
-        return json_null();
-    time_iso8601(buf, sizeof buf, (time_t)t);
-    return json_string(buf);
-}
-
 /* --- blocked senders --- */
 
 static json_t *blocked_json(const struct store_blocked_sender *b)
 {
     return json_pack("{s:I, s:s, s:s, s:s, s:o}", "id", (json_int_t)b->id, "address", b->pattern,
                      "action", store_block_action_name(b->action), "comment", b->comment,
-                     "created", time_json(b->created));
+                     "created", api_time_json(b->created));
 }
 
 /* blocked_find - the row of pattern (canonical), NULL when none */
@@ -282,7 +236,7 @@ void api_blocked_list(struct api_request *req, struct api_response *resp)
     size_t n;
     struct error err = {0};
     if (store_blocked_list(req->store, &b, &n, &err) < 0) {
-        fail(resp, STORE_ERR, &err);
+        api_store_fail(resp, STORE_ERR, &err);
         return;
     }
     json_t *items = json_array();
@@ -300,9 +254,9 @@ void api_blocked_create(struct api_request *req, struct api_response *resp)
     const char *address, *action, *comment;
     enum store_block_action act;
     if (api_body_check(req, resp, allowed, required) < 0 ||
-        opt_string(req, resp, "address", &address) < 0 ||
-        opt_string(req, resp, "action", &action) < 0 ||
-        opt_string(req, resp, "comment", &comment) < 0)
+        api_opt_string(req, resp, "address", &address) < 0 ||
+        api_opt_string(req, resp, "action", &action) < 0 ||
+        api_opt_string(req, resp, "comment", &comment) < 0)
         return;
     if (address == NULL) {
         api_error(resp, 400, "invalid_field", "address", "address must be a string");
@@ -315,7 +269,7 @@ void api_blocked_create(struct api_request *req, struct api_response *resp)
     int64_t id = 0;
     int rc = store_blocked_add(req->store, address, act, comment, &id, &err);
     if (rc < 0) {
-        fail(resp, rc, &err);
+        api_store_fail(resp, rc, &err);
         return;
     }
     json_t *after = blocked_find(req->store, address);
@@ -336,7 +290,7 @@ void api_blocked_delete(struct api_request *req, struct api_response *resp)
     int rc = store_blocked_delete(req->store, key, &err);
     if (rc < 0) {
         json_decref(before);
-        fail(resp, rc, &err);
+        api_store_fail(resp, rc, &err);
         return;
     }
     api_audit(req, "blocked_sender.delete", key, before, NULL);
@@ -351,7 +305,7 @@ static json_t *forward_json(const struct store_forward *f)
 {
     return json_pack("{s:I, s:s, s:s, s:s, s:s, s:o}", "id", (json_int_t)f->id, "address",
                      f->address, "target", f->target, "mode", store_forward_mode_name(f->mode),
-                     "comment", f->comment, "created", time_json(f->created));
+                     "comment", f->comment, "created", api_time_json(f->created));
 }
 
 static json_t *forward_find(struct store *st, int64_t id)
@@ -375,7 +329,7 @@ void api_forwarding_list(struct api_request *req, struct api_response *resp)
     size_t n;
     struct error err = {0};
     if (store_forward_list(req->store, &f, &n, &err) < 0) {
-        fail(resp, STORE_ERR, &err);
+        api_store_fail(resp, STORE_ERR, &err);
         return;
     }
     json_t *items = json_array();
@@ -393,9 +347,9 @@ void api_forwarding_create(struct api_request *req, struct api_response *resp)
     const char *address, *target, *mode, *comment;
     enum store_forward_mode m = STORE_FORWARD_REDIRECT;
     if (api_body_check(req, resp, allowed, required) < 0 ||
-        opt_string(req, resp, "address", &address) < 0 ||
-        opt_string(req, resp, "target", &target) < 0 || opt_string(req, resp, "mode", &mode) < 0 ||
-        opt_string(req, resp, "comment", &comment) < 0)
+        api_opt_string(req, resp, "address", &address) < 0 ||
+        api_opt_string(req, resp, "target", &target) < 0 || api_opt_string(req, resp, "mode", &mode) < 0 ||
+        api_opt_string(req, resp, "comment", &comment) < 0)
         return;
     if (mode != NULL && store_forward_mode_parse(mode, &m) < 0) {
         api_error(resp, 400, "invalid_field", "mode", "mode must be \"redirect\" or \"copy\"");
@@ -413,7 +367,7 @@ void api_forwarding_create(struct api_request *req, struct api_response *resp)
     int64_t id = 0;
     int rc = store_forward_add(req->store, address, target, m, comment, &id, &err);
     if (rc < 0) {
-        fail(resp, rc, &err);
+        api_store_fail(resp, rc, &err);
         return;
     }
     json_t *after = forward_find(req->store, id);
@@ -441,7 +395,7 @@ void api_forwarding_delete(struct api_request *req, struct api_response *resp)
     int rc = store_forward_delete(req->store, id, &err);
     if (rc < 0) {
         json_decref(before);
-        fail(resp, rc, &err);
+        api_store_fail(resp, rc, &err);
         return;
     }
     api_audit(req, "forwarding.delete", key, before, NULL);

@@ -18,56 +18,12 @@
 #define SMTP_PASSWORD_MIN 12       /* as the accounts' policy (auth.c) */
 #define SMTP_PASSWORD_MAX 1024     /* SMTP_AUTH_FIELD_MAX: longer could never authenticate */
 
-/* fail - a store status as the one error shape */
-static void fail(struct api_response *resp, int rc, const struct error *err)
-{
-    switch (rc) {
-    case STORE_NOT_FOUND:
-        api_error_from(resp, 404, "not_found", err);
-        break;
-    case STORE_CONFLICT:
-        api_error_from(resp, 409, "conflict", err);
-        break;
-    default:
-        if (err->field[0] != '\0')
-            api_error_from(resp, 400, "invalid_field", err);
-        else
-            api_error_from(resp, 500, "store_error", err);
-        break;
-    }
-}
-
-/* opt_string - member name as a string (NULL when absent); -1 after a 400 */
-static int opt_string(struct api_request *req, struct api_response *resp, const char *name,
-                      const char **out)
-{
-    json_t *v = json_object_get(req->body, name);
-    *out = NULL;
-    if (v == NULL || json_is_null(v))
-        return 0;
-    if (!json_is_string(v)) {
-        api_error(resp, 400, "invalid_field", name, "%s must be a string", name);
-        return -1;
-    }
-    *out = json_string_value(v);
-    return 0;
-}
-
-static json_t *time_json(int64_t t)
-{
-    char buf[40];
-    if (t <= 0)
-        return json_null();
-    time_iso8601(buf, sizeof buf, (time_t)t);
-    return json_string(buf);
-}
-
 /* --- outbound hosts --- */
 
 static json_t *host_json(const struct store_outbound_host *h)
 {
     return json_pack("{s:I, s:s, s:s, s:o}", "id", (json_int_t)h->id, "cidr", h->cidr,
-                     "comment", h->comment, "created", time_json(h->created));
+                     "comment", h->comment, "created", api_time_json(h->created));
 }
 
 /* host_find - the host row by id or cidr text; NULL when none */
@@ -92,7 +48,7 @@ void api_outbound_hosts_list(struct api_request *req, struct api_response *resp)
     size_t n;
     struct error err = {0};
     if (store_outbound_host_list(req->store, &h, &n, &err) < 0) {
-        fail(resp, STORE_ERR, &err);
+        api_store_fail(resp, STORE_ERR, &err);
         return;
     }
     json_t *items = json_array();
@@ -110,7 +66,7 @@ void api_outbound_hosts_create(struct api_request *req, struct api_response *res
     const char *cidr, *comment;
     int64_t id = 0;
     if (api_body_check(req, resp, allowed, required) < 0 ||
-        opt_string(req, resp, "cidr", &cidr) < 0 || opt_string(req, resp, "comment", &comment) < 0)
+        api_opt_string(req, resp, "cidr", &cidr) < 0 || api_opt_string(req, resp, "comment", &comment) < 0)
         return;
     if (cidr == NULL) {
         api_error(resp, 400, "invalid_field", "cidr", "cidr must be a string");
@@ -118,7 +74,7 @@ void api_outbound_hosts_create(struct api_request *req, struct api_response *res
     }
     int rc = store_outbound_host_add(req->store, cidr, comment, &id, &err);
     if (rc < 0) {
-        fail(resp, rc, &err);
+        api_store_fail(resp, rc, &err);
         return;
     }
     json_t *after = host_find(req->store, id, NULL);
@@ -151,7 +107,7 @@ void api_outbound_hosts_delete(struct api_request *req, struct api_response *res
     int rc = store_outbound_host_remove(req->store, key, &err);
     if (rc < 0) {
         json_decref(before);
-        fail(resp, rc, &err);
+        api_store_fail(resp, rc, &err);
         return;
     }
     api_audit(req, "outbound_host.delete", key, before, NULL);
@@ -183,7 +139,7 @@ static int password_hash(struct api_request *req, struct api_response *resp,
     const char *pw;
     struct error err = {0};
     *generated = NULL;
-    if (opt_string(req, resp, "password", &pw) < 0)
+    if (api_opt_string(req, resp, "password", &pw) < 0)
         return -1;
     if (pw != NULL) {
         size_t len = strlen(pw);
@@ -208,8 +164,8 @@ static int password_hash(struct api_request *req, struct api_response *resp,
 static json_t *account_json(const struct store_smtp_account *a)
 {
     return json_pack("{s:I, s:s, s:s, s:o, s:o, s:b}", "id", (json_int_t)a->id, "name", a->name,
-                     "comment", a->comment, "created", time_json(a->created),
-                     "last_used", time_json(a->last_used), "disabled", a->disabled);
+                     "comment", a->comment, "created", api_time_json(a->created),
+                     "last_used", api_time_json(a->last_used), "disabled", a->disabled);
 }
 
 static json_t *account_find(struct store *st, const char *name)
@@ -233,7 +189,7 @@ void api_outbound_accounts_list(struct api_request *req, struct api_response *re
     size_t n;
     struct error err = {0};
     if (store_smtp_account_list(req->store, &a, &n, &err) < 0) {
-        fail(resp, STORE_ERR, &err);
+        api_store_fail(resp, STORE_ERR, &err);
         return;
     }
     json_t *items = json_array();
@@ -252,7 +208,7 @@ void api_outbound_accounts_create(struct api_request *req, struct api_response *
     char hash[AUTH_PASSWORD_HASH_MAX];
     char *generated;
     if (api_body_check(req, resp, allowed, required) < 0 ||
-        opt_string(req, resp, "name", &name) < 0 || opt_string(req, resp, "comment", &comment) < 0)
+        api_opt_string(req, resp, "name", &name) < 0 || api_opt_string(req, resp, "comment", &comment) < 0)
         return;
     const char *why = store_smtp_account_name_check(name);
     if (why != NULL) {
@@ -268,7 +224,7 @@ void api_outbound_accounts_create(struct api_request *req, struct api_response *
             sodium_memzero(generated, strlen(generated));
             free(generated);
         }
-        fail(resp, rc, &err);
+        api_store_fail(resp, rc, &err);
         return;
     }
     json_t *after = account_find(req->store, name);
@@ -293,7 +249,7 @@ void api_outbound_accounts_delete(struct api_request *req, struct api_response *
     int rc = store_smtp_account_remove(req->store, req->params[0], &err);
     if (rc < 0) {
         json_decref(before);
-        fail(resp, rc, &err);
+        api_store_fail(resp, rc, &err);
         return;
     }
     api_audit(req, "smtp_account.delete", req->params[0], before, NULL);
@@ -325,7 +281,7 @@ void api_outbound_accounts_password(struct api_request *req, struct api_response
             sodium_memzero(generated, strlen(generated));
             free(generated);
         }
-        fail(resp, rc, &err);
+        api_store_fail(resp, rc, &err);
         return;
     }
     json_t *after = account_find(req->store, req->params[0]);
@@ -351,7 +307,7 @@ void api_tls_inbound_list(struct api_request *req, struct api_response *resp)
     size_t n;
     struct error err = {0};
     if (store_tls_required_list(req->store, &d, &n, &err) < 0) {
-        fail(resp, STORE_ERR, &err);
+        api_store_fail(resp, STORE_ERR, &err);
         return;
     }
     json_t *items = json_array();
@@ -370,7 +326,7 @@ void api_tls_inbound_create(struct api_request *req, struct api_response *resp)
     struct error err = {0};
     const char *domain, *comment;
     if (api_body_check(req, resp, allowed, required) < 0 ||
-        opt_string(req, resp, "domain", &domain) < 0 || opt_string(req, resp, "comment", &comment) < 0)
+        api_opt_string(req, resp, "domain", &domain) < 0 || api_opt_string(req, resp, "comment", &comment) < 0)
         return;
     if (domain == NULL) {
         api_error(resp, 400, "invalid_field", "domain", "domain must be a string");
@@ -378,7 +334,7 @@ void api_tls_inbound_create(struct api_request *req, struct api_response *resp)
     }
     int rc = store_tls_required_add(req->store, domain, comment, &err);
     if (rc < 0) {
-        fail(resp, rc, &err);
+        api_store_fail(resp, rc, &err);
         return;
     }
     char norm[256];
@@ -399,7 +355,7 @@ void api_tls_inbound_delete(struct api_request *req, struct api_response *resp)
     struct error err = {0};
     int rc = store_tls_required_remove(req->store, req->params[0], &err);
     if (rc < 0) {
-        fail(resp, rc, &err);
+        api_store_fail(resp, rc, &err);
         return;
     }
     json_t *before = json_pack("{s:s}", "domain", req->params[0]);

@@ -26,33 +26,6 @@
 
 #define IMPORT_MAX_ERRORS 1000      /* errors listed in one report; more are only counted */
 
-static void fail(struct api_response *resp, int rc, const struct error *err)
-{
-    switch (rc) {
-    case STORE_NOT_FOUND:
-        api_error_from(resp, 404, "not_found", err);
-        break;
-    case STORE_CONFLICT:
-        api_error_from(resp, 409, "conflict", err);
-        break;
-    default:
-        if (err->field[0] != '\0')
-            api_error_from(resp, 400, "invalid_field", err);
-        else
-            api_error_from(resp, 500, "store_error", err);
-        break;
-    }
-}
-
-static json_t *time_json(int64_t t)
-{
-    char buf[40];
-    if (t <= 0)
-        return json_null();
-    time_iso8601(buf, sizeof buf, (time_t)t);
-    return json_string(buf);
-}
-
 /* the clock and the auto lifetime, read on the loop (settings are loop-owned) */
 struct clock_read {
     const struct moat_settings *set;
@@ -80,12 +53,12 @@ static json_t *entry_json(const struct store_permitted *e, int64_t lifetime)
 {
     json_t *j = json_pack("{s:I, s:s, s:s, s:s, s:o, s:s}", "id", (json_int_t)e->id,
                           "value", e->value, "source", e->source, "comment", e->comment,
-                          "created", time_json(e->created), "created_by", e->created_by);
+                          "created", api_time_json(e->created), "created_by", e->created_by);
     if (e->user[0] != '\0') {
         json_object_set_new(j, "user", json_string(e->user));
-        json_object_set_new(j, "last_seen", time_json(e->last_seen));
+        json_object_set_new(j, "last_seen", api_time_json(e->last_seen));
         json_object_set_new(j, "expires", strcmp(e->source, "auto") == 0
-                                              ? time_json(e->last_seen + lifetime) : json_null());
+                                              ? api_time_json(e->last_seen + lifetime) : json_null());
     }
     return j;
 }
@@ -115,7 +88,7 @@ static int user_check(struct api_request *req, struct api_response *resp, const 
         return -1;
     }
     if (rc < 0) {
-        fail(resp, rc, &err);
+        api_store_fail(resp, rc, &err);
         return -1;
     }
     return 0;
@@ -149,7 +122,7 @@ static void list(struct api_request *req, struct api_response *resp, const char 
     size_t n;
     int rc = store_permitted_list(req->store, user, after, limit + 1, now - lifetime, &v, &n, &err);
     if (rc < 0) {
-        fail(resp, rc, &err);
+        api_store_fail(resp, rc, &err);
         return;
     }
     json_t *items = json_array();
@@ -190,7 +163,7 @@ static void create(struct api_request *req, struct api_response *resp, const cha
                                  jc ? json_string_value(jc) : NULL, req->who ? req->who->name : "",
                                  &id, &err);
     if (rc < 0) {
-        fail(resp, rc, &err);
+        api_store_fail(resp, rc, &err);
         return;
     }
     clock_get(req, &now, &lifetime);
@@ -232,7 +205,7 @@ static void delete(struct api_request *req, struct api_response *resp, const cha
     }
     if (rc < 0) {
         json_decref(before);
-        fail(resp, rc, &err);
+        api_store_fail(resp, rc, &err);
         return;
     }
     const char *val = before ? json_string_value(json_object_get(before, "value")) : NULL;

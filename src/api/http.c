@@ -169,6 +169,42 @@ void api_error_from(struct api_response *resp, int status, const char *code,
     api_error(resp, status, code, err->field[0] ? err->field : NULL, "%s", err->msg);
 }
 
+void api_store_fail(struct api_response *resp, int rc, const struct error *err)
+{
+    if (rc == STORE_NOT_FOUND)
+        api_error_from(resp, 404, "not_found", err);
+    else if (rc == STORE_CONFLICT)
+        api_error_from(resp, 409, "conflict", err);
+    else if (err->field[0] != '\0')
+        api_error_from(resp, 400, "invalid_field", err);
+    else
+        api_error_from(resp, 500, "store_error", err);
+}
+
+int api_opt_string(struct api_request *req, struct api_response *resp, const char *name,
+                   const char **out)
+{
+    json_t *v = req->body ? json_object_get(req->body, name) : NULL;
+    *out = NULL;
+    if (v == NULL || json_is_null(v))
+        return 0;
+    if (!json_is_string(v)) {
+        api_error(resp, 400, "invalid_field", name, "%s must be a string", name);
+        return -1;
+    }
+    *out = json_string_value(v);
+    return 0;
+}
+
+json_t *api_time_json(int64_t t)
+{
+    char buf[40];
+    if (t <= 0)
+        return json_null();
+    time_iso8601(buf, sizeof buf, (time_t)t);
+    return json_string(buf);
+}
+
 int api_body_check(const struct api_request *req, struct api_response *resp,
                    const char *const *allowed, const char *const *required)
 {
