@@ -47,6 +47,10 @@ enum spool_rcpt_state {
 #define SPOOL_F_SMTPUTF8  0x2
 #define SPOOL_F_BOUNCE    0x4   /* a DSN Moat generated: never bounce it */
 #define SPOOL_F_TLS       0x8   /* received over TLS */
+/* issue 8: the archive */
+#define SPOOL_F_OUTBOUND  0x10  /* the outbound role (authorised host or account) */
+#define SPOOL_F_JOURNAL   0x20  /* a journal message: archived, never relayed */
+#define SPOOL_F_ARCHIVED  0x40  /* in the archive (spool-maintained: an ARCHIVED record) */
 
 enum spool_ret { SPOOL_RET_DEFAULT = 0, SPOOL_RET_FULL, SPOOL_RET_HDRS };
 
@@ -86,6 +90,7 @@ struct spool_envelope {
 
 struct spool_options {
     uint64_t segment_size;      /* roll to a new segment beyond this */
+    bool archive;               /* issue 8: keep messages until archived (see below) */
 };
 
 struct spool_stats {
@@ -163,6 +168,25 @@ void spool_msg_release(struct spool *sp, struct spool_msg *m, spool_commit_cb cb
 struct spool_msg *spool_msg_find(struct spool *sp, const char *qid);
 /* spool_foreach - every live message, oldest first; stop when cb returns non-zero */
 void spool_foreach(struct spool *sp, int (*cb)(void *arg, struct spool_msg *m), void *arg);
+
+/* --- the archive (issue 8) ---
+ * With spool_options.archive, a message is kept until it is archived as
+ * well as done, whether or not an archiver is attached yet: spool_msg_done
+ * on a message not yet archived only marks it (it leaves spool_foreach,
+ * spool_msg_find and the stats' live count), and the DONE record is written
+ * when spool_msg_set_archived follows.  DSNs Moat generated
+ * (SPOOL_F_BOUNCE) are never archived.  Without the option (archiving
+ * disabled) nothing waits. */
+typedef void (*spool_archiver_cb)(void *arg, struct spool_msg *m);
+/* spool_set_archiver - cb learns of every durable message not yet archived;
+ * at set time of each recovered one, oldest first.  NULL detaches (messages
+ * marked done then wait for the next start). */
+void spool_set_archiver(struct spool *sp, spool_archiver_cb cb, void *arg);
+/* spool_msg_set_archived - append the ARCHIVED record (not fsynced by itself:
+ * the archive's own commit is durable first, so a crash repeats the ingest,
+ * which is idempotent); a message already done is forgotten now.  m is
+ * invalid after when it was done. */
+int spool_msg_set_archived(struct spool *sp, struct spool_msg *m);
 
 void spool_get_stats(struct spool *sp, struct spool_stats *out);
 

@@ -877,4 +877,65 @@ int store_held_released_each(struct store *st, int64_t since, size_t max,
                              int (*fn)(void *arg, const char *key), void *arg, struct error *err);
 /* ==== end of held mail, blocked senders, forwarding ==== */
 
+/* ==== journaling and legal holds (issue 8; store_journal.c) ==== */
+/*
+ * The journal role: the journal address (mail to it from an authorised
+ * journal source is a journal report, archived and never relayed; from
+ * anyone else it is refused), the journal sources (address ranges, like the
+ * outbound hosts), the address for undeliverable journal reports (shown in
+ * Connect's instructions: Exchange Online needs one outside itself), and
+ * the evidence Connect's journaling check reads (the last report archived).
+ * Legal holds: addresses whose archived mail retention never purges.
+ */
+struct store_journal {
+    char *address;              /* effective journal address: the configured one, or
+                                 * journal@journal.<oldest internal domain>; "" when neither */
+    bool address_is_default;    /* not configured: the default above */
+    char *undeliverable;        /* "" when not set */
+    int64_t last_report;        /* unix seconds a report was last archived; 0 = never */
+    char *last_report_client;   /* its client address ("" none) */
+    char *last_report_qid;
+    bool last_report_unwrapped; /* the last was a readable report (not malformed/plain) */
+    uint64_t reports;           /* journal messages archived */
+    uint64_t unwrapped;         /* of which unwrapped reports */
+    uint64_t malformed;
+};
+int store_journal_get(struct store *st, struct store_journal *out, struct error *err);
+void store_journal_clear(struct store_journal *j);
+/* store_journal_set - address NULL/"" = back to the default; undeliverable
+ * NULL = unchanged, "" = unset; addresses validated (field "address",
+ * "undeliverable"), stored lower-case */
+int store_journal_set(struct store *st, const char *address, const char *undeliverable,
+                      struct error *err);
+/* store_journal_seen - the archive recorded a journal message (kind "plain",
+ * "report", "malformed") from client */
+int store_journal_seen(struct store *st, int64_t when, const char *client, const char *qid,
+                       const char *kind, struct error *err);
+
+struct store_journal_source { int64_t id; char *cidr; char *comment; int64_t created; };
+/* store_journal_source_add - cidr in any accepted form (cidr.h), stored canonical;
+ * the same bounds as outbound hosts (no range wider than /8 or /16) */
+int store_journal_source_add(struct store *st, const char *cidr, const char *comment,
+                             struct error *err);
+int store_journal_source_remove(struct store *st, const char *cidr_or_id, struct error *err);
+int store_journal_source_list(struct store *st, struct store_journal_source **out, size_t *n,
+                              struct error *err);
+void store_journal_sources_free(struct store_journal_source *s, size_t n);
+
+/* the snapshot (SMTP loop): the effective journal address ("" none), and
+ * whether sa is an authorised journal source (v4-mapped v6 counts as v4) */
+const char *store_snapshot_journal_address(const struct store_snapshot *snap);
+bool store_snapshot_journal_source(const struct store_snapshot *snap, const struct sockaddr *sa);
+
+struct store_legal_hold { char *address; char *reason; int64_t created; char *created_by; };
+/* store_legal_hold_add - address (lower-cased, validated: field "address");
+ * STORE_CONFLICT when already held */
+int store_legal_hold_add(struct store *st, const char *address, const char *reason,
+                         const char *who, struct error *err);
+int store_legal_hold_remove(struct store *st, const char *address, struct error *err);
+int store_legal_hold_list(struct store *st, struct store_legal_hold **out, size_t *n,
+                          struct error *err);
+void store_legal_holds_free(struct store_legal_hold *h, size_t n);
+/* ==== end of journaling and legal holds ==== */
+
 #endif
