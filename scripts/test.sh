@@ -8,7 +8,7 @@
 # Environment:
 #   MOAT_SKIP_SANITIZE=1   skip the build-asan pass
 #   MOAT_SKIP_FUZZ=1       skip the fuzz smoke run
-#   MOAT_FUZZ_SECONDS=N    seconds per fuzz target (default 20)
+#   MOAT_FUZZ_SECONDS=N    seconds per fuzz target (default 10)
 #   PYTEST_ARGS="..."      extra pytest arguments (e.g. "-k smuggling -x")
 set -uo pipefail
 
@@ -102,7 +102,7 @@ e2e() {
 }
 
 fuzz() {
-    local dir=build-fuzz secs=${MOAT_FUZZ_SECONDS:-20}
+    local dir=build-fuzz secs=${MOAT_FUZZ_SECONDS:-10}
     log "fuzz smoke (${secs} s per target)"
     if [ ! -f tests/fuzz/meson.build ]; then
         echo "no tests/fuzz/meson.build: nothing to run"
