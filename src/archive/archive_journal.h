@@ -22,7 +22,10 @@
  * it came and flagged, never dropped.
  *
  * Pure (no I/O), thread-safe, bounded by the archive limits; fuzzed by
- * tests/fuzz/fuzz_journal_report.c.
+ * tests/fuzz/fuzz_journal_report.c.  The limits bound the envelope block
+ * (max_parse octets); the original is never cut (that would archive a
+ * corrupt message): its size is the report's, already bounded by the SMTP
+ * message size limit.  "Sender: <>" (or empty) reads as the null sender "".
  */
 #ifndef MOAT_ARCHIVE_JOURNAL_H
 #define MOAT_ARCHIVE_JOURNAL_H
