@@ -62,6 +62,7 @@
 #include "policy/permitted.h"
 #include "policy/greylist.h"
 #include "policy/screen_clock.h"
+#include "archive/archive.h"
 
 /* the configuration reload thread (see moatd_reload_main) */
 struct reloader {
@@ -112,6 +113,7 @@ struct moatd {
     struct permitted_index *permitted;  /* current permitted senders; read via &permitted */
     struct greylist *greylist;          /* greylisting triplets, on the loop */
     unsigned char srs_key[32];          /* issue 7: SRS of forwarding (forward.h), from secret.key */
+    struct archive *archive;            /* issue 8: the archive engine; NULL when archive = no */
 };
 
 /* --- routing snapshot --- */
@@ -363,7 +365,7 @@ static json_t *moatd_status(struct moatd *m)
     smtp_server_get_stats(m->smtp, &ss);
     deliver_get_stats(m->deliver, &ds);
     spool_get_stats(m->spool, &ps);
-    return json_pack("{s:s, s:i, s:I, s:s, s:i, s:{s:I, s:I, s:I, s:I}, s:{s:I, s:I, s:I, s:I, s:I},"
+    json_t *st = json_pack("{s:s, s:i, s:I, s:s, s:i, s:{s:I, s:I, s:I, s:I}, s:{s:I, s:I, s:I, s:I, s:I},"
                      " s:{s:I, s:I, s:I, s:I, s:I, s:I}}",
         "version", MOAT_VERSION, "pid", (int)getpid(),
         "uptime", (json_int_t)((time_wall_ms() - m->started_ms) / 1000),
@@ -380,6 +382,18 @@ static json_t *moatd_status(struct moatd *m)
                  "recipients_pending", (json_int_t)ps.recipients_pending,
                  "segments", (json_int_t)ps.segments, "bytes", (json_int_t)ps.bytes,
                  "commits", (json_int_t)ps.commits, "committed_messages", (json_int_t)ps.committed_msgs);
+    if (st != NULL && m->archive != NULL) {
+        /* issue 8: the archive engine since start */
+        struct archive_stats as;
+        archive_get_stats(m->archive, &as);
+        json_object_set_new(st, "archive", json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+            "ingested", (json_int_t)as.ingested, "duplicates", (json_int_t)as.duplicates,
+            "journal_reports", (json_int_t)as.journal_reports,
+            "journal_malformed", (json_int_t)as.journal_malformed,
+            "failed", (json_int_t)as.failed, "pending", (json_int_t)as.pending,
+            "purged", (json_int_t)as.purged));
+    }
+    return st;
 }
 
 
@@ -867,6 +881,7 @@ int main(int argc, char **argv)
         moatd_daemonize(&m);
     signal(SIGPIPE, SIG_IGN);
     m.started_ms = time_wall_ms();
+    archive_mime_init();   /* issue 8: GMime, before any thread */
     m.hostname = xstrdup(m.settings.hostname);
     log_info("event=starting version=%s state_dir=%s hostname=%s", MOAT_VERSION,
              m.settings.state_dir, m.hostname);
@@ -896,7 +911,8 @@ int main(int argc, char **argv)
         die("store", &err);
     /* auto-allow never learns from replies to released held mail */
     permitted_learn_set_released_hook(moatd_released_known, &m);
-    struct spool_options sopt = { .segment_size = (uint64_t)m.settings.spool_segment_size };
+    struct spool_options sopt = { .segment_size = (uint64_t)m.settings.spool_segment_size,
+                                  .archive = m.settings.archive };
     m.spool = spool_open(m.settings.spool_dir, &sopt, m.base, &err);
     if (m.spool == NULL)
         die("spool", &err);
@@ -1001,6 +1017,17 @@ int main(int argc, char **argv)
     m.deliver = deliver_create(&dcfg, &err);
     if (m.deliver == NULL)
         die("deliver", &err);
+    if (m.settings.archive) {
+        /* issue 8: after the drop (its own store handles), before delivery:
+         * recovered messages reach the archive before delivery finishes them */
+        struct archive_config arcfg = {
+            .base = m.base, .spool = m.spool, .settings = &m.settings,
+            .path = m.settings.archive_database, .database = m.settings.database,
+        };
+        m.archive = archive_create(&arcfg, &err);
+        if (m.archive == NULL || archive_start(m.archive, &err) < 0)
+            die("archive", &err);
+    }
     deliver_start(m.deliver);
     if (connect_start(m.connect, &err) < 0)   /* after the drop: its own store handle */
         die("connect", &err);
@@ -1059,6 +1086,7 @@ int main(int argc, char **argv)
     worker_pool_free(m.workers);
     permitted_index_free(m.permitted);
     directory_index_free(m.directory);
+    archive_free(m.archive);   /* issue 8: its batch in flight is marked, then the spool closes */
     spool_close(m.spool);
     dns_free(m.dns);
     SSL_CTX_free(m.tls_server);
@@ -1072,5 +1100,6 @@ int main(int argc, char **argv)
     free(m.hostname);
     settings_free(&m.settings);
     close(m.lock_fd);
+    archive_mime_shutdown();   /* after every thread is done (GLib's globals) */
     return 0;
 }

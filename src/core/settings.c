@@ -621,6 +621,45 @@ static const struct setting settings_table[] = {
       "Screening",
       "Longest time one DNS lookup of a content check (SPF, DKIM key, DMARC record) may take; "
       "then the check's result is `temperror`." },
+    /* --- the archive and journaling (issue 8) --- */
+    { "archive", SETTING_BOOL, OFF(archive), 0, "yes", 0, 0, 0, 0, NULL, NULL, 0,
+      "Archive",
+      "Archive every accepted message (inbound, outbound, and journal reports from authorised "
+      "journal sources): compressed, full-text indexed and searchable. A message stays in the "
+      "spool until it is archived. `no` archives nothing and the spool does not wait; journal "
+      "reports are then accepted and dropped. Read at start." },
+    { "archive_database", SETTING_PATH, OFF(archive_database), 0, "", 0, 0, 0, 0, NULL, NULL, 0,
+      "Archive",
+      "SQLite database of the archive (messages, their arrivals, the full-text index), "
+      "separate from `database` so a long ingest never holds up configuration changes. Empty "
+      "means `STATE/archive.db`. Size it for `archive_retention` worth of mail." },
+    { "archive_retention", SETTING_DURATION, OFF(archive_retention), 0, "2557d",
+      DAY, 36525 * DAY, 0, 0, NULL, NULL, SETTING_RUNTIME,
+      "Archive",
+      "How long archived mail is kept (from its latest arrival); older messages are purged "
+      "every `archive_purge_interval`, except those of addresses under legal hold. The "
+      "default is 7 years." },
+    { "archive_max_parse", SETTING_SIZE, OFF(archive_max_parse), 0, "10M", 64 * KiB, 1 * GiB,
+      0, 0, NULL, NULL, SETTING_RUNTIME,
+      "Archive",
+      "Octets of a message parsed for the index (text, attachment names); the whole message "
+      "is archived whatever its size, a larger one is indexed only up to here." },
+    { "archive_max_text", SETTING_SIZE, OFF(archive_max_text), 0, "1M", 4 * KiB, 64 * MiB,
+      0, 0, NULL, NULL, SETTING_RUNTIME,
+      "Archive",
+      "Octets of extracted text indexed per message." },
+    { "archive_mime_max_depth", SETTING_INT, OFF(archive_mime_max_depth), 0, "16", 1, 64,
+      0, 0, NULL, NULL, SETTING_RUNTIME,
+      "Archive",
+      "MIME nesting levels the indexer descends into (attached messages count)." },
+    { "archive_mime_max_parts", SETTING_INT, OFF(archive_mime_max_parts), 0, "1000", 1, 100000,
+      0, 0, NULL, NULL, SETTING_RUNTIME,
+      "Archive",
+      "MIME parts the indexer visits per message." },
+    { "archive_purge_interval", SETTING_DURATION, OFF(archive_purge_interval), 0, "1h",
+      1, DAY, 0, 0, NULL, NULL, SETTING_RUNTIME,
+      "Archive",
+      "How often retention runs (messages older than `archive_retention` are purged)." },
 };
 
 #define N_SETTINGS (sizeof settings_table / sizeof settings_table[0])
@@ -1348,6 +1387,10 @@ int settings_finish(struct moat_settings *s, struct error *err)
     if (s->spool_dir == NULL || s->spool_dir[0] == '\0') {
         free(s->spool_dir);
         s->spool_dir = path_join(s->state_dir, "spool");
+    }
+    if (s->archive_database == NULL || s->archive_database[0] == '\0') {
+        free(s->archive_database);
+        s->archive_database = path_join(s->state_dir, "archive.db");
     }
     bool cert = s->tls_cert && s->tls_cert[0], key = s->tls_key && s->tls_key[0];
     if (cert != key) {

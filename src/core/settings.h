@@ -162,6 +162,15 @@ struct moat_settings {
     int64_t content_timeout;           /* seconds for the whole content stage */
     char *content_timeout_action;      /* "tempfail" or "accept" */
     int64_t content_dns_timeout;       /* seconds per lookup of a content check */
+    /* the archive (issue 8) */
+    bool archive;                      /* archive every accepted message (start-up only) */
+    char *archive_database;            /* default STATE/archive.db */
+    int64_t archive_retention;         /* seconds archived mail is kept */
+    int64_t archive_max_parse;         /* octets of a message parsed for the index */
+    int64_t archive_max_text;          /* octets of extracted text indexed */
+    int64_t archive_mime_max_depth;    /* MIME nesting levels */
+    int64_t archive_mime_max_parts;    /* MIME parts visited */
+    int64_t archive_purge_interval;    /* seconds between retention runs */
 };
 
 /* settings_defaults - fill s with every default (paths derived from state_dir later) */

@@ -1631,6 +1631,14 @@ static void on_message(void *arg, struct spool_msg *m)
     dm->outcome = xcalloc(env->n_rcpts ? env->n_rcpts : 1, 1);
     dm->remote = xcalloc(env->n_rcpts ? env->n_rcpts : 1, sizeof(*dm->remote));
     spool_msg_set_user(m, dm);
+    if (env->flags & SPOOL_F_JOURNAL) {
+        /* a journal report is archived (the spool keeps it until then), never
+         * relayed: nothing to deliver, no DSN */
+        log_info("qid=%s event=journal_accepted client=%s rcpts=%zu", dm->qid,
+                 env->client_addr ? env->client_addr : "", env->n_rcpts);
+        finish(d, dm);
+        return;
+    }
     bool pending = false;
     for (size_t i = 0; i < env->n_rcpts; i++)
         pending |= env->rcpts[i].state == SPOOL_RCPT_PENDING;

@@ -127,6 +127,9 @@ static void policy_check_relay(const struct policy_request *req, struct policy_v
 
 /* the pipeline: stage order is the order of the SMTP dialogue (DESIGN.md 2) */
 static const struct policy_check policy_checks[] = {
+    /* the journal role (issue 8, policy_journal.c): before relay control, which
+     * would send journal.<internal domain> to recipient validation */
+    { policy_journal_check_name, POLICY_RCPT, policy_check_journal, NULL },
     { "relay_control", POLICY_RCPT, policy_check_relay, NULL },
     /* anti-spoofing (issue 7, policy_antispoof.c): inbound mail in an internal
      * domain's name; before recipient validation, which may ACCEPT */

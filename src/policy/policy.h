@@ -80,7 +80,16 @@ struct policy_request {
     struct greylist *greylist;   /* the loop's triplet table (greylist.h); NULL = none */
     /* forwarding (issue 7): the SRS key (forward.h); NULL = no SRS */
     const unsigned char *srs_key;
+    /* the journal role (issue 8, policy_journal.c): the client is an
+     * authorised journal source; the transaction already holds the journal
+     * address (a journal transaction) */
+    bool journal_source;
+    bool journal_txn;
 };
+
+/* the name (verdict.check) of the journal role's check: an ACCEPT from it
+ * makes the transaction a journal transaction */
+extern const char policy_journal_check_name[];
 
 /* policy_evaluate - run every check for req->stage in table order; the first
  * non-DUNNO verdict wins.  All DUNNO means accept (out->action = POLICY_DUNNO). */

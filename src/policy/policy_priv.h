@@ -43,5 +43,9 @@ void policy_check_blocked_sender(const struct policy_request *req, struct policy
 /* policy_check_srs_bounce - issue 7 (policy_forward.c), RCPT stage: mail to
  * an SRS0 address is accepted when the address is valid, else 550 5.7.1 */
 void policy_check_srs_bounce(const struct policy_request *req, struct policy_verdict *out);
+/* policy_check_journal - issue 8 (policy_journal.c), RCPT stage, first: the
+ * journal address from a journal source is ACCEPTed (a journal transaction),
+ * from anyone else refused; other recipients never join a journal transaction */
+void policy_check_journal(const struct policy_request *req, struct policy_verdict *out);
 
 #endif

@@ -62,6 +62,13 @@
  * header section streams, an Authentication-Results field claiming our
  * host name as authserv-id is renamed (RFC 8601 5).
  *
+ * The journal role (issue 8, policy_journal.c): when the RCPT pipeline's
+ * journal check accepts the journal address, the transaction becomes a
+ * journal transaction (t->journal): no end-of-DATA or content checks, no
+ * forwarding, no auto-allow; it is spooled with SPOOL_F_JOURNAL (archived,
+ * never relayed).  The outbound role's mail is spooled with
+ * SPOOL_F_OUTBOUND (the archive's direction).
+ *
  * Lifetime: a session is freed in one place, session_free, only when its
  * connection is gone and no spool commit callback is outstanding: a client
  * that disconnects right after the final "." still gets its message stored
@@ -161,6 +168,9 @@ struct smtp_txn {
     struct buf msg;
     bool hdr_done;                /* the header section has been scanned */
     size_t hdr_scanned;           /* t->out before this: complete lines already scanned */
+    /* issue 8: the journal address from a journal source was accepted (a
+     * journal transaction: no screening, no forwarding, SPOOL_F_JOURNAL) */
+    bool journal;
 };
 
 /* where an SMTP AUTH exchange stands */
@@ -414,6 +424,7 @@ static void txn_reset(struct smtp_session *s)
     buf_free(&t->msg);
     t->hdr_done = false;
     t->hdr_scanned = 0;
+    t->journal = false;
 }
 
 static void session_rcpt_ready(void *arg);
@@ -450,6 +461,8 @@ static void session_policy(struct smtp_session *s, enum policy_stage stage, cons
         .srs_key = s->srv->cfg.srs_key,
     };
     req.outbound_host = store_snapshot_outbound_host(req.snapshot, (const struct sockaddr *)&s->sa);
+    req.journal_source = store_snapshot_journal_source(req.snapshot, (const struct sockaddr *)&s->sa);
+    req.journal_txn = s->txn.journal;
     char spf_out[256] = "";
     req.antispoof_spf_out = spf_out;
     req.antispoof_spf_domain = s->txn.antispoof_spf_domain;
@@ -1030,6 +1043,11 @@ static void session_rcpt_finish(struct smtp_session *s, const struct smtp_rcpt_a
         t->cap_rcpts = t->cap_rcpts ? t->cap_rcpts * 2 : 8;
         t->rcpts = xreallocarray(t->rcpts, t->cap_rcpts, sizeof *t->rcpts);
     }
+    if (v->action == POLICY_ACCEPT && v->check == policy_journal_check_name && !t->journal) {
+        t->journal = true;
+        log_info("session=%s client=%s event=journal_rcpt role=journal rcpt=<%s>", s->id, s->addr,
+                 r->path.addr);
+    }
     struct smtp_rcpt *rc = &t->rcpts[t->n_rcpts++];
     rc->addr = xstrdup(r->path.addr);
     rc->orcpt = r->orcpt[0] ? xstrdup(r->orcpt) : NULL;
@@ -1105,7 +1123,7 @@ static void cmd_data(struct smtp_session *s, const struct smtp_cmdline *cmd)
     };
     smtp_data_init(&t->reader, &lim);
     buf_reset(&t->out);
-    t->screen = session_screening(s);
+    t->screen = !t->journal && session_screening(s);
     session_received(s);
     char from[300];
     log_info("qid=%s session=%s client=%s event=data from=%s nrcpt=%zu auth=%s", t->qid, s->id,
@@ -1418,12 +1436,15 @@ static void session_commit_cb(void *arg, const char *qid, int status)
     s->commit_pending = false;
     if (status == 0) {
         s->srv->stats.messages_accepted++;
-        session_count_outbound(s);
-        session_auto_allow(s, qid);
+        if (!t->journal) {
+            session_count_outbound(s);
+            session_auto_allow(s, qid);
+        }
         s->n_messages++;
         s->n_junk = 0;
-        log_info("qid=%s session=%s client=%s event=queued from=%s nrcpt=%zu size=%" PRIu64, qid, s->id,
-                 s->addr, log_quote(from, sizeof from, t->mail.path.addr), t->n_rcpts, t->reader.size);
+        log_info("qid=%s session=%s client=%s event=queued from=%s nrcpt=%zu size=%" PRIu64 "%s", qid,
+                 s->id, s->addr, log_quote(from, sizeof from, t->mail.path.addr), t->n_rcpts,
+                 t->reader.size, t->journal ? " role=journal" : "");
         if (s->bev != NULL)
             session_reply(s, 250, "2.0.0", "Ok: queued as %s", qid);
     } else {
@@ -1482,8 +1503,16 @@ static struct spool_rcpt *session_spool_rcpts(struct smtp_session *s, size_t *n_
     int64_t now = (int64_t)time_wall_ms() / 1000;
     for (size_t i = 0; i < t->n_rcpts; i++) {
         const struct smtp_rcpt *orig = &t->rcpts[i];
-        size_t nt = forward_expand(snap, s->srv->cfg.srs_key, t->mail.path.addr, orig->addr, now,
-                                   ft, FORWARD_MAX_TARGETS);
+        size_t nt;
+        if (t->journal) {
+            /* the journal address is never forwarded */
+            memset(&ft[0], 0, sizeof ft[0]);
+            (void)str_copy(ft[0].addr, sizeof ft[0].addr, orig->addr);
+            nt = 1;
+        } else {
+            nt = forward_expand(snap, s->srv->cfg.srs_key, t->mail.path.addr, orig->addr, now,
+                                ft, FORWARD_MAX_TARGETS);
+        }
         for (size_t k = 0; k < nt; k++) {
             bool dup = false;
             for (size_t x = 0; x < n && !dup; x++)
@@ -1737,8 +1766,9 @@ static void session_data_end(struct smtp_session *s)
     }
     /* the message is complete: the synchronous end-of-DATA checks (header
      * From; issue 7), before anything is committed */
-    struct policy_verdict pv;
-    session_policy(s, POLICY_DATA_END, NULL, &pv);
+    struct policy_verdict pv = { .action = POLICY_DUNNO };
+    if (!t->journal)      /* a journal report is archived as it came: no screening */
+        session_policy(s, POLICY_DATA_END, NULL, &pv);
     if (session_policy_refused(s, "data", &pv, NULL)) {
         s->srv->stats.messages_rejected++;
         txn_reset(s);        /* aborts the spool txn: nothing was accepted */
@@ -1752,6 +1782,17 @@ static void session_data_end(struct smtp_session *s)
     if (t->screen && !t->screened && session_content_start(s))
         return;      /* session_content_done commits or refuses */
     session_commit(s);
+}
+
+/* session_role_flags - issue 8: the archive's direction and the journal role */
+static unsigned session_role_flags(struct smtp_session *s)
+{
+    if (s->txn.journal)
+        return SPOOL_F_JOURNAL;
+    const struct store_snapshot *snap = s->srv->cfg.snapshot ? *s->srv->cfg.snapshot : NULL;
+    if (s->auth_user[0] != '\0' || store_snapshot_outbound_host(snap, (const struct sockaddr *)&s->sa))
+        return SPOOL_F_OUTBOUND;
+    return 0;
 }
 
 /* session_commit - hand the envelope to the spool and wait for its answer */
@@ -1770,7 +1811,8 @@ static void session_commit(struct smtp_session *s)
         .ret = t->mail.ret == SMTP_RET_FULL ? SPOOL_RET_FULL
              : t->mail.ret == SMTP_RET_HDRS ? SPOOL_RET_HDRS : SPOOL_RET_DEFAULT,
         .flags = (t->mail.body == SMTP_BODY_8BITMIME ? SPOOL_F_8BITMIME : 0) |
-                 (t->mail.smtputf8 ? SPOOL_F_SMTPUTF8 : 0) | (s->tls ? SPOOL_F_TLS : 0),
+                 (t->mail.smtputf8 ? SPOOL_F_SMTPUTF8 : 0) | (s->tls ? SPOOL_F_TLS : 0) |
+                 session_role_flags(s),
         .received_ms = (int64_t)time_wall_ms(),
         .prefix = t->prefix.len ? (char *)buf_cstr(&t->prefix) : NULL,
         .hold = t->hold,

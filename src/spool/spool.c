@@ -42,6 +42,15 @@
  * current recipient states) into the current segment; once that rewrite is
  * durable the old segment is released and removed.
  *
+ * Archiving (spool_options.archive).  A message not yet archived outlives
+ * its delivery: spool_msg_done moves it from the live list to the
+ * done-pending list (it keeps its segment reference, so its data stays),
+ * and only spool_msg_set_archived writes the DONE record.  The ARCHIVED
+ * record sets SPOOL_F_ARCHIVED in the envelope, so a compaction rewrite
+ * carries it.  Nothing records "done-pending" on disk: after a crash such
+ * a message is recovered live with every recipient final, the listener
+ * finishes it again, and the archiver is told of it again.
+ *
  * Queue ids are 64-bit: milliseconds since the epoch << 20 | a counter, kept
  * strictly above every id seen in the log, so a restart within the same
  * millisecond (or after the clock stepped back) never repeats an id.
@@ -88,8 +97,9 @@ struct spool_msg {
     size_t n_ext;
     uint32_t first_seg;
     void *user;
+    bool done_pending;                 /* done, waiting for the archive */
     struct spool_msg *hnext;           /* hash chain */
-    struct spool_msg *prev, *next;     /* live list, commit order */
+    struct spool_msg *prev, *next;     /* live list (or done-pending list), commit order */
 };
 
 struct spool_txn {
@@ -143,6 +153,12 @@ struct spool {
 
     spool_listener_cb listener;
     void *listener_arg;
+
+    bool archive;                      /* keep messages until archived */
+    spool_archiver_cb archiver;
+    void *archiver_arg;
+    struct spool_msg *pend_head, *pend_tail;   /* done-pending, oldest first */
+    size_t n_pend;
 
     struct buf scratch;
     bool compacting;
@@ -402,6 +418,41 @@ static void msg_free(struct spool_msg *m)
     free(m);
 }
 
+/* msg_wants_archive - the message must reach the archive before it may go */
+static bool msg_wants_archive(const struct spool *sp, const struct spool_msg *m)
+{
+    return sp->archive && !(m->env.flags & (SPOOL_F_ARCHIVED | SPOOL_F_BOUNCE));
+}
+
+static void pend_add(struct spool *sp, struct spool_msg *m)
+{
+    m->done_pending = true;
+    m->hnext = NULL;
+    m->next = NULL;
+    m->prev = sp->pend_tail;
+    if (sp->pend_tail)
+        sp->pend_tail->next = m;
+    else
+        sp->pend_head = m;
+    sp->pend_tail = m;
+    sp->n_pend++;
+}
+
+static void pend_del(struct spool *sp, struct spool_msg *m)
+{
+    if (m->prev)
+        m->prev->next = m->next;
+    else
+        sp->pend_head = m->next;
+    if (m->next)
+        m->next->prev = m->prev;
+    else
+        sp->pend_tail = m->prev;
+    m->prev = m->next = NULL;
+    m->done_pending = false;
+    sp->n_pend--;
+}
+
 /* msg_first_seg - the lowest segment holding one of the message's records */
 static uint32_t msg_first_seg(const struct spool_msg *m, uint32_t commit_seg)
 {
@@ -551,6 +602,9 @@ static void spool_complete(struct spool *sp, bool notify)
                       (unsigned long long)m->env.size, m->env.n_rcpts);
             if (it->cb)
                 it->cb(it->arg, m->qid, 0);
+            /* the archiver first: the listener may finish m at once */
+            if (notify && sp->archiver && msg_wants_archive(sp, m))
+                sp->archiver(sp->archiver_arg, m);
             if (notify && sp->listener)
                 sp->listener(sp->listener_arg, m);
         } else {
@@ -688,19 +742,26 @@ static void compact_cb(evutil_socket_t fd, short what, void *arg)
     for (struct spool_msg *m = sp->head; m; m = m->next)
         if (m->first_seg == num)
             n_live++;
+    for (struct spool_msg *m = sp->pend_head; m; m = m->next)
+        if (m->first_seg == num)
+            n_live++;   /* done, but their data is still the archive's to read */
     if (n_live < old->refs)
         return;
     old->pins++;
     sp->compacting = true;
     size_t n = 0;
-    for (struct spool_msg *m = sp->head; m; m = m->next) {
-        if (m->first_seg != num)
-            continue;
-        if (msg_rewrite(sp, m) < 0) {
-            log_warn("qid=%s event=spool_compaction_failed seg=%u", m->qid, num);
-            break;
+    struct spool_msg *lists[2] = { sp->head, sp->pend_head };
+    for (int l = 0; l < 2; l++) {
+        for (struct spool_msg *m = lists[l]; m; m = m->next) {
+            if (m->first_seg != num)
+                continue;
+            if (msg_rewrite(sp, m) < 0) {
+                log_warn("qid=%s event=spool_compaction_failed seg=%u", m->qid, num);
+                l = 2;
+                break;
+            }
+            n++;
         }
-        n++;
     }
     struct compact_done *cd = xmalloc(sizeof(*cd));
     cd->seg = num;
@@ -846,6 +907,10 @@ static void recover_record(struct spool *sp, struct spool_seg *s, int type,
             m->env.hold = NULL;
         }
         break;
+    case SPOOL_REC_ARCHIVED:
+        if (m)
+            m->env.flags |= SPOOL_F_ARCHIVED;
+        break;
     case SPOOL_REC_DONE:
         if (m) {
             index_del(sp, m);
@@ -986,6 +1051,7 @@ struct spool *spool_open(const char *dir, const struct spool_options *opt,
     if (sp->segment_size < SPOOL_MIN_SEGMENT)
         sp->segment_size = SPOOL_MIN_SEGMENT;
     sp->compact_age_ms = SPOOL_COMPACT_AGE_MS;
+    sp->archive = opt && opt->archive;
     buf_init(&sp->scratch);
     pthread_mutex_init(&sp->mu, NULL);
     pthread_cond_init(&sp->cv, NULL);
@@ -1087,6 +1153,11 @@ void spool_close(struct spool *sp)
         close(sp->pipe_wr);
     struct spool_msg *m = sp->head;
     while (m) {
+        struct spool_msg *nx = m->next;
+        msg_free(m);
+        m = nx;
+    }
+    for (m = sp->pend_head; m;) {
         struct spool_msg *nx = m->next;
         msg_free(m);
         m = nx;
@@ -1369,15 +1440,68 @@ int spool_msg_set_warned(struct spool *sp, struct spool_msg *m)
     return spool_append_record(sp, SPOOL_REC_WARNED, m->qid, NULL, 0, NULL, 0);
 }
 
-int spool_msg_done(struct spool *sp, struct spool_msg *m)
+/* msg_forget - the DONE record; m leaves the spool */
+static int msg_forget(struct spool *sp, struct spool_msg *m)
 {
     int rc = spool_append_record(sp, SPOOL_REC_DONE, m->qid, NULL, 0, NULL, 0);
     log_debug("qid=%s event=spool_done", m->qid);
-    index_del(sp, m);
+    if (m->done_pending)
+        pend_del(sp, m);
+    else
+        index_del(sp, m);
     seg_unref(sp, m->first_seg, m->env.size);
     msg_free(m);
     spool_reap(sp);
     spool_schedule_compact(sp);
+    return rc;
+}
+
+int spool_msg_done(struct spool *sp, struct spool_msg *m)
+{
+    if (m->done_pending)
+        return 0;
+    if (msg_wants_archive(sp, m)) {
+        /* the archive still needs its data: out of the live index, kept */
+        log_debug("qid=%s event=spool_done_pending", m->qid);
+        index_del(sp, m);
+        pend_add(sp, m);
+        return 0;
+    }
+    return msg_forget(sp, m);
+}
+
+void spool_set_archiver(struct spool *sp, spool_archiver_cb cb, void *arg)
+{
+    sp->archiver = cb;
+    sp->archiver_arg = arg;
+    if (!cb || !sp->archive)
+        return;
+    /* live and done-pending messages merged by id: oldest first.  cb may
+     * not finish messages (it only queues them), so the lists are stable. */
+    struct spool_msg *a = sp->head, *b = sp->pend_head;
+    while (a || b) {
+        struct spool_msg *m;
+        if (a && (!b || a->id < b->id)) {
+            m = a;
+            a = a->next;
+        } else {
+            m = b;
+            b = b->next;
+        }
+        if (msg_wants_archive(sp, m))
+            cb(arg, m);
+    }
+}
+
+int spool_msg_set_archived(struct spool *sp, struct spool_msg *m)
+{
+    int rc = spool_append_record(sp, SPOOL_REC_ARCHIVED, m->qid, NULL, 0, NULL, 0);
+    if (rc < 0)
+        log_error("qid=%s event=spool_archived_record_failed error=\"%s\"", m->qid, strerror(errno));
+    m->env.flags |= SPOOL_F_ARCHIVED;
+    log_debug("qid=%s event=spool_archived", m->qid);
+    if (m->done_pending)
+        return msg_forget(sp, m) < 0 ? -1 : rc;
     return rc;
 }
 

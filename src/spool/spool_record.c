@@ -64,7 +64,7 @@ int spool_rec_check(const uint8_t *p, size_t avail, int *type,
     if (get_u32(p) != SPOOL_REC_MAGIC)
         return -1;
     int t = p[4];
-    if (t < SPOOL_REC_DATA || t > SPOOL_REC_RELEASE || p[5] || p[6] || p[7])
+    if (t < SPOOL_REC_DATA || t > SPOOL_REC_ARCHIVED || p[5] || p[6] || p[7])
         return -1;
     uint32_t len = get_u32(p + 8);
     if (len > SPOOL_REC_MAX || len < SPOOL_QID_LEN)

@@ -48,6 +48,7 @@ enum spool_rec_type {
     SPOOL_REC_WARNED = 4,   /* qid */
     SPOOL_REC_DONE = 5,     /* qid: forget the message */
     SPOOL_REC_RELEASE = 6,  /* qid: the hold is lifted (an administrator released it) */
+    SPOOL_REC_ARCHIVED = 7, /* qid: the message is in the archive (sets SPOOL_F_ARCHIVED) */
 };
 
 /* where a piece of message data lives: payload octets of a DATA record */

@@ -379,6 +379,35 @@ const char *const store_migrations[] = {
      * learns from replies to them): a release is a change to it */
     "CREATE TRIGGER held_released_ins AFTER INSERT ON held_released BEGIN"
     "  UPDATE permitted_status SET generation = generation + 1 WHERE id = 1; END;",
+    /* 14 (issue 8, journaling and legal holds; store_journal.c): the journal
+     * role's singleton (address: '' = the default; the evidence of the last
+     * journal message archived), the journal sources (canonical CIDR text, as
+     * outbound hosts) and the addresses under legal hold */
+    "CREATE TABLE journal_config ("
+    "  id                    INTEGER PRIMARY KEY CHECK (id = 1),"
+    "  address               TEXT NOT NULL DEFAULT '',"          /* lower-case; '' = default */
+    "  undeliverable         TEXT NOT NULL DEFAULT '',"
+    "  last_report           INTEGER NOT NULL DEFAULT 0,"
+    "  last_report_client    TEXT NOT NULL DEFAULT '',"
+    "  last_report_qid       TEXT NOT NULL DEFAULT '',"
+    "  last_report_unwrapped INTEGER NOT NULL DEFAULT 0,"
+    "  reports               INTEGER NOT NULL DEFAULT 0,"
+    "  unwrapped             INTEGER NOT NULL DEFAULT 0,"
+    "  malformed             INTEGER NOT NULL DEFAULT 0"
+    ");"
+    "INSERT INTO journal_config (id) VALUES (1);"
+    "CREATE TABLE journal_sources ("
+    "  id      INTEGER PRIMARY KEY,"
+    "  cidr    TEXT NOT NULL UNIQUE,"
+    "  comment TEXT NOT NULL DEFAULT '',"
+    "  created INTEGER NOT NULL"
+    ");"
+    "CREATE TABLE legal_holds ("
+    "  address    TEXT PRIMARY KEY NOT NULL,"                     /* lower-case */
+    "  reason     TEXT NOT NULL DEFAULT '',"
+    "  created    INTEGER NOT NULL,"
+    "  created_by TEXT NOT NULL DEFAULT ''"
+    ");",
 };
 const int store_schema_latest = (int)(sizeof store_migrations / sizeof store_migrations[0]);
 
@@ -711,6 +740,10 @@ struct store *store_open(const char *path, struct error *err)
         store_close(st);
         return NULL;
     }
+    if (store_journal_prepare(st, path, err) < 0) {
+        store_close(st);
+        return NULL;
+    }
     int64_t dv = 0;
     pragma_int(st->db, "PRAGMA data_version", &dv);
     st->data_version = dv;
@@ -735,6 +768,7 @@ void store_close(struct store *st)
     store_antispoof_finalize(st);
     store_permitted_finalize(st);
     store_held_finalize(st);
+    store_journal_finalize(st);
     /* close_v2 would leave a zombie handle if something were still open; we
      * finalized everything, so plain close must succeed */
     if (sqlite3_close(st->db) != SQLITE_OK)

@@ -410,3 +410,9 @@ int store_held_released_each(struct store *st, int64_t since, size_t max,
     sqlite3_reset(s);
     return bad ? STORE_ERR : STORE_OK;
 }
+
+/* store_address_ok - local@domain, as forwarding targets are checked (store_priv.h) */
+bool store_address_ok(const char *a)
+{
+    return a != NULL && address_ok(a);
+}

@@ -118,29 +118,45 @@ static int comment_check(const char *comment, struct error *err)
 
 /* --- outbound hosts --- */
 
-int store_outbound_host_add(struct store *st, const char *cidr, const char *comment,
-                            int64_t *id_out, struct error *err)
+/* store_cidr_authorised - parse cidr into its canonical text, refusing
+ * ranges as wide as a large part of the internet (store_priv.h) */
+int store_cidr_authorised(const char *cidr, const char *what, char canon[CIDR_TEXT_MAX],
+                          struct error *err)
 {
     struct cidr c;
-    char canon[CIDR_TEXT_MAX];
     if (cidr_parse(cidr, &c, err) < 0)
-        return STORE_ERR;
+        return -1;
     /* a range as wide as a large part of the internet turns Moat into an
      * open relay: the widest published provider ranges (Exchange Online's
      * /14 and /15, Google's /16 and /19) are far narrower than this */
     int min = c.family == AF_INET ? OUTBOUND_MIN_PREFIX4 : OUTBOUND_MIN_PREFIX6;
     if (c.prefix < min) {
-        error_set(err, "cidr", "%s is too wide: anyone in it could relay through Moat to any "
-                  "domain (an open relay); authorise ranges of /%d (IPv%c) or narrower",
-                  cidr, min, c.family == AF_INET ? '4' : '6');
-        return STORE_ERR;
+        error_set(err, "cidr", "%s is too wide: anyone in it could %s; authorise ranges of "
+                  "/%d (IPv%c) or narrower", cidr, what, min, c.family == AF_INET ? '4' : '6');
+        return -1;
     }
+    if (cidr_format(&c, canon, CIDR_TEXT_MAX) < 0) {
+        error_set(err, "cidr", "cannot format the range");
+        return -1;
+    }
+    return 0;
+}
+
+/* store_comment_check - bounded, one line (store_priv.h) */
+int store_comment_check(const char *comment, struct error *err)
+{
+    return comment_check(comment, err);
+}
+
+int store_outbound_host_add(struct store *st, const char *cidr, const char *comment,
+                            int64_t *id_out, struct error *err)
+{
+    char canon[CIDR_TEXT_MAX];
+    if (store_cidr_authorised(cidr, "relay through Moat to any domain (an open relay)", canon,
+                              err) < 0)
+        return STORE_ERR;
     if (comment_check(comment, err) < 0)
         return STORE_ERR;
-    if (cidr_format(&c, canon, sizeof canon) < 0) {
-        error_set(err, "cidr", "cannot format the range");
-        return STORE_ERR;
-    }
     sqlite3_stmt *s = stmt(st, O_HOST_ADD);
     sqlite3_bind_text(s, 1, canon, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(s, 2, comment ? comment : "", -1, SQLITE_TRANSIENT);

@@ -46,6 +46,7 @@ struct store {
     sqlite3_stmt **antispoof_stmt; /* store_antispoof.c's statement table */
     sqlite3_stmt **permitted_stmt; /* store_permitted.c's statement table */
     sqlite3_stmt **held_stmt; /* store_held.c's statement table */
+    sqlite3_stmt **journal_stmt; /* store_journal.c's statement table (issue 8) */
 };
 
 /* store_auth_prepare - prepare store_auth.c's statements (store_open);
@@ -92,6 +93,19 @@ void store_permitted_finalize(struct store *st);
 /* store_held_prepare / store_held_finalize - the same for store_held.c */
 int store_held_prepare(struct store *st, const char *path, struct error *err);
 void store_held_finalize(struct store *st);
+
+/* issue 8 (store_journal.c): journaling and legal holds */
+int store_journal_prepare(struct store *st, const char *path, struct error *err);
+void store_journal_finalize(struct store *st);
+/* store_cidr_authorised - cidr (any form cidr.h accepts) into canonical text,
+ * refusing ranges wider than /8 (IPv4) or /16 (IPv6); what says what anyone
+ * in a too-wide range could do (the error text).  -1 with err (field "cidr").
+ * Shared by outbound hosts and journal sources (store_outbound.c). */
+int store_cidr_authorised(const char *cidr, const char *what, char canon[64], struct error *err);
+/* store_comment_check - bounded (STORE_COMMENT_MAX), one line, UTF-8 (field "comment") */
+int store_comment_check(const char *comment, struct error *err);
+/* store_address_ok - local@domain, as forwarding targets are checked (store_held.c) */
+bool store_address_ok(const char *a);
 
 /* the migrations: store_migrations[i] takes the schema from version i to i + 1 */
 extern const char *const store_migrations[];

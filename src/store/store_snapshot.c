@@ -42,6 +42,11 @@ struct store_snapshot {
     size_t n_blocked;
     struct store_forward *forwards;
     size_t n_forwards;
+    /* issue 8 (store_journal.c): the effective journal address and the
+     * authorised journal sources (parsed, a linear scan like the outbound hosts) */
+    char *journal_address;
+    struct cidr *journal_sources;
+    size_t n_journal_sources;
 };
 
 static int cmp_str(const void *a, const void *b)
@@ -126,6 +131,30 @@ static int snapshot_load_held(struct store *st, struct store_snapshot *snap, str
     return 0;
 }
 
+/* snapshot_load_journal - issue 8: the journal role */
+static int snapshot_load_journal(struct store *st, struct store_snapshot *snap, struct error *err)
+{
+    struct store_journal j;
+    if (store_journal_get(st, &j, err) < 0)
+        return -1;
+    snap->journal_address = xstrdup(j.address);
+    store_journal_clear(&j);
+    struct store_journal_source *src;
+    size_t n;
+    if (store_journal_source_list(st, &src, &n, err) < 0)
+        return -1;
+    snap->journal_sources = xcalloc(n ? n : 1, sizeof *snap->journal_sources);
+    for (size_t i = 0; i < n; i++) {
+        struct error e2;
+        if (cidr_parse(src[i].cidr, &snap->journal_sources[snap->n_journal_sources], &e2) == 0)
+            snap->n_journal_sources++;
+        else
+            log_error("event=config_bad_row table=journal_sources cidr=\"%.64s\"", src[i].cidr);
+    }
+    store_journal_sources_free(src, n);
+    return 0;
+}
+
 struct store_snapshot *store_snapshot_load(struct store *st, struct error *err)
 {
     struct store_snapshot *snap = xcalloc(1, sizeof *snap);
@@ -154,6 +183,10 @@ struct store_snapshot *store_snapshot_load(struct store *st, struct error *err)
         store_snapshot_free(snap);
         return NULL;
     }
+    if (snapshot_load_journal(st, snap, err) < 0) {
+        store_snapshot_free(snap);
+        return NULL;
+    }
     return snap;
 }
 
@@ -178,6 +211,8 @@ void store_snapshot_free(struct store_snapshot *snap)
     store_antispoof_bypasses_free(snap->antispoof, snap->n_antispoof);
     store_blocked_free(snap->blocked, snap->n_blocked);
     store_forwards_free(snap->forwards, snap->n_forwards);
+    free(snap->journal_address);
+    free(snap->journal_sources);
     free(snap);
 }
 
@@ -368,4 +403,21 @@ size_t store_snapshot_forwards(const struct store_snapshot *snap, const char *ad
     if (n > 0)
         *out = &snap->forwards[lo];
     return n;
+}
+
+/* --- the journal role (issue 8) --- */
+
+const char *store_snapshot_journal_address(const struct store_snapshot *snap)
+{
+    return snap != NULL && snap->journal_address != NULL ? snap->journal_address : "";
+}
+
+bool store_snapshot_journal_source(const struct store_snapshot *snap, const struct sockaddr *sa)
+{
+    if (snap == NULL || sa == NULL)
+        return false;
+    for (size_t i = 0; i < snap->n_journal_sources; i++)
+        if (cidr_contains(&snap->journal_sources[i], sa))
+            return true;
+    return false;
 }

@@ -62,7 +62,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         size_t total;
         if (spool_rec_check(data + off, size - off, &type, &pl, &plen, &total) != 1)
             break;
-        if (total == 0 || total > size - off || plen < SPOOL_QID_LEN)
+        if (total == 0 || total > size - off || plen < SPOOL_QID_LEN ||
+            type < SPOOL_REC_DATA || type > SPOOL_REC_ARCHIVED)
             abort();
         if (type == SPOOL_REC_COMMIT)
             check_commit(pl + SPOOL_QID_LEN, plen - SPOOL_QID_LEN);

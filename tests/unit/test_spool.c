@@ -546,6 +546,179 @@ static void test_compaction(void **state)
     spool_close(sp);
 }
 
+/* --- issue 8: messages wait for the archive --- */
+
+static struct spool *open_spool_archive(struct fixture *f, uint64_t segsize)
+{
+    struct spool_options o = { .segment_size = segsize, .archive = true };
+    struct error err = { 0 };
+    struct spool *sp = spool_open(f->dir, &o, f->base, &err);
+    if (!sp)
+        fprintf(stderr, "spool_open: %s\n", err.msg);
+    assert_non_null(sp);
+    return sp;
+}
+
+struct archived_seen {
+    int n;
+    struct spool_msg *m[16];
+    char qids[16][SPOOL_QID_LEN + 1];
+};
+
+static void on_archive(void *arg, struct spool_msg *m)
+{
+    struct archived_seen *s = arg;
+    if (s->n < 16) {
+        s->m[s->n] = m;
+        str_copy(s->qids[s->n], sizeof(s->qids[0]), spool_msg_id(m));
+    }
+    s->n++;
+}
+
+/* done before archived: out of the live index, data kept, forgotten once archived */
+static void test_archive_pinning(void **state)
+{
+    struct fixture *f = *state;
+    struct spool *sp = open_spool_archive(f, 0);
+    struct archived_seen seen = { 0 };
+    spool_set_archiver(sp, on_archive, &seen);
+    char q1[17];
+    commit_msg(f, sp, 5000, q1);
+    assert_int_equal(seen.n, 1);
+    assert_string_equal(seen.qids[0], q1);
+    /* a DSN Moat generated is never archived: no callback, done at once */
+    struct spool_envelope env;
+    struct spool_rcpt rc[1];
+    make_env(&env, rc, 1);
+    env.flags = SPOOL_F_BOUNCE;
+    struct commit_result r = { 0 };
+    spool_inject(sp, &env, "Subject: dsn\r\n\r\nx\r\n", 19, on_commit, &r);
+    run(f->base, &r.calls, 1);
+    assert_int_equal(seen.n, 1);
+    assert_int_equal(spool_msg_done(sp, spool_msg_find(sp, r.qid)), 0);
+
+    struct spool_msg *m = spool_msg_find(sp, q1);
+    assert_ptr_equal(m, seen.m[0]);
+    assert_int_equal(spool_msg_done(sp, m), 0);
+    assert_null(spool_msg_find(sp, q1));
+    struct spool_stats st;
+    spool_get_stats(sp, &st);
+    assert_int_equal(st.messages, 0);
+    check_data(sp, m, 5000);          /* still readable for the archive */
+    assert_int_equal(spool_msg_set_archived(sp, m), 0);
+    spool_close(sp);
+
+    sp = open_spool_archive(f, 0);
+    struct archived_seen again = { 0 };
+    spool_set_archiver(sp, on_archive, &again);
+    assert_int_equal(again.n, 0);
+    assert_null(spool_msg_find(sp, q1));
+    assert_null(spool_msg_find(sp, r.qid));
+    spool_close(sp);
+}
+
+/* a crash before archiving: the archiver is told again at the next start,
+ * oldest first; an archived message is not */
+static void test_archive_recovery(void **state)
+{
+    struct fixture *f = *state;
+    struct spool *sp = open_spool_archive(f, 0);
+    char q1[17], q2[17], q3[17];
+    commit_msg(f, sp, 100, q1);
+    commit_msg(f, sp, 200, q2);
+    commit_msg(f, sp, 300, q3);
+    struct spool_msg *m1 = spool_msg_find(sp, q1);
+    spool_msg_set_rcpt(sp, m1, 0, SPOOL_RCPT_DELIVERED, "250 ok");
+    spool_msg_set_rcpt(sp, m1, 1, SPOOL_RCPT_DELIVERED, "250 ok");
+    assert_int_equal(spool_msg_done(sp, m1), 0);          /* done-pending */
+    assert_int_equal(spool_msg_set_archived(sp, spool_msg_find(sp, q2)), 0);
+    spool_close(sp);                                      /* q1, q3 never archived */
+
+    sp = open_spool_archive(f, 0);
+    struct archived_seen seen = { 0 };
+    spool_set_archiver(sp, on_archive, &seen);
+    assert_int_equal(seen.n, 2);
+    assert_string_equal(seen.qids[0], q1);
+    assert_string_equal(seen.qids[1], q3);
+    /* q1 comes back live with its final recipients: the listener finishes it */
+    struct spool_msg *m = spool_msg_find(sp, q1);
+    assert_non_null(m);
+    assert_int_equal(spool_msg_envelope(m)->rcpts[1].state, SPOOL_RCPT_DELIVERED);
+    struct spool_msg *m2 = spool_msg_find(sp, q2);
+    assert_non_null(m2);
+    assert_true(spool_msg_envelope(m2)->flags & SPOOL_F_ARCHIVED);
+    assert_int_equal(spool_msg_done(sp, m2), 0);          /* archived: forgotten at once */
+    assert_int_equal(spool_msg_done(sp, m), 0);
+    check_data(sp, seen.m[0], 100);
+    /* the archive is detached before it gets to q1: it waits for the next start */
+    spool_set_archiver(sp, NULL, NULL);
+    spool_close(sp);
+
+    sp = open_spool_archive(f, 0);
+    struct archived_seen s2 = { 0 };
+    spool_set_archiver(sp, on_archive, &s2);
+    assert_int_equal(s2.n, 2);
+    assert_string_equal(s2.qids[0], q1);
+    assert_string_equal(s2.qids[1], q3);
+    assert_null(spool_msg_find(sp, q2));
+    assert_int_equal(spool_msg_done(sp, s2.m[0]), 0);
+    assert_int_equal(spool_msg_set_archived(sp, s2.m[0]), 0);
+    assert_int_equal(spool_msg_set_archived(sp, s2.m[1]), 0);
+    spool_close(sp);
+
+    sp = open_spool_archive(f, 0);
+    struct archived_seen s3 = { 0 };
+    spool_set_archiver(sp, on_archive, &s3);
+    assert_int_equal(s3.n, 0);
+    assert_null(spool_msg_find(sp, q1));
+    assert_non_null(spool_msg_find(sp, q3));              /* archived, not yet delivered */
+    spool_close(sp);
+}
+
+/* compaction keeps done-pending messages and the ARCHIVED flag */
+static void test_archive_compaction(void **state)
+{
+    struct fixture *f = *state;
+    struct spool *sp = open_spool_archive(f, 64 * 1024);
+    spool_set_compact_age(sp, 0);
+    struct archived_seen seen = { 0 };
+    spool_set_archiver(sp, on_archive, &seen);
+    char keep[17], pend[17], q[10][17];
+    commit_msg(f, sp, 3000, keep);
+    assert_int_equal(spool_msg_set_archived(sp, spool_msg_find(sp, keep)), 0);
+    commit_msg(f, sp, 3000, pend);
+    struct spool_msg *pm = spool_msg_find(sp, pend);
+    assert_int_equal(spool_msg_done(sp, pm), 0);        /* done, not archived */
+    for (int i = 0; i < 10; i++)
+        commit_msg(f, sp, 20000, q[i]);
+    assert_true(count_files(f->dir, ".seg") >= 3);
+    for (int i = 0; i < 10; i++) {
+        struct spool_msg *m = spool_msg_find(sp, q[i]);
+        assert_int_equal(spool_msg_set_archived(sp, m), 0);
+        assert_int_equal(spool_msg_done(sp, m), 0);
+    }
+    for (int i = 0; i < 2000 && count_files(f->dir, ".seg") > 1; i++) {
+        event_base_loop(f->base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+        usleep(1000);
+    }
+    assert_int_equal(count_files(f->dir, ".seg"), 1);
+    check_data(sp, spool_msg_find(sp, keep), 3000);
+    check_data(sp, pm, 3000);
+    spool_close(sp);
+
+    sp = open_spool_archive(f, 64 * 1024);
+    struct archived_seen s2 = { 0 };
+    spool_set_archiver(sp, on_archive, &s2);
+    assert_int_equal(s2.n, 1);
+    assert_string_equal(s2.qids[0], pend);
+    check_data(sp, s2.m[0], 3000);
+    struct spool_msg *k = spool_msg_find(sp, keep);
+    assert_non_null(k);
+    assert_true(spool_msg_envelope(k)->flags & SPOOL_F_ARCHIVED);
+    assert_false(spool_msg_envelope(s2.m[0])->flags & SPOOL_F_ARCHIVED);
+    spool_close(sp);
+}
+
 int main(void)
 {
     log_set_level(LOG_WARN);
@@ -559,6 +732,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_segments, setup, teardown),
         cmocka_unit_test_setup_teardown(test_compaction, setup, teardown),
         cmocka_unit_test_setup_teardown(test_release, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_archive_pinning, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_archive_recovery, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_archive_compaction, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

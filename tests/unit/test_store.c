@@ -16,6 +16,8 @@
 #include <unistd.h>
 #include <cmocka.h>
 #include <sqlite3.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include "store/store.h"
 #include "store/store_priv.h"
 
@@ -623,6 +625,123 @@ static void test_settings(void **state)
     store_settings_free(v, n);
 }
 
+/* issue 8: the journal role's configuration, journal sources, legal holds */
+static void test_journal_config(void **state)
+{
+    struct fixture *f = *state;
+    struct error err;
+    struct store_journal j;
+
+    f->st = open_ok(f);
+    /* no internal domain: no default address */
+    assert_int_equal(store_journal_get(f->st, &j, &err), STORE_OK);
+    assert_string_equal(j.address, "");
+    assert_true(j.address_is_default);
+    assert_string_equal(j.undeliverable, "");
+    assert_int_equal(j.last_report, 0);
+    store_journal_clear(&j);
+    /* the default: journal@journal.<the oldest internal domain>; a pending
+     * domain is not internal */
+    assert_int_equal(store_domain_add(f->st, "pending.example", &err), 0);
+    assert_int_equal(store_domain_add_trusted(f->st, "zzz.example", &err), 0);
+    assert_int_equal(store_domain_add_trusted(f->st, "aaa.example", &err), 0);
+    assert_int_equal(store_journal_get(f->st, &j, &err), STORE_OK);
+    assert_string_equal(j.address, "journal@journal.zzz.example");
+    assert_true(j.address_is_default);
+    store_journal_clear(&j);
+
+    /* configured: validated, lower-cased; undeliverable NULL = unchanged */
+    assert_int_equal(store_journal_set(f->st, "not an address", NULL, &err), STORE_ERR);
+    assert_string_equal(err.field, "address");
+    assert_int_equal(store_journal_set(f->st, NULL, "bad@", &err), STORE_ERR);
+    assert_string_equal(err.field, "undeliverable");
+    assert_int_equal(store_journal_set(f->st, "Archive@Journal.Example.COM", "ndr@other.example",
+                                       &err), STORE_OK);
+    assert_int_equal(store_journal_set(f->st, "archive@journal.example.com", NULL, &err), STORE_OK);
+    assert_int_equal(store_journal_get(f->st, &j, &err), STORE_OK);
+    assert_string_equal(j.address, "archive@journal.example.com");
+    assert_false(j.address_is_default);
+    assert_string_equal(j.undeliverable, "ndr@other.example");
+    store_journal_clear(&j);
+
+    /* the snapshot: the address, and the sources (v4-mapped v6 counts as v4) */
+    assert_int_equal(store_journal_source_add(f->st, "16.0.0.0/4", NULL, &err), STORE_ERR);
+    assert_string_equal(err.field, "cidr");
+    assert_int_equal(store_journal_source_add(f->st, "192.0.2.300", NULL, &err), STORE_ERR);
+    assert_string_equal(err.field, "cidr");
+    assert_int_equal(store_journal_source_add(f->st, "192.0.2.7", "exchange", &err), STORE_OK);
+    assert_int_equal(store_journal_source_add(f->st, "192.0.2.7/32", NULL, &err), STORE_CONFLICT);
+    assert_int_equal(store_journal_source_add(f->st, "2001:db8::/64", "bad\ncomment", &err), STORE_ERR);
+    assert_string_equal(err.field, "comment");
+    assert_int_equal(store_journal_source_add(f->st, "2001:db8::/64", NULL, &err), STORE_OK);
+    struct store_journal_source *src;
+    size_t n;
+    assert_int_equal(store_journal_source_list(f->st, &src, &n, &err), STORE_OK);
+    assert_int_equal(n, 2);
+    assert_string_equal(src[0].cidr, "192.0.2.7/32");
+    assert_string_equal(src[0].comment, "exchange");
+    assert_string_equal(src[1].cidr, "2001:db8::/64");
+    store_journal_sources_free(src, n);
+
+    struct store_snapshot *snap = store_snapshot_load(f->st, &err);
+    assert_non_null(snap);
+    assert_string_equal(store_snapshot_journal_address(snap), "archive@journal.example.com");
+    struct sockaddr_in in4 = { .sin_family = AF_INET };
+    inet_pton(AF_INET, "192.0.2.7", &in4.sin_addr);
+    assert_true(store_snapshot_journal_source(snap, (struct sockaddr *)&in4));
+    inet_pton(AF_INET, "192.0.2.8", &in4.sin_addr);
+    assert_false(store_snapshot_journal_source(snap, (struct sockaddr *)&in4));
+    struct sockaddr_in6 in6 = { .sin6_family = AF_INET6 };
+    inet_pton(AF_INET6, "::ffff:192.0.2.7", &in6.sin6_addr);
+    assert_true(store_snapshot_journal_source(snap, (struct sockaddr *)&in6));
+    inet_pton(AF_INET6, "2001:db8::25", &in6.sin6_addr);
+    assert_true(store_snapshot_journal_source(snap, (struct sockaddr *)&in6));
+    store_snapshot_free(snap);
+    assert_string_equal(store_snapshot_journal_address(NULL), "");
+
+    assert_int_equal(store_journal_source_remove(f->st, "192.0.2.7", &err), STORE_OK);
+    assert_int_equal(store_journal_source_remove(f->st, "192.0.2.7", &err), STORE_NOT_FOUND);
+    assert_int_equal(store_journal_source_remove(f->st, "999", &err), STORE_NOT_FOUND);
+    /* back to the default */
+    assert_int_equal(store_journal_set(f->st, "", NULL, &err), STORE_OK);
+    assert_int_equal(store_journal_get(f->st, &j, &err), STORE_OK);
+    assert_string_equal(j.address, "journal@journal.zzz.example");
+    assert_string_equal(j.undeliverable, "ndr@other.example");
+    store_journal_clear(&j);
+
+    /* the evidence the Connect check reads */
+    assert_int_equal(store_journal_seen(f->st, 1700000000, "192.0.2.7", "AAAA", "report", &err), 0);
+    assert_int_equal(store_journal_seen(f->st, 1700000100, "192.0.2.7", "BBBB", "malformed", &err), 0);
+    assert_int_equal(store_journal_get(f->st, &j, &err), STORE_OK);
+    assert_int_equal(j.last_report, 1700000100);
+    assert_string_equal(j.last_report_qid, "BBBB");
+    assert_string_equal(j.last_report_client, "192.0.2.7");
+    assert_false(j.last_report_unwrapped);
+    assert_int_equal(j.reports, 2);
+    assert_int_equal(j.unwrapped, 1);
+    assert_int_equal(j.malformed, 1);
+    store_journal_clear(&j);
+
+    /* legal holds */
+    assert_int_equal(store_legal_hold_add(f->st, "nobody", NULL, "admin", &err), STORE_ERR);
+    assert_string_equal(err.field, "address");
+    assert_int_equal(store_legal_hold_add(f->st, "Alice@Example.com", "litigation 42", "admin", &err),
+                     STORE_OK);
+    assert_int_equal(store_legal_hold_add(f->st, "alice@example.com", NULL, "admin", &err),
+                     STORE_CONFLICT);
+    assert_int_equal(store_legal_hold_add(f->st, "bob@example.com", "x\ty", "admin", &err), STORE_ERR);
+    assert_string_equal(err.field, "reason");
+    struct store_legal_hold *h;
+    assert_int_equal(store_legal_hold_list(f->st, &h, &n, &err), STORE_OK);
+    assert_int_equal(n, 1);
+    assert_string_equal(h[0].address, "alice@example.com");
+    assert_string_equal(h[0].reason, "litigation 42");
+    assert_string_equal(h[0].created_by, "admin");
+    store_legal_holds_free(h, n);
+    assert_int_equal(store_legal_hold_remove(f->st, "ALICE@example.com", &err), STORE_OK);
+    assert_int_equal(store_legal_hold_remove(f->st, "alice@example.com", &err), STORE_NOT_FOUND);
+}
+
 int main(void)
 {
     log_set_level(LOG_WARN);
@@ -638,6 +757,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_changed_across_handles, setup, teardown),
         cmocka_unit_test_setup_teardown(test_migration_2_accounts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_settings, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_journal_config, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
