@@ -595,8 +595,10 @@ static int precreate(const char *path, struct error *err)
     return 0;
 }
 
-/* migrate - bring the schema to version target inside one IMMEDIATE transaction */
-static int migrate(sqlite3 *db, const char *path, int target, struct error *err)
+/* migrate - bring the schema to version target inside one IMMEDIATE
+ * transaction; migrations[v] takes it from v to v + 1, latest is their count */
+static int migrate(sqlite3 *db, const char *path, const char *const *migrations, int latest,
+                   int target, struct error *err)
 {
     int64_t version;
     char sql[64];
@@ -608,9 +610,9 @@ static int migrate(sqlite3 *db, const char *path, int target, struct error *err)
         error_set(err, "", "%s: cannot read the schema version: %s", path, sqlite3_errmsg(db));
         goto fail;
     }
-    if (version > store_schema_latest) {
+    if (version > latest) {
         error_set(err, "", "%s: schema version %lld is newer than this program knows (%d); "
-                  "upgrade moat", path, (long long)version, store_schema_latest);
+                  "upgrade moat", path, (long long)version, latest);
         goto fail;
     }
     if (version < 0) {
@@ -620,7 +622,7 @@ static int migrate(sqlite3 *db, const char *path, int target, struct error *err)
     for (int v = (int)version; v < target; v++) {
         char what[PATH_MAX + 64];
         xsnprintf(what, sizeof what, "%s: migration to schema version %d", path, v + 1);
-        if (exec_sql(db, store_migrations[v], err, what) < 0)
+        if (exec_sql(db, migrations[v], err, what) < 0)
             goto fail;
     }
     if (version < target) {
@@ -637,8 +639,11 @@ fail:
     return -1;
 }
 
-/* open_db - connection with Moat's pragmas and the schema at version target */
-static struct store *open_db(const char *path, int target, struct error *err)
+/* store_sqlite_open - connection with Moat's pragmas and the schema at
+ * version target of the given migrations (store_priv.h: the archive's
+ * database, store_archive.c, opens through it too) */
+sqlite3 *store_sqlite_open(const char *path, const char *const *migrations, int latest,
+                           int target, struct error *err)
 {
     sqlite3 *db = NULL;
     char journal[32] = "";
@@ -672,10 +677,19 @@ static struct store *open_db(const char *path, int target, struct error *err)
     }
     /* CONVENTIONS.md: synchronous=FULL for anything that backs a reply */
     if (exec_sql(db, "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;", err, path) < 0 ||
-        migrate(db, path, target, err) < 0) {
+        migrate(db, path, migrations, latest, target, err) < 0) {
         sqlite3_close(db);
         return NULL;
     }
+    return db;
+}
+
+/* open_db - the configuration store's connection at version target */
+static struct store *open_db(const char *path, int target, struct error *err)
+{
+    sqlite3 *db = store_sqlite_open(path, store_migrations, store_schema_latest, target, err);
+    if (db == NULL)
+        return NULL;
     struct store *st = xcalloc(1, sizeof *st);
     st->db = db;
     return st;

@@ -127,7 +127,8 @@ struct store_archive_hit {
 
 /* store_archive_search - newest first (received, then id), offset/limit
  * paging; *total is the number of matches, counted up to count_cap (then
- * *total == count_cap and the caller says "at least") */
+ * *total == count_cap and the caller says "at least"; count_cap 0: no cap;
+ * total may be NULL: not counted) */
 int store_archive_search(struct store_archive *sa, const struct store_archive_query *q,
                          const struct store_archive_scope *scope, size_t offset, size_t limit,
                          size_t count_cap, struct store_archive_hit **out, size_t *n,

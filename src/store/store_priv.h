@@ -8,6 +8,7 @@
 
 #include <sqlite3.h>
 #include "store.h"
+#include "store_archive.h"
 
 /* one enum entry per prepared statement; SQL in store_sql[] (store.c) */
 enum store_stmt {
@@ -131,5 +132,20 @@ void store_bind_text(sqlite3_stmt *s, int i, const char *v);
 char *store_col_strdup(sqlite3_stmt *s, int col);
 /* store_db_error - fill err from the handle's last SQLite error */
 void store_db_error(struct store *st, struct error *err, const char *what);
+/* store_sqlite_open - open (creating, mode 0600) the SQLite file at path
+ * with WAL, synchronous=FULL, foreign keys and the busy timeout, and migrate
+ * it to version target of migrations[0..latest) in one IMMEDIATE
+ * transaction; NULL with err.  store_open and store_archive_open use it. */
+sqlite3 *store_sqlite_open(const char *path, const char *const *migrations, int latest,
+                           int target, struct error *err);
+
+/* store_archive_explain - the EXPLAIN QUERY PLAN of a search (one line per
+ * step; caller frees *plan): tests and bench/archive_bench.c check that
+ * address and date conditions use indexes (store_archive.c) */
+int store_archive_explain(struct store_archive *sa, const struct store_archive_query *q,
+                          const struct store_archive_scope *scope, char **plan, struct error *err);
+/* store_archive_dense_min - test hook: from how many rows on an address
+ * condition is probed per message instead of listed (store_archive.c) */
+extern int64_t store_archive_dense_min;
 
 #endif
