@@ -1356,6 +1356,27 @@ int store_tls_mode_parse(const char *s, enum store_tls_mode *out)
 
 /* store_changed - PRAGMA data_version moves when another connection commits;
  * our own commits are counted because data_version ignores them */
+int store_step_change(struct store *st, sqlite3_stmt *s, const char *what, const char *field,
+                      const char *key, struct error *err)
+{
+    int rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    if ((rc & 0xff) == SQLITE_CONSTRAINT) {
+        error_set(err, field, "%s %s already exists", what, key);
+        return STORE_CONFLICT;
+    }
+    if (rc != SQLITE_DONE) {
+        store_db_error(st, err, what);
+        return STORE_ERR;
+    }
+    if (sqlite3_changes(st->db) == 0) {
+        error_set(err, field, "no such %s: %s", what, key);
+        return STORE_NOT_FOUND;
+    }
+    st->own_commits++;
+    return STORE_OK;
+}
+
 bool store_changed(struct store *st)
 {
     bool changed = false;

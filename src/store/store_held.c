@@ -61,29 +61,6 @@ static sqlite3_stmt *stmt(struct store *st, enum held_stmt id)
     return store_stmt_reset(st->held_stmt[id]);
 }
 
-/* step_change - run a bound INSERT/DELETE: STORE_CONFLICT on a uniqueness
- * violation, STORE_NOT_FOUND when nothing changed */
-static int step_change(struct store *st, sqlite3_stmt *s, const char *what, const char *field,
-                       const char *key, struct error *err)
-{
-    int rc = sqlite3_step(s);
-    sqlite3_reset(s);
-    if ((rc & 0xff) == SQLITE_CONSTRAINT) {
-        error_set(err, field, "%s %s already exists", what, key);
-        return STORE_CONFLICT;
-    }
-    if (rc != SQLITE_DONE) {
-        store_db_error(st, err, what);
-        return STORE_ERR;
-    }
-    if (sqlite3_changes(st->db) == 0) {
-        error_set(err, field, "no such %s: %s", what, key);
-        return STORE_NOT_FOUND;
-    }
-    st->own_commits++;
-    return STORE_OK;
-}
-
 /* comment_check - bounded, one line, UTF-8 */
 static int comment_check(const char *comment, struct error *err)
 {
@@ -182,7 +159,7 @@ int store_blocked_add(struct store *st, const char *pattern, enum store_block_ac
     sqlite3_bind_text(s, 2, store_block_action_name(action), -1, SQLITE_STATIC);
     sqlite3_bind_text(s, 3, comment ? comment : "", -1, SQLITE_TRANSIENT);
     sqlite3_bind_int64(s, 4, (int64_t)time(NULL));
-    int rc = step_change(st, s, "blocked sender", "address", pat, err);
+    int rc = store_step_change(st, s, "blocked sender", "address", pat, err);
     if (rc == STORE_OK && id_out != NULL)
         *id_out = sqlite3_last_insert_rowid(st->db);
     return rc;
@@ -195,7 +172,7 @@ int store_blocked_delete(struct store *st, const char *pattern, struct error *er
         return STORE_ERR;
     sqlite3_stmt *s = stmt(st, H_BLOCK_DEL);
     sqlite3_bind_text(s, 1, pat, -1, SQLITE_TRANSIENT);
-    return step_change(st, s, "blocked sender", "address", pat, err);
+    return store_step_change(st, s, "blocked sender", "address", pat, err);
 }
 
 int store_blocked_list(struct store *st, struct store_blocked_sender **out, size_t *n,
@@ -291,7 +268,7 @@ int store_forward_add(struct store *st, const char *address, const char *target,
     sqlite3_bind_int64(s, 5, (int64_t)time(NULL));
     char key[2 * STORE_BLOCKED_PATTERN_MAX + 8];
     xsnprintf(key, sizeof key, "%s -> %s", a, t);
-    int rc = step_change(st, s, "forwarding rule", "target", key, err);
+    int rc = store_step_change(st, s, "forwarding rule", "target", key, err);
     if (rc == STORE_OK && id_out != NULL)
         *id_out = sqlite3_last_insert_rowid(st->db);
     return rc;
@@ -303,7 +280,7 @@ int store_forward_delete(struct store *st, int64_t id, struct error *err)
     xsnprintf(key, sizeof key, "%lld", (long long)id);
     sqlite3_stmt *s = stmt(st, H_FWD_DEL);
     sqlite3_bind_int64(s, 1, id);
-    return step_change(st, s, "forwarding rule", "id", key, err);
+    return store_step_change(st, s, "forwarding rule", "id", key, err);
 }
 
 int store_forward_list(struct store *st, struct store_forward **out, size_t *n, struct error *err)
@@ -377,7 +354,7 @@ int store_held_released_add(struct store *st, const char *message_id, struct err
     sqlite3_stmt *s = stmt(st, H_REL_ADD);
     sqlite3_bind_text(s, 1, key, -1, SQLITE_TRANSIENT);
     sqlite3_bind_int64(s, 2, (int64_t)time(NULL));
-    return step_change(st, s, "released message", "message_id", key, err);
+    return store_step_change(st, s, "released message", "message_id", key, err);
 }
 
 bool held_released_message_id(struct store *st, const char *message_id)

@@ -77,29 +77,6 @@ static sqlite3_stmt *stmt(struct store *st, enum journal_stmt id)
     return store_stmt_reset(st->journal_stmt[id]);
 }
 
-/* step_change - run a bound INSERT/UPDATE/DELETE: STORE_CONFLICT on a
- * uniqueness violation, STORE_NOT_FOUND when nothing changed */
-static int step_change(struct store *st, sqlite3_stmt *s, const char *what, const char *field,
-                       const char *key, struct error *err)
-{
-    int rc = sqlite3_step(s);
-    sqlite3_reset(s);
-    if ((rc & 0xff) == SQLITE_CONSTRAINT) {
-        error_set(err, field, "%s %s already exists", what, key);
-        return STORE_CONFLICT;
-    }
-    if (rc != SQLITE_DONE) {
-        store_db_error(st, err, what);
-        return STORE_ERR;
-    }
-    if (sqlite3_changes(st->db) == 0) {
-        error_set(err, field, "no such %s: %s", what, key);
-        return STORE_NOT_FOUND;
-    }
-    st->own_commits++;
-    return STORE_OK;
-}
-
 /* address_canon - lower-cased, validated address into dst (field names it) */
 static int address_canon(const char *a, char *dst, size_t size, const char *field, struct error *err)
 {
@@ -240,34 +217,12 @@ int store_journal_source_add(struct store *st, const char *cidr, const char *com
     sqlite3_bind_text(s, 1, canon, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(s, 2, comment ? comment : "", -1, SQLITE_TRANSIENT);
     sqlite3_bind_int64(s, 3, (int64_t)time(NULL));
-    return step_change(st, s, "journal source", "cidr", canon, err);
-}
-
-/* all_digits - a decimal id rather than a range */
-static bool all_digits(const char *s)
-{
-    if (*s == '\0' || strlen(s) > 18)
-        return false;
-    for (; *s; s++)
-        if (*s < '0' || *s > '9')
-            return false;
-    return true;
+    return store_step_change(st, s, "journal source", "cidr", canon, err);
 }
 
 int store_journal_source_remove(struct store *st, const char *cidr_or_id, struct error *err)
 {
-    if (cidr_or_id != NULL && all_digits(cidr_or_id)) {
-        sqlite3_stmt *s = stmt(st, J_SRC_DEL_ID);
-        sqlite3_bind_int64(s, 1, strtoll(cidr_or_id, NULL, 10));
-        return step_change(st, s, "journal source", "id", cidr_or_id, err);
-    }
-    struct cidr c;
-    char canon[CIDR_TEXT_MAX];
-    if (cidr_parse(cidr_or_id, &c, err) < 0 || cidr_format(&c, canon, sizeof canon) < 0)
-        return STORE_ERR;
-    sqlite3_stmt *s = stmt(st, J_SRC_DEL_CIDR);
-    sqlite3_bind_text(s, 1, canon, -1, SQLITE_TRANSIENT);
-    return step_change(st, s, "journal source", "cidr", canon, err);
+    return store_range_remove(st, stmt(st, J_SRC_DEL_ID), stmt(st, J_SRC_DEL_CIDR), "journal source", cidr_or_id, err);
 }
 
 int store_journal_source_list(struct store *st, struct store_journal_source **out, size_t *n,
@@ -326,7 +281,7 @@ int store_legal_hold_add(struct store *st, const char *address, const char *reas
     sqlite3_bind_text(s, 2, reason ? reason : "", -1, SQLITE_TRANSIENT);
     sqlite3_bind_int64(s, 3, (int64_t)time(NULL));
     sqlite3_bind_text(s, 4, who ? who : "", -1, SQLITE_TRANSIENT);
-    return step_change(st, s, "legal hold on", "address", a, err);
+    return store_step_change(st, s, "legal hold on", "address", a, err);
 }
 
 int store_legal_hold_remove(struct store *st, const char *address, struct error *err)
@@ -339,7 +294,7 @@ int store_legal_hold_remove(struct store *st, const char *address, struct error 
     str_lower(a);
     sqlite3_stmt *s = stmt(st, J_HOLD_DEL);
     sqlite3_bind_text(s, 1, a, -1, SQLITE_TRANSIENT);
-    return step_change(st, s, "legal hold on", "address", a, err);
+    return store_step_change(st, s, "legal hold on", "address", a, err);
 }
 
 int store_legal_hold_list(struct store *st, struct store_legal_hold **out, size_t *n,

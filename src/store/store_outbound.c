@@ -71,29 +71,6 @@ static sqlite3_stmt *stmt(struct store *st, enum outbound_stmt id)
     return store_stmt_reset(st->outbound_stmt[id]);
 }
 
-/* step_change - run a bound INSERT/UPDATE/DELETE: STORE_CONFLICT on a
- * uniqueness violation, STORE_NOT_FOUND when nothing changed (missing_field) */
-static int step_change(struct store *st, sqlite3_stmt *s, const char *what,
-                       const char *missing_field, const char *key, struct error *err)
-{
-    int rc = sqlite3_step(s);
-    sqlite3_reset(s);
-    if ((rc & 0xff) == SQLITE_CONSTRAINT) {
-        error_set(err, missing_field, "%s %s already exists", what, key);
-        return STORE_CONFLICT;
-    }
-    if (rc != SQLITE_DONE) {
-        store_db_error(st, err, what);
-        return STORE_ERR;
-    }
-    if (sqlite3_changes(st->db) == 0) {
-        error_set(err, missing_field, "no such %s: %s", what, key);
-        return STORE_NOT_FOUND;
-    }
-    st->own_commits++;
-    return STORE_OK;
-}
-
 /* comment_check - bounded, one line */
 static int comment_check(const char *comment, struct error *err)
 {
@@ -117,6 +94,32 @@ static int comment_check(const char *comment, struct error *err)
 }
 
 /* --- outbound hosts --- */
+
+/* all_digits - a decimal row id rather than a range */
+static bool all_digits(const char *s)
+{
+    if (*s == '\0' || strlen(s) > 18)
+        return false;
+    for (; *s; s++)
+        if (*s < '0' || *s > '9')
+            return false;
+    return true;
+}
+
+int store_range_remove(struct store *st, sqlite3_stmt *by_id, sqlite3_stmt *by_cidr,
+                       const char *what, const char *cidr_or_id, struct error *err)
+{
+    if (cidr_or_id != NULL && all_digits(cidr_or_id)) {
+        sqlite3_bind_int64(by_id, 1, strtoll(cidr_or_id, NULL, 10));
+        return store_step_change(st, by_id, what, "id", cidr_or_id, err);
+    }
+    struct cidr c;
+    char canon[CIDR_TEXT_MAX];
+    if (cidr_parse(cidr_or_id, &c, err) < 0 || cidr_format(&c, canon, sizeof canon) < 0)
+        return STORE_ERR;
+    sqlite3_bind_text(by_cidr, 1, canon, -1, SQLITE_TRANSIENT);
+    return store_step_change(st, by_cidr, what, "cidr", canon, err);
+}
 
 /* store_cidr_authorised - parse cidr into its canonical text, refusing
  * ranges as wide as a large part of the internet (store_priv.h) */
@@ -161,37 +164,15 @@ int store_outbound_host_add(struct store *st, const char *cidr, const char *comm
     sqlite3_bind_text(s, 1, canon, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(s, 2, comment ? comment : "", -1, SQLITE_TRANSIENT);
     sqlite3_bind_int64(s, 3, (int64_t)time(NULL));
-    int rc = step_change(st, s, "outbound host", "cidr", canon, err);
+    int rc = store_step_change(st, s, "outbound host", "cidr", canon, err);
     if (rc == STORE_OK && id_out != NULL)
         *id_out = sqlite3_last_insert_rowid(st->db);
     return rc;
 }
 
-/* all_digits - a decimal id rather than an address */
-static bool all_digits(const char *s)
-{
-    if (*s == '\0' || strlen(s) > 18)
-        return false;
-    for (; *s; s++)
-        if (*s < '0' || *s > '9')
-            return false;
-    return true;
-}
-
 int store_outbound_host_remove(struct store *st, const char *cidr_or_id, struct error *err)
 {
-    if (cidr_or_id != NULL && all_digits(cidr_or_id)) {
-        sqlite3_stmt *s = stmt(st, O_HOST_DEL_ID);
-        sqlite3_bind_int64(s, 1, strtoll(cidr_or_id, NULL, 10));
-        return step_change(st, s, "outbound host", "id", cidr_or_id, err);
-    }
-    struct cidr c;
-    char canon[CIDR_TEXT_MAX];
-    if (cidr_parse(cidr_or_id, &c, err) < 0 || cidr_format(&c, canon, sizeof canon) < 0)
-        return STORE_ERR;
-    sqlite3_stmt *s = stmt(st, O_HOST_DEL_CIDR);
-    sqlite3_bind_text(s, 1, canon, -1, SQLITE_TRANSIENT);
-    return step_change(st, s, "outbound host", "cidr", canon, err);
+    return store_range_remove(st, stmt(st, O_HOST_DEL_ID), stmt(st, O_HOST_DEL_CIDR), "outbound host", cidr_or_id, err);
 }
 
 int store_outbound_host_list(struct store *st, struct store_outbound_host **out, size_t *n,
@@ -284,7 +265,7 @@ int store_smtp_account_add(struct store *st, const char *name, const char *pw_ha
     sqlite3_bind_text(s, 2, pw_hash, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(s, 3, comment ? comment : "", -1, SQLITE_TRANSIENT);
     sqlite3_bind_int64(s, 4, (int64_t)time(NULL));
-    return step_change(st, s, "SMTP account", "name", n, err);
+    return store_step_change(st, s, "SMTP account", "name", n, err);
 }
 
 int store_smtp_account_set_hash(struct store *st, const char *name, const char *pw_hash,
@@ -296,7 +277,7 @@ int store_smtp_account_set_hash(struct store *st, const char *name, const char *
     sqlite3_stmt *s = stmt(st, O_ACCT_SET_HASH);
     sqlite3_bind_text(s, 1, n, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(s, 2, pw_hash, -1, SQLITE_TRANSIENT);
-    return step_change(st, s, "SMTP account", "name", n, err);
+    return store_step_change(st, s, "SMTP account", "name", n, err);
 }
 
 int store_smtp_account_remove(struct store *st, const char *name, struct error *err)
@@ -306,7 +287,7 @@ int store_smtp_account_remove(struct store *st, const char *name, struct error *
         return STORE_ERR;
     sqlite3_stmt *s = stmt(st, O_ACCT_DEL);
     sqlite3_bind_text(s, 1, n, -1, SQLITE_TRANSIENT);
-    return step_change(st, s, "SMTP account", "name", n, err);
+    return store_step_change(st, s, "SMTP account", "name", n, err);
 }
 
 int store_smtp_account_list(struct store *st, struct store_smtp_account **out, size_t *n,
@@ -415,7 +396,7 @@ int store_tls_required_add(struct store *st, const char *domain, const char *com
     sqlite3_bind_text(s, 1, d, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(s, 2, comment ? comment : "", -1, SQLITE_TRANSIENT);
     sqlite3_bind_int64(s, 3, (int64_t)time(NULL));
-    return step_change(st, s, "TLS-required domain", "domain", d, err);
+    return store_step_change(st, s, "TLS-required domain", "domain", d, err);
 }
 
 int store_tls_required_remove(struct store *st, const char *domain, struct error *err)
@@ -425,7 +406,7 @@ int store_tls_required_remove(struct store *st, const char *domain, struct error
         return STORE_ERR;
     sqlite3_stmt *s = stmt(st, O_TLS_DEL);
     sqlite3_bind_text(s, 1, d, -1, SQLITE_TRANSIENT);
-    return step_change(st, s, "TLS-required domain", "domain", d, err);
+    return store_step_change(st, s, "TLS-required domain", "domain", d, err);
 }
 
 int store_tls_required_list(struct store *st, char ***domains, size_t *n, struct error *err)

@@ -98,6 +98,16 @@ void store_held_finalize(struct store *st);
 /* issue 8 (store_journal.c): journaling and legal holds */
 int store_journal_prepare(struct store *st, const char *path, struct error *err);
 void store_journal_finalize(struct store *st);
+/* store_step_change - run a bound INSERT/UPDATE/DELETE of one row named
+ * key (a `what`, err->field `field`): STORE_CONFLICT on a uniqueness
+ * violation, STORE_NOT_FOUND when nothing changed; counts the commit */
+int store_step_change(struct store *st, sqlite3_stmt *s, const char *what, const char *field,
+                      const char *key, struct error *err);
+/* store_range_remove - delete an address-range row (outbound hosts, journal
+ * sources) by its decimal id (by_id, ?1) or by the range in any form cidr.h
+ * accepts (by_cidr, ?1 = the canonical text) */
+int store_range_remove(struct store *st, sqlite3_stmt *by_id, sqlite3_stmt *by_cidr,
+                       const char *what, const char *cidr_or_id, struct error *err);
 /* store_cidr_authorised - cidr (any form cidr.h accepts) into canonical text,
  * refusing ranges wider than /8 (IPv4) or /16 (IPv6); what says what anyone
  * in a too-wide range could do (the error text).  -1 with err (field "cidr").
