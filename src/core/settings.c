@@ -626,8 +626,9 @@ static const struct setting settings_table[] = {
       "Archive",
       "Archive every accepted message (inbound, outbound, and journal reports from authorised "
       "journal sources): compressed, full-text indexed and searchable. A message stays in the "
-      "spool until it is archived. `no` archives nothing and the spool does not wait; journal "
-      "reports are then accepted and dropped. Read at start." },
+      "spool until it is archived. `no` archives nothing and the spool does not wait; mail to "
+      "the journal address is then refused (550 5.7.1), since nothing would keep it. Read at "
+      "start." },
     { "archive_database", SETTING_PATH, OFF(archive_database), 0, "", 0, 0, 0, 0, NULL, NULL, 0,
       "Archive",
       "SQLite database of the archive (messages, their arrivals, the full-text index), "

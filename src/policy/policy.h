@@ -85,6 +85,7 @@ struct policy_request {
      * address (a journal transaction) */
     bool journal_source;
     bool journal_txn;
+    bool archive_off;            /* setting archive=no: nothing would keep a journal report */
 };
 
 /* the name (verdict.check) of the journal role's check: an ACCEPT from it

@@ -42,6 +42,14 @@ void policy_check_journal(const struct policy_request *req, struct policy_verdic
                   req->client_addr ? req->client_addr : "?");
         return;
     }
+    if (req->archive_off) {
+        /* accepting it would drop it: a journal report is kept only by the archive */
+        policy_verdict_set(out, POLICY_REJECT, 550, "5.7.1",
+                           "<%.200s>: journaling is off on this gateway (the archive is disabled)",
+                           rcpt);
+        xsnprintf(out->reason, sizeof out->reason, "journal report while the archive is off");
+        return;
+    }
     if (req->n_rcpts > 0 && !req->journal_txn) {
         policy_verdict_set(out, POLICY_TEMPFAIL, 452, "4.5.3",
                            "<%.200s>: journal reports travel alone, send this recipient in "

@@ -463,6 +463,7 @@ static void session_policy(struct smtp_session *s, enum policy_stage stage, cons
     req.outbound_host = store_snapshot_outbound_host(req.snapshot, (const struct sockaddr *)&s->sa);
     req.journal_source = store_snapshot_journal_source(req.snapshot, (const struct sockaddr *)&s->sa);
     req.journal_txn = s->txn.journal;
+    req.archive_off = !s->set->archive;
     char spf_out[256] = "";
     req.antispoof_spf_out = spf_out;
     req.antispoof_spf_domain = s->txn.antispoof_spf_domain;

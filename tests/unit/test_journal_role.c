@@ -21,20 +21,24 @@ static const struct {
     const char *rcpt;
     bool source, txn;
     size_t n_rcpts;
+    bool archive_off;
     int code;               /* 0: not decided by the journal check */
     const char *dsn;
     const char *text;
 } cases[] = {
-    { "journal@journal.example.com", true, false, 0, 250, "2.1.5", "Ok" },
-    { "JOURNAL@Journal.Example.COM", true, false, 0, 250, "2.1.5", "Ok" },
-    { "journal@journal.example.com", false, false, 0, 550, "5.7.1", "not an authorised journal source" },
-    { "journal@journal.example.com", false, false, 2, 550, "5.7.1", "not an authorised journal source" },
-    { "journal@journal.example.com", true, false, 1, 452, "4.5.3", "journal reports travel alone" },
-    { "alice@example.com", true, true, 1, 452, "4.5.3", "journal reports travel alone" },
-    { "bob@remote.example.org", false, true, 1, 452, "4.5.3", "journal reports travel alone" },
-    { "journal@journal.example.com", true, true, 1, 250, "2.1.5", "Ok" },   /* the same again */
-    { "alice@example.com", true, false, 0, 0, NULL, NULL },
-    { "other@journal.example.com", true, false, 0, 0, NULL, NULL },
+    { "journal@journal.example.com", true, false, 0, false, 250, "2.1.5", "Ok" },
+    { "JOURNAL@Journal.Example.COM", true, false, 0, false, 250, "2.1.5", "Ok" },
+    { "journal@journal.example.com", false, false, 0, false, 550, "5.7.1", "not an authorised journal source" },
+    { "journal@journal.example.com", false, false, 2, false, 550, "5.7.1", "not an authorised journal source" },
+    { "journal@journal.example.com", true, false, 1, false, 452, "4.5.3", "journal reports travel alone" },
+    { "alice@example.com", true, true, 1, false, 452, "4.5.3", "journal reports travel alone" },
+    { "bob@remote.example.org", false, true, 1, false, 452, "4.5.3", "journal reports travel alone" },
+    { "journal@journal.example.com", true, true, 1, false, 250, "2.1.5", "Ok" },   /* the same again */
+    { "alice@example.com", true, false, 0, false, 0, NULL, NULL },
+    { "other@journal.example.com", true, false, 0, false, 0, NULL, NULL },
+    /* archive=no: nothing would keep the report, so it is refused, not dropped */
+    { "journal@journal.example.com", true, false, 0, true, 550, "5.7.1", "journaling is off" },
+    { "journal@journal.example.com", false, false, 0, true, 550, "5.7.1", "not an authorised journal source" },
 };
 
 static void test_journal_rcpt(void **state)
@@ -58,6 +62,7 @@ static void test_journal_rcpt(void **state)
             .sender = "postmaster@example.com", .rcpt = cases[i].rcpt,
             .n_rcpts = cases[i].n_rcpts, .snapshot = snap,
             .journal_source = cases[i].source, .journal_txn = cases[i].txn,
+            .archive_off = cases[i].archive_off,
         };
         struct policy_verdict v;
         policy_evaluate(&req, &v);
