@@ -1034,6 +1034,7 @@ int main(int argc, char **argv)
     if (directory_sync_start(m.dsync, &err) < 0)   /* after the drop: its own store handle */
         die("directory", &err);
     m.api_cfg.deliver = m.deliver;
+    m.api_cfg.archive = m.archive;   /* issue 8: its counters for GET /api/v1/archive/stats */
     if (m.api != NULL && api_server_start(m.api, &err) < 0)
         die("http_listen", &err);
 

@@ -33,6 +33,8 @@ struct spool;
 struct connect;
 struct directory_sync;
 struct policy_antispoof;
+struct archive;
+struct store_archive;
 
 /* what moatd hands the API */
 struct api_config {
@@ -58,6 +60,9 @@ struct api_config {
     struct directory_sync *directory_sync;
     /* anti-spoofing's loop state (candidates): only inside api_loop_call; NULL = none */
     struct policy_antispoof *antispoof;
+    /* issue 8: the archive engine (its counters, GET /api/v1/archive/stats):
+     * only inside api_loop_call; NULL = archiving off or not started */
+    struct archive *archive;
 };
 
 #define API_MAX_PATH_PARAMS 4
@@ -84,6 +89,19 @@ struct api_response {
     json_t *body;                     /* owned by the response */
     char set_cookie[512];             /* "" = none */
     int64_t retry_after;              /* seconds; 0 = no header */
+    /* issue 8: a body that is not JSON (a .eml, an mbox export).  With
+     * content_type set the body is raw[0..raw_len) (owned, freed with the
+     * response), or, when stream is set, what stream(stream_arg, dst, max)
+     * writes each time it is called (> 0 octets written, 0 at the end, -1
+     * to abort the connection), on this worker thread; stream_free(arg)
+     * runs once the response is done, on any thread */
+    const char *content_type;         /* static text, e.g. "message/rfc822" */
+    char disposition[256];            /* Content-Disposition; "" = none */
+    char *raw;
+    size_t raw_len;
+    long (*stream)(void *arg, char *dst, size_t max);
+    void (*stream_free)(void *arg);
+    void *stream_arg;
 };
 
 typedef void (*api_handler)(struct api_request *req, struct api_response *resp);
@@ -116,6 +134,10 @@ void api_loop_call(const struct api_config *cfg, void (*fn)(void *arg), void *ar
 /* api_reload - after a change: the SMTP side uses it when this returns; a
  * failure is logged, the change stays */
 void api_reload(const struct api_request *req);
+/* api_archive_store - this worker thread's handle of the archive database
+ * (settings archive_database, "" = STATE/archive.db), opened on first use;
+ * NULL with err when it cannot be opened */
+struct store_archive *api_archive_store(const struct api_request *req, struct error *err);
 /* api_audit - shortcut: auth_audit with the request's principal and address */
 void api_audit(const struct api_request *req, const char *action, const char *target,
                json_t *before, json_t *after);

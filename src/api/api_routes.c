@@ -24,6 +24,7 @@
 #include "api_antispoof.h"
 #include "api_permitted.h"
 #include "api_held.h"
+#include "api_archive.h"
 
 const struct api_route api_routes[] = {
     /* --- public --- */
@@ -160,6 +161,25 @@ const struct api_route api_routes[] = {
     { "GET",    "/api/v1/forwarding",              AUTH_PERM_CONFIG_READ,     api_forwarding_list,     false },
     { "POST",   "/api/v1/forwarding",              AUTH_PERM_CONFIG_WRITE,    api_forwarding_create,   true },
     { "DELETE", "/api/v1/forwarding/{id}",         AUTH_PERM_CONFIG_WRITE,    api_forwarding_delete,   true },
+    /* --- issue 8: the archive (api_archive.c).  ARCHIVE_SEARCH is held by every
+     * role and scoped inside the handlers: a user sees their own mail, a basic
+     * administrator metadata only.  They change nothing, yet every search, view,
+     * download and export writes an audit entry (api_archive.c). --- */
+    { "GET",    "/api/v1/archive/messages",        AUTH_PERM_ARCHIVE_SEARCH,  api_archive_search,      false },
+    { "GET",    "/api/v1/archive/messages/{id}",   AUTH_PERM_ARCHIVE_SEARCH,  api_archive_get,         false },
+    { "GET",    "/api/v1/archive/messages/{id}/eml", AUTH_PERM_ARCHIVE_SEARCH, api_archive_eml,        false },
+    { "GET",    "/api/v1/archive/export",          AUTH_PERM_ARCHIVE_EXPORT,  api_archive_export,      false },
+    { "GET",    "/api/v1/archive/stats",           AUTH_PERM_CONFIG_READ,     api_archive_stats,       false },
+    { "POST",   "/api/v1/archive/purge",           AUTH_PERM_ARCHIVE_ADMIN,   api_archive_purge,       true },
+    { "GET",    "/api/v1/archive/legal-holds",     AUTH_PERM_ARCHIVE_ADMIN,   api_legal_holds_list,    false },
+    { "POST",   "/api/v1/archive/legal-holds",     AUTH_PERM_ARCHIVE_ADMIN,   api_legal_holds_create,  true },
+    { "DELETE", "/api/v1/archive/legal-holds/{address}", AUTH_PERM_ARCHIVE_ADMIN, api_legal_holds_delete, true },
+    /* --- issue 8: the journal role (api_journal.c); the SMTP snapshot holds it --- */
+    { "GET",    "/api/v1/journal",                 AUTH_PERM_CONFIG_READ,     api_journal_get,         false },
+    { "PUT",    "/api/v1/journal",                 AUTH_PERM_CONFIG_WRITE,    api_journal_put,         true },
+    { "GET",    "/api/v1/journal/sources",         AUTH_PERM_CONFIG_READ,     api_journal_sources_list, false },
+    { "POST",   "/api/v1/journal/sources",         AUTH_PERM_CONFIG_WRITE,    api_journal_sources_create, true },
+    { "DELETE", "/api/v1/journal/sources/{id}",    AUTH_PERM_CONFIG_WRITE,    api_journal_sources_delete, true },
 };
 
 const size_t api_routes_count = sizeof api_routes / sizeof api_routes[0];

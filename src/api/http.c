@@ -20,8 +20,14 @@
  *
  * Threads: libmicrohttpd runs a pool of http_threads workers per listener.
  * Each worker opens its own store handle on first use (a store handle
- * belongs to one thread) and closes it when the thread ends.  Loop-owned
+ * belongs to one thread) and closes it when the thread ends; likewise its
+ * archive database handle (api_archive_store, issue 8).  Loop-owned
  * objects are reached only through api_loop_call.
+ *
+ * Answers are JSON, except where a handler sets content_type (issue 8: a
+ * .eml, an mbox export): then its raw octets, or its stream, which
+ * libmicrohttpd pulls block by block (chunked) so that an export of many
+ * messages holds one message in memory at a time.
  *
  * Ownership: struct api_server owns the listening sockets (until MHD takes
  * them over in api_server_start), the daemons and the PEM texts; struct
@@ -46,6 +52,7 @@
 #include <sodium.h>
 #include "api_priv.h"
 #include "api_auth.h"
+#include "../store/store_archive.h"
 
 #define API_SESSION_COOKIE "moat_session"
 #define API_CSRF_HEADER "X-CSRF-Token"
@@ -73,6 +80,8 @@ struct api_server {
     char *cert_pem, *key_pem;
     pthread_key_t store_key;          /* each worker thread's store handle */
     bool have_key;
+    pthread_key_t archive_key;        /* ... and archive database handle (issue 8) */
+    bool have_archive_key;
     pthread_mutex_t lock;             /* loop calls */
     pthread_cond_t cond;
     bool stopping;
@@ -127,6 +136,9 @@ static const char *log_value(char *dst, size_t size, const char *s)
 void api_response_reset(struct api_response *resp)
 {
     json_decref(resp->body);
+    free(resp->raw);
+    if (resp->stream_free != NULL)
+        resp->stream_free(resp->stream_arg);
     memset(resp, 0, sizeof *resp);
 }
 
@@ -500,7 +512,78 @@ static struct store *thread_store(struct api_server *s)
     return st;
 }
 
+/* --- the per-thread archive database (issue 8) --- */
+
+static void archive_key_destroy(void *p)
+{
+    store_archive_close(p);
+}
+
+struct store_archive *api_archive_store(const struct api_request *req, struct error *err)
+{
+    struct api_server *s = server_of(req->cfg);
+    const struct moat_settings *set = s->cfg.settings;
+    struct store_archive *sa = pthread_getspecific(s->archive_key);
+    if (sa != NULL)
+        return sa;
+    char *path = set->archive_database != NULL && set->archive_database[0] != '\0'
+                     ? xstrdup(set->archive_database)
+                     : xasprintf("%s/archive.db", set->state_dir);
+    sa = store_archive_open(path, err);
+    if (sa == NULL)
+        log_error("event=http_archive_open_failed path=%s reason=\"%s\"", path, err->msg);
+    else
+        pthread_setspecific(s->archive_key, sa);
+    free(path);
+    return sa;
+}
+
 /* --- answering --- */
+
+/* stream_read - libmicrohttpd's reader over a handler's stream */
+static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    struct api_response *r = cls;
+    (void)pos;
+    long n = r->stream(r->stream_arg, buf, max);
+    if (n > 0)
+        return (ssize_t)n;
+    return n == 0 ? MHD_CONTENT_READER_END_OF_STREAM : MHD_CONTENT_READER_END_WITH_ERROR;
+}
+
+static void stream_done(void *cls)
+{
+    struct api_response *r = cls;
+    if (r->stream_free != NULL)
+        r->stream_free(r->stream_arg);
+    free(r);
+}
+
+/* raw_response - a body that is not JSON: the octets, or the stream (handed
+ * over to libmicrohttpd: resp no longer owns them) */
+static struct MHD_Response *raw_response(struct api_response *resp)
+{
+    struct MHD_Response *r;
+    if (resp->stream != NULL) {
+        struct api_response *keep = xcalloc(1, sizeof *keep);
+        keep->stream = resp->stream;
+        keep->stream_free = resp->stream_free;
+        keep->stream_arg = resp->stream_arg;
+        resp->stream_free = NULL;
+        resp->stream_arg = NULL;
+        r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 64 * 1024, stream_read, keep,
+                                              stream_done);
+        if (r == NULL)
+            stream_done(keep);
+        return r;
+    }
+    if (resp->raw_len == 0)
+        return MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+    r = MHD_create_response_from_buffer(resp->raw_len, resp->raw, MHD_RESPMEM_MUST_FREE);
+    if (r != NULL)
+        resp->raw = NULL;   /* MHD frees it */
+    return r;
+}
 
 static void client_ip(struct MHD_Connection *conn, char *dst, size_t size)
 {
@@ -525,8 +608,9 @@ static enum MHD_Result api_send(struct MHD_Connection *conn, struct api_response
 {
     struct buf b;
     buf_init(&b);
+    bool raw = resp->content_type != NULL && resp->body == NULL;
     if (resp->status == 0)
-        resp->status = resp->body ? 200 : 204;
+        resp->status = resp->body || raw ? 200 : 204;
     if (resp->body != NULL && resp->status != 204) {
         char *text = json_dumps(resp->body, JSON_COMPACT);
         if (text != NULL) {
@@ -536,17 +620,26 @@ static enum MHD_Result api_send(struct MHD_Connection *conn, struct api_response
         }
     }
     struct MHD_Response *r;
-    if (b.len > 0) {
+    if (raw) {
+        r = raw_response(resp);
+    } else if (b.len > 0) {
         r = MHD_create_response_from_buffer(b.len, b.data, MHD_RESPMEM_MUST_FREE);
         b.data = NULL;   /* MHD frees it */
     } else {
         r = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
     }
     buf_free(&b);
-    if (r == NULL)
+    if (r == NULL) {
+        api_response_reset(resp);
         return MHD_NO;
+    }
     if (resp->body != NULL && resp->status != 204)
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    if (raw) {
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, resp->content_type);
+        if (resp->disposition[0] != '\0')
+            MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_DISPOSITION, resp->disposition);
+    }
     MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
     MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
     MHD_add_response_header(r, "X-Frame-Options", "DENY");
@@ -957,6 +1050,11 @@ struct api_server *api_server_create(const struct api_config *cfg, struct error 
         goto fail;
     }
     s->have_key = true;
+    if (pthread_key_create(&s->archive_key, archive_key_destroy) != 0) {
+        error_set(err, "", "pthread_key_create failed");
+        goto fail;
+    }
+    s->have_archive_key = true;
     bool cert = set->http_tls_cert && set->http_tls_cert[0];
     bool key = set->http_tls_key && set->http_tls_key[0];
     if (cert != key) {
@@ -1045,6 +1143,8 @@ void api_server_free(struct api_server *s)
     }
     if (s->have_key)
         pthread_key_delete(s->store_key);
+    if (s->have_archive_key)
+        pthread_key_delete(s->archive_key);
     if (s->key_pem != NULL) {
         sodium_memzero(s->key_pem, strlen(s->key_pem));
         free(s->key_pem);

@@ -562,7 +562,8 @@ static bool thread_batch(struct archive *a, struct archive_job **jobs, size_t n,
                 rep += strcmp(j->kind, "report") == 0;
                 mal += strcmp(j->kind, "malformed") == 0;
                 struct error err = { 0 };
-                if (store_journal_seen(a->st, j->received, j->client, j->qid, j->kind, &err) < 0)
+                if (store_journal_seen(a->st, j->received, j->client, j->qid, j->kind,
+                                       items[k].journal_error, &err) < 0)
                     log_warn("qid=%s event=journal_evidence_failed reason=\"%s\"", j->qid, err.msg);
             }
             log_info("qid=%s event=archived outcome=%s source=%s direction=%s%s%s", j->qid,

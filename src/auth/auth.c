@@ -60,6 +60,8 @@ static const char *const perm_names[AUTH_PERM__COUNT] = {
     [AUTH_PERM_ACCOUNTS_MANAGE] = "accounts_manage",
     [AUTH_PERM_AUDIT_READ] = "audit_read",
     [AUTH_PERM_ARCHIVE_EXPORT] = "archive_export",
+    [AUTH_PERM_ARCHIVE_SEARCH] = "archive_search",
+    [AUTH_PERM_ARCHIVE_ADMIN] = "archive_admin",
 };
 
 /* role_table - THE place that says which role holds which permission.
@@ -72,6 +74,7 @@ static const bool role_table[AUTH_ROLE_ADMIN + 1][AUTH_PERM__COUNT] = {
     [AUTH_ROLE_USER] = {
         [AUTH_PERM_PUBLIC] = true,
         [AUTH_PERM_SELF] = true,
+        [AUTH_PERM_ARCHIVE_SEARCH] = true,     /* their own mail only */
     },
     [AUTH_ROLE_BASIC_ADMIN] = {
         [AUTH_PERM_PUBLIC] = true,
@@ -83,6 +86,8 @@ static const bool role_table[AUTH_ROLE_ADMIN + 1][AUTH_PERM__COUNT] = {
         [AUTH_PERM_ACCOUNTS_MANAGE] = false,   /* protected */
         [AUTH_PERM_AUDIT_READ] = true,
         [AUTH_PERM_ARCHIVE_EXPORT] = false,    /* protected */
+        [AUTH_PERM_ARCHIVE_SEARCH] = true,     /* metadata only: content is protected */
+        [AUTH_PERM_ARCHIVE_ADMIN] = false,     /* protected */
     },
     [AUTH_ROLE_ADMIN] = {
         [AUTH_PERM_PUBLIC] = true,
@@ -94,6 +99,8 @@ static const bool role_table[AUTH_ROLE_ADMIN + 1][AUTH_PERM__COUNT] = {
         [AUTH_PERM_ACCOUNTS_MANAGE] = true,
         [AUTH_PERM_AUDIT_READ] = true,
         [AUTH_PERM_ARCHIVE_EXPORT] = true,
+        [AUTH_PERM_ARCHIVE_SEARCH] = true,
+        [AUTH_PERM_ARCHIVE_ADMIN] = true,
     },
 };
 

@@ -45,6 +45,11 @@ enum auth_perm {
     AUTH_PERM_ACCOUNTS_MANAGE,  /* accounts and roles, other people's tokens: protected */
     AUTH_PERM_AUDIT_READ,       /* the audit log */
     AUTH_PERM_ARCHIVE_EXPORT,   /* export the archive: protected */
+    /* issue 8: search the archive.  Held by every role; the handlers scope
+     * it (api_archive.c): a user sees only their own mail, a basic
+     * administrator metadata only (reading content is protected) */
+    AUTH_PERM_ARCHIVE_SEARCH,
+    AUTH_PERM_ARCHIVE_ADMIN,    /* retention purge, legal holds: protected */
     AUTH_PERM__COUNT
 };
 

@@ -108,6 +108,10 @@ json_t *cli_api(struct cli_ctx *ctx, const char *method, const char *path, json_
 /* cli_api_text - the same with a body that is not JSON (data, len of content_type) */
 json_t *cli_api_text(struct cli_ctx *ctx, const char *method, const char *path,
                      const char *content_type, const char *data, size_t len, long *status);
+/* cli_api_download - GET path; a 2xx body is written to out as it comes
+ * (no size bound: an .eml, an mbox export); 0, or -1 after printing the
+ * API's error */
+int cli_api_download(struct cli_ctx *ctx, const char *path, FILE *out, long *status);
 /* cli_api_login - POST /api/v1/auth/login; fills session from Set-Cookie and csrf_token */
 json_t *cli_api_login(struct cli_ctx *ctx, json_t *body, struct cli_session *session);
 /* cli_escape - a path segment or query value, percent-encoded (caller frees) */
@@ -200,5 +204,15 @@ int cli_blocked_remove(struct cli_ctx *ctx);
 int cli_forward_add(struct cli_ctx *ctx);
 int cli_forward_list(struct cli_ctx *ctx);
 int cli_forward_remove(struct cli_ctx *ctx);
+/* issue 8: the archive and the journal role (cli_archive.c, cli_journal.c) */
+int cli_archive_search(struct cli_ctx *ctx);
+int cli_archive_show(struct cli_ctx *ctx);
+int cli_archive_export(struct cli_ctx *ctx);
+int cli_archive_stats(struct cli_ctx *ctx);
+int cli_archive_purge(struct cli_ctx *ctx);
+int cli_archive_hold(struct cli_ctx *ctx);
+int cli_journal_show(struct cli_ctx *ctx);
+int cli_journal_set(struct cli_ctx *ctx);
+int cli_journal_source(struct cli_ctx *ctx);
 
 #endif

@@ -33,11 +33,25 @@ struct answer {
     struct buf body;
     struct cli_session *session;    /* login: where Set-Cookie goes */
     bool too_big;
+    FILE *sink;                     /* a download: a 2xx body goes here, unbounded */
+    CURL *curl;
+    bool sink_failed;
 };
 
 static size_t on_body(char *data, size_t size, size_t n, void *arg)
 {
     struct answer *a = arg;
+    if (a->sink != NULL) {
+        long status = 0;
+        curl_easy_getinfo(a->curl, CURLINFO_RESPONSE_CODE, &status);
+        if (status >= 200 && status < 300) {
+            if (fwrite(data, size, n, a->sink) != n) {
+                a->sink_failed = true;
+                return 0;
+            }
+            return size * n;
+        }
+    }
     if (a->body.len + size * n > (size_t)CLI_MAX_ANSWER) {
         a->too_big = true;
         return 0;
@@ -106,7 +120,7 @@ struct raw_body {
 
 static json_t *request(struct cli_ctx *ctx, const char *method, const char *path, json_t *body,
                        const struct cli_session *session, struct cli_session *login,
-                       long *status_out, const struct raw_body *raw)
+                       long *status_out, const struct raw_body *raw, FILE *sink)
 {
     struct answer a;
     struct curl_slist *h = NULL;
@@ -118,11 +132,13 @@ static json_t *request(struct cli_ctx *ctx, const char *method, const char *path
     memset(&a, 0, sizeof a);
     buf_init(&a.body);
     a.session = login;
+    a.sink = sink;
     CURL *c = curl_easy_init();
     if (c == NULL) {
         cli_fail(ctx, "cannot initialise libcurl");
         goto out;
     }
+    a.curl = c;
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(c, CURLOPT_TIMEOUT, CLI_HTTP_TIMEOUT_S);
@@ -134,7 +150,14 @@ static json_t *request(struct cli_ctx *ctx, const char *method, const char *path
     const char *ca = getenv("MOAT_CACERT");
     if (ca != NULL && ca[0] != '\0')
         curl_easy_setopt(c, CURLOPT_CAINFO, ca);
-    h = curl_slist_append(h, "Accept: application/json");
+    h = curl_slist_append(h, sink ? "Accept: */*" : "Accept: application/json");
+    if (sink != NULL) {
+        /* a download (an mbox export) may take long: no overall limit, but a
+         * stalled one (under 1 octet/s for the usual timeout) is given up */
+        curl_easy_setopt(c, CURLOPT_TIMEOUT, 0L);
+        curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
+        curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, CLI_HTTP_TIMEOUT_S);
+    }
     h = curl_slist_append(h, "Expect:");   /* no 100-continue round trip */
     if (session != NULL) {
         curl_easy_setopt(c, CURLOPT_COOKIE, session->cookie);
@@ -160,7 +183,9 @@ static json_t *request(struct cli_ctx *ctx, const char *method, const char *path
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
     CURLcode rc = curl_easy_perform(c);
     if (rc != CURLE_OK) {
-        if (a.too_big)
+        if (a.sink_failed)
+            cli_fail(ctx, "cannot write the download: %s", strerror(errno));
+        else if (a.too_big)
             cli_fail(ctx, "the answer from %s is too large", ctx->url);
         else
             cli_fail(ctx, "cannot reach moatd at %s: %s (is it running? set MOAT_URL)", ctx->url,
@@ -169,6 +194,10 @@ static json_t *request(struct cli_ctx *ctx, const char *method, const char *path
     }
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
     json_t *j = NULL;
+    if (sink != NULL && status >= 200 && status < 300) {
+        result = json_null();
+        goto out;
+    }
     if (a.body.len > 0) {
         json_error_t jerr;
         j = json_loadb(a.body.data, a.body.len, 0, &jerr);
@@ -200,7 +229,16 @@ out:
 json_t *cli_api(struct cli_ctx *ctx, const char *method, const char *path, json_t *body,
                 const struct cli_session *session, long *status)
 {
-    return request(ctx, method, path, body, session, NULL, status, NULL);
+    return request(ctx, method, path, body, session, NULL, status, NULL, NULL);
+}
+
+int cli_api_download(struct cli_ctx *ctx, const char *path, FILE *out, long *status)
+{
+    json_t *r = request(ctx, "GET", path, NULL, NULL, NULL, status, NULL, out);
+    if (r == NULL)
+        return -1;
+    json_decref(r);
+    return 0;
 }
 
 json_t *cli_api_text(struct cli_ctx *ctx, const char *method, const char *path,
@@ -210,13 +248,13 @@ json_t *cli_api_text(struct cli_ctx *ctx, const char *method, const char *path,
     if (xsnprintf(type, sizeof type, "Content-Type: %s", content_type) < 0)
         return NULL;
     struct raw_body raw = { .type = type, .data = data, .len = len };
-    return request(ctx, method, path, NULL, NULL, NULL, status, &raw);
+    return request(ctx, method, path, NULL, NULL, NULL, status, &raw, NULL);
 }
 
 json_t *cli_api_login(struct cli_ctx *ctx, json_t *body, struct cli_session *session)
 {
     memset(session, 0, sizeof *session);
-    json_t *r = request(ctx, "POST", "/api/v1/auth/login", body, NULL, session, NULL, NULL);
+    json_t *r = request(ctx, "POST", "/api/v1/auth/login", body, NULL, session, NULL, NULL, NULL);
     if (r == NULL)
         return NULL;
     const char *csrf = json_string_value(json_object_get(r, "csrf_token"));

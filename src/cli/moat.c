@@ -233,6 +233,42 @@ static const struct cli_option antispoof_options[] = {
     { NULL, NULL, NULL },
 };
 
+/* issue 8: the archive and the journal role (cli_archive.c, cli_journal.c) */
+static const struct cli_option archive_search_options[] = {
+    { "offset", "N", "skip the first N matches (paging; default 0)" },
+    { "limit", "N", "at most N messages (1..500, default 50)" },
+    { NULL, NULL, NULL },
+};
+
+static const struct cli_option archive_show_options[] = {
+    { "eml", NULL, "write the message as it was archived (RFC 5322, with Moat's Received "
+      "line) to standard output instead" },
+    { NULL, NULL, NULL },
+};
+
+static const struct cli_option archive_export_options[] = {
+    { "output", "FILE", "the mbox file to write (-o FILE; must not exist yet)" },
+    { NULL, NULL, NULL },
+};
+
+static const struct cli_option archive_hold_options[] = {
+    { "reason", "TEXT", "why the hold was placed (a case number)" },
+    { NULL, NULL, NULL },
+};
+
+static const struct cli_option journal_set_options[] = {
+    { "address", "A", "the journal address (\"\" = back to the default "
+      "journal@journal.<primary domain>)" },
+    { "undeliverable", "U", "where Exchange sends journal reports it cannot deliver: a mailbox "
+      "outside Exchange Online (\"\" = unset)" },
+    { NULL, NULL, NULL },
+};
+
+static const struct cli_option journal_source_options[] = {
+    { "comment", "C", "a note (which mail server this is)" },
+    { NULL, NULL, NULL },
+};
+
 /* issue 7: held mail, blocked senders, forwarding (cli_held.c) */
 static const struct cli_option blocked_add_options[] = {
     { "action", "ACTION", "hold (accept into quarantine for an administrator) or reject "
@@ -589,6 +625,56 @@ static const struct cli_command cli_commands[] = {
       "list forwarding rules", "Lists every forwarding rule with its id and mode." },
     { "forward", "remove", "ID", 1, 1, NULL, cli_forward_remove,
       "remove a forwarding rule", "Removes the rule with that id (moat forward list)." },
+    /* issue 8: the archive (cli_archive.c) */
+    { "archive", "search", "QUERY...", 0, CLI_MAX_ARGS, archive_search_options, cli_archive_search,
+      "search the archive",
+      "The words of QUERY are one query; every term must hold: from:ADDRESS|DOMAIN, "
+      "to:ADDRESS|DOMAIN, subject:WORD, subject:\"a phrase\", after:YYYY-MM-DD (inclusive), "
+      "before:YYYY-MM-DD (exclusive; also YYYY-MM-DDTHH:MM:SSZ), has:attachment, a word or a "
+      "\"phrase\" anywhere in the message. Quote phrases for the shell: moat archive search "
+      "from:example.com 'subject:\"quarterly report\"'. Newest first. A basic administrator "
+      "may search metadata only (no free words); a user only their own mail. Audit-logged." },
+    { "archive", "show", "ID", 1, 1, archive_show_options, cli_archive_show,
+      "show an archived message: arrivals, headers, attachments, text",
+      "Prints every envelope that brought the message (SMTP, or an unwrapped journal report "
+      "with its expanded and forwarded recipients), the header section, the attachment names "
+      "and the decoded text. --eml writes the message itself to standard output. "
+      "Audit-logged." },
+    { "archive", "export", "QUERY...", 0, CLI_MAX_ARGS, archive_export_options, cli_archive_export,
+      "export the messages of a search to an mbox file",
+      "Writes every message matching QUERY (at most 100000, newest first) to FILE in mboxrd "
+      "format, which mail clients and Python's mailbox module read. Administrators only; "
+      "audit-logged." },
+    { "archive", "stats", "", 0, 0, NULL, cli_archive_stats,
+      "the archive's figures",
+      "Messages, arrivals, sizes, journal reports, the oldest message, the retention period "
+      "(setting archive_retention) and the legal holds." },
+    { "archive", "purge", "", 0, 0, NULL, cli_archive_purge,
+      "purge what the retention period allows, now",
+      "Deletes the messages whose latest arrival is older than archive_retention, except those "
+      "of addresses under legal hold. moatd also does this every archive_purge_interval. "
+      "Administrators only; audit-logged." },
+    { "archive", "hold", "add ADDRESS | list | remove ADDRESS", 1, 2, archive_hold_options,
+      cli_archive_hold, "legal holds: addresses whose mail retention never purges",
+      "add ADDRESS [--reason TEXT] suspends purging of every message that ADDRESS sent or "
+      "received (envelope, From, To or Cc); list shows the holds; remove ADDRESS lifts one. "
+      "Administrators only; audit-logged." },
+    /* issue 8: the journal role (cli_journal.c) */
+    { "journal", "show", "", 0, 0, NULL, cli_journal_show,
+      "the journal address, its sources and the last journal report",
+      "Shows the journal address (mail to it from a journal source is archived, never "
+      "relayed), the address for undeliverable journal reports, the journal sources and when "
+      "the last report was archived." },
+    { "journal", "set", "", 0, 0, journal_set_options, cli_journal_set,
+      "set the journal address or the undeliverable-reports address",
+      "moat journal set --address journal@journal.example.com --undeliverable "
+      "journal-ndr@example.net. Exchange Online needs the undeliverable-reports address outside "
+      "itself (Set-TransportConfig -JournalingReportNdrTo)." },
+    { "journal", "source", "add CIDR | list | remove CIDR|ID", 1, 2, journal_source_options,
+      cli_journal_source, "journal sources: the mail servers that send journal reports",
+      "add CIDR authorises an address or range (your Exchange servers, Exchange Online's "
+      "outbound ranges) to send journal reports to the journal address; mail to it from "
+      "anywhere else is refused. list shows them; remove takes the range or its id." },
 };
 
 #define N_COMMANDS (sizeof cli_commands / sizeof cli_commands[0])
@@ -867,6 +953,9 @@ int main(int argc, char **argv)
             ctx.args[ctx.n_args++] = a;
             continue;
         }
+        /* short spellings: "-o FILE" is --output */
+        if (strcmp(a, "-o") == 0 && option_index(cmd, "output", 6) >= 0)
+            a = "--output";
         const char *name = a[1] == '-' ? a + 2 : a + 1;
         const char *eq = strchr(name, '=');
         int oi = option_index(cmd, name, eq ? (size_t)(eq - name) : strlen(name));

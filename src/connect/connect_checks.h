@@ -111,5 +111,18 @@ json_t *connect_forwarding_prepare(struct store *st, struct error *err);
 void connect_forwarding_run(const struct connect_env *env, json_t *input, connect_done_cb done,
                             void *arg);
 json_t *connect_forwarding_instructions(struct store *st, struct error *err);
+/* journaling (issue 8, connect_journaling.c): journal sources configured and
+ * the last journal report archived with its envelope unwrapped */
+json_t *connect_journaling_prepare(struct store *st, struct error *err);
+void connect_journaling_run(const struct connect_env *env, json_t *input, connect_done_cb done,
+                            void *arg);
+json_t *connect_journaling_instructions(struct store *st, struct error *err);
+/* the pure parts, for the unit tests: the verdict of a prepared input (msg
+ * gets the sentence), and the instructions for an organisation */
+enum connect_outcome connect_journaling_verdict(json_t *input, char *msg, size_t size);
+struct connect_org;
+json_t *connect_art_journaling(const struct connect_org *org, const char *address,
+                               const char *undeliverable, const char *const *sources,
+                               size_t n_sources);
 
 #endif

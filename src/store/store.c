@@ -408,6 +408,11 @@ const char *const store_migrations[] = {
     "  created    INTEGER NOT NULL,"
     "  created_by TEXT NOT NULL DEFAULT ''"
     ");",
+    /* 15 (issue 8, Connect's journaling check): the kind of the last journal
+     * message ("plain", "report", "malformed") and why a malformed one could
+     * not be read, so the check can say so */
+    "ALTER TABLE journal_config ADD COLUMN last_report_kind TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE journal_config ADD COLUMN last_report_error TEXT NOT NULL DEFAULT '';",
 };
 const int store_schema_latest = (int)(sizeof store_migrations / sizeof store_migrations[0]);
 

@@ -896,6 +896,8 @@ struct store_journal {
     char *last_report_client;   /* its client address ("" none) */
     char *last_report_qid;
     bool last_report_unwrapped; /* the last was a readable report (not malformed/plain) */
+    char *last_report_kind;     /* 8D: "plain", "report", "malformed"; "" = none */
+    char *last_report_error;    /* 8D: malformed: why it could not be read; else "" */
     uint64_t reports;           /* journal messages archived */
     uint64_t unwrapped;         /* of which unwrapped reports */
     uint64_t malformed;
@@ -908,9 +910,10 @@ void store_journal_clear(struct store_journal *j);
 int store_journal_set(struct store *st, const char *address, const char *undeliverable,
                       struct error *err);
 /* store_journal_seen - the archive recorded a journal message (kind "plain",
- * "report", "malformed") from client */
+ * "report", "malformed") from client; error: why a malformed one could not
+ * be read (NULL otherwise; 8D added it for Connect's journaling check) */
 int store_journal_seen(struct store *st, int64_t when, const char *client, const char *qid,
-                       const char *kind, struct error *err);
+                       const char *kind, const char *error, struct error *err);
 
 struct store_journal_source { int64_t id; char *cidr; char *comment; int64_t created; };
 /* store_journal_source_add - cidr in any accepted form (cidr.h), stored canonical;

@@ -42,12 +42,14 @@ enum journal_stmt {
 
 static const char *const journal_sql[J__COUNT] = {
     [J_GET] = "SELECT address, undeliverable, last_report, last_report_client, last_report_qid, "
-              "last_report_unwrapped, reports, unwrapped, malformed FROM journal_config WHERE id = 1",
+              "last_report_unwrapped, reports, unwrapped, malformed, last_report_kind, "
+              "last_report_error FROM journal_config WHERE id = 1",
     [J_SET] = "UPDATE journal_config SET address = ?1, "
               "undeliverable = COALESCE(?2, undeliverable) WHERE id = 1",
     [J_SEEN] = "UPDATE journal_config SET last_report = ?1, last_report_client = ?2, "
                "last_report_qid = ?3, last_report_unwrapped = ?4, reports = reports + 1, "
-               "unwrapped = unwrapped + ?4, malformed = malformed + ?5 WHERE id = 1",
+               "unwrapped = unwrapped + ?4, malformed = malformed + ?5, last_report_kind = ?6, "
+               "last_report_error = ?7 WHERE id = 1",
     [J_SRC_ADD] = "INSERT INTO journal_sources (cidr, comment, created) VALUES (?1, ?2, ?3)",
     [J_SRC_DEL_CIDR] = "DELETE FROM journal_sources WHERE cidr = ?1",
     [J_SRC_DEL_ID] = "DELETE FROM journal_sources WHERE id = ?1",
@@ -130,6 +132,8 @@ int store_journal_get(struct store *st, struct store_journal *out, struct error 
     out->reports = (uint64_t)sqlite3_column_int64(s, 6);
     out->unwrapped = (uint64_t)sqlite3_column_int64(s, 7);
     out->malformed = (uint64_t)sqlite3_column_int64(s, 8);
+    out->last_report_kind = store_col_strdup(s, 9);
+    out->last_report_error = store_col_strdup(s, 10);
     sqlite3_reset(s);
     if (out->address[0] == '\0') {
         char dom[256];
@@ -157,6 +161,8 @@ void store_journal_clear(struct store_journal *j)
     free(j->undeliverable);
     free(j->last_report_client);
     free(j->last_report_qid);
+    free(j->last_report_kind);
+    free(j->last_report_error);
     memset(j, 0, sizeof *j);
 }
 
@@ -190,7 +196,7 @@ int store_journal_set(struct store *st, const char *address, const char *undeliv
 }
 
 int store_journal_seen(struct store *st, int64_t when, const char *client, const char *qid,
-                       const char *kind, struct error *err)
+                       const char *kind, const char *error, struct error *err)
 {
     bool report = kind != NULL && strcmp(kind, "report") == 0;
     bool malformed = kind != NULL && strcmp(kind, "malformed") == 0;
@@ -200,6 +206,8 @@ int store_journal_seen(struct store *st, int64_t when, const char *client, const
     sqlite3_bind_text(s, 3, qid ? qid : "", -1, SQLITE_TRANSIENT);
     sqlite3_bind_int(s, 4, report ? 1 : 0);
     sqlite3_bind_int(s, 5, malformed ? 1 : 0);
+    sqlite3_bind_text(s, 6, kind ? kind : "", -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(s, 7, malformed && error ? error : "", -1, SQLITE_TRANSIENT);
     return exec_update(st, s, "journal evidence", err);
 }
 

@@ -41,7 +41,8 @@ def test_fresh_checklist(api_moatd):
     assert t["lockdown"]["blocked_by"][0] == "mx" and "mx_age" in t["lockdown"]["blocked_by"]
     assert t["forwarding"]["optional"] and not t["mx"]["optional"]
     assert t["directory"]["checkable"] and not t["directory"].get("later_issue")
-    assert not t["journaling"]["checkable"] and t["journaling"]["later_issue"]
+    assert not t["authentication"]["checkable"] and t["authentication"]["later_issue"]
+    assert t["journaling"]["checkable"] and not t["journaling"].get("later_issue")
     assert all(x["next_step"] for x in r.json["tasks"])
     assert r.json["summary"] == {"total": 16, "done_or_skipped": 0, "mandatory": 12,
                                  "mandatory_done": 0}
@@ -113,7 +114,7 @@ def test_skip_and_later_tasks(api_moatd):
     audit = a.get("/api/v1/audit?action=connect.skip").json["items"]
     assert audit[0]["target"] == "forwarding" and audit[0]["after"]["state"] == "skipped"
 
-    r = a.post("/api/v1/connect/journaling/check")
+    r = a.post("/api/v1/connect/authentication/check")
     assert r.status == 200, r
     assert r.json["result"]["outcome"] == "unavailable"
     assert r.json["state"] == "locked" and r.json["recorded_state"] == "todo"

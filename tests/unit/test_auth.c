@@ -649,13 +649,14 @@ static void test_role_table(void **state)
 {
     /* expected[role][perm]: the whole matrix, so a new permission must be added here */
     static const bool expected[4][AUTH_PERM__COUNT] = {
-        /*                 PUBLIC SELF  CFG_R CFG_W QUEUE CONTENT ACCOUNTS AUDIT ARCHIVE */
-        [AUTH_ROLE_NONE] =        { 1, 0, 0, 0, 0, 0, 0, 0, 0 },
-        [AUTH_ROLE_USER] =        { 1, 1, 0, 0, 0, 0, 0, 0, 0 },
-        [AUTH_ROLE_BASIC_ADMIN] = { 1, 1, 1, 1, 1, 0, 0, 1, 0 },
-        [AUTH_ROLE_ADMIN] =       { 1, 1, 1, 1, 1, 1, 1, 1, 1 },
+        /*                 PUBLIC SELF  CFG_R CFG_W QUEUE CONTENT ACCOUNTS AUDIT EXPORT
+         *                 ARCHIVE_SEARCH ARCHIVE_ADMIN */
+        [AUTH_ROLE_NONE] =        { 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 },
+        [AUTH_ROLE_USER] =        { 1, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0 },
+        [AUTH_ROLE_BASIC_ADMIN] = { 1, 1, 1, 1, 1, 0, 0, 1, 0, 1, 0 },
+        [AUTH_ROLE_ADMIN] =       { 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1 },
     };
-    assert_int_equal(AUTH_PERM__COUNT, 9);
+    assert_int_equal(AUTH_PERM__COUNT, 11);
     for (int r = AUTH_ROLE_NONE; r <= AUTH_ROLE_ADMIN; r++)
         for (int p = 0; p < AUTH_PERM__COUNT; p++) {
             if (auth_role_allows((enum auth_role)r, (enum auth_perm)p) != expected[r][p])
@@ -665,8 +666,9 @@ static void test_role_table(void **state)
         }
     /* the protected actions are the administrator's alone */
     static const enum auth_perm protected_perms[] = {
-        AUTH_PERM_MESSAGE_CONTENT, AUTH_PERM_ACCOUNTS_MANAGE, AUTH_PERM_ARCHIVE_EXPORT };
-    for (size_t i = 0; i < 3; i++) {
+        AUTH_PERM_MESSAGE_CONTENT, AUTH_PERM_ACCOUNTS_MANAGE, AUTH_PERM_ARCHIVE_EXPORT,
+        AUTH_PERM_ARCHIVE_ADMIN };
+    for (size_t i = 0; i < 4; i++) {
         assert_false(auth_role_allows(AUTH_ROLE_BASIC_ADMIN, protected_perms[i]));
         assert_true(auth_role_allows(AUTH_ROLE_ADMIN, protected_perms[i]));
     }

@@ -709,7 +709,7 @@ static void test_engine_later_tasks(void **state)
 {
     struct fixture *f = *state;
     struct error err = {0};
-    json_t *r = connect_task_check(f->c, f->st, "journaling", &f->who, &err);
+    json_t *r = connect_task_check(f->c, f->st, "authentication", &f->who, &err);
     assert_non_null(r);
     json_t *res = json_object_get(r, "result");
     assert_string_equal(json_string_value(json_object_get(res, "outcome")), "unavailable");

@@ -710,8 +710,10 @@ static void test_journal_config(void **state)
     store_journal_clear(&j);
 
     /* the evidence the Connect check reads */
-    assert_int_equal(store_journal_seen(f->st, 1700000000, "192.0.2.7", "AAAA", "report", &err), 0);
-    assert_int_equal(store_journal_seen(f->st, 1700000100, "192.0.2.7", "BBBB", "malformed", &err), 0);
+    assert_int_equal(store_journal_seen(f->st, 1700000000, "192.0.2.7", "AAAA", "report", NULL,
+                                        &err), 0);
+    assert_int_equal(store_journal_seen(f->st, 1700000100, "192.0.2.7", "BBBB", "malformed",
+                                        "no envelope block", &err), 0);
     assert_int_equal(store_journal_get(f->st, &j, &err), STORE_OK);
     assert_int_equal(j.last_report, 1700000100);
     assert_string_equal(j.last_report_qid, "BBBB");
@@ -720,6 +722,8 @@ static void test_journal_config(void **state)
     assert_int_equal(j.reports, 2);
     assert_int_equal(j.unwrapped, 1);
     assert_int_equal(j.malformed, 1);
+    assert_string_equal(j.last_report_kind, "malformed");
+    assert_string_equal(j.last_report_error, "no envelope block");
     store_journal_clear(&j);
 
     /* legal holds */
