@@ -29,17 +29,10 @@ EXT = "remote.example.org"
 # --- helpers ----------------------------------------------------------------
 
 def add_journal_source(m, cidr="127.0.0.1/32"):
-    """Authorise a journal source.  The configuration store is written
-    directly (sqlite3, WAL: moatd's reload thread sees the change) until the
-    journal CLI/API exists in this tree; then wait until the SMTP loop's
-    snapshot has it (the journal address is accepted from 127.0.0.1)."""
-    db = sqlite3.connect(str(m.state_dir / "moat.db"), timeout=10)
-    try:
-        db.execute("INSERT INTO journal_sources (cidr, comment, created) VALUES (?, 'test', ?)",
-                   (cidr, int(time.time())))
-        db.commit()
-    finally:
-        db.close()
+    """Authorise a journal source through the CLI (`moat journal source
+    add`), then wait until the SMTP loop's snapshot has it (the journal
+    address is accepted from 127.0.0.1)."""
+    m.cli("journal", "source", "add", cidr, "--comment", "test", check=0)
 
     def accepted():
         with smtplib.SMTP(m.host, m.port, timeout=10) as c:
@@ -187,6 +180,26 @@ def test_report_from_stranger_is_refused(world):
     rejects = [e for e in m.events("reject") if e.get("check") == "journal" or "journal" in
                e.get("reason", "")]
     assert rejects, m.log_tail(30)
+
+
+def test_journal_refused_while_the_archive_is_off(moatd, sink):
+    """archive=no: nothing would keep a journal report, so even an
+    authorised source is refused rather than accepted and dropped."""
+    inside = sink(name="inside")
+    m = moatd(domains={"example.com": f"127.0.0.1:{inside.port}"}, opts={"archive": "no"})
+    m.cli("journal", "source", "add", "127.0.0.1/32", check=0)
+
+    def refused_as_off():
+        with smtplib.SMTP(m.host, m.port, timeout=10) as c:
+            c.ehlo("exchange.example.com")
+            c.mail("postmaster@example.com")
+            code, text = c.rcpt(JOURNAL)
+            return code == 550 and text.startswith(b"5.7.1") and b"journaling is off" in text
+    wait_until(refused_as_off, timeout=15, what="journal address refused with the archive off")
+    # ordinary mail still flows, and nothing waits for an archive
+    q = m.send("bob@" + EXT, ["alice@example.com"], make_message(sender="bob@" + EXT))
+    inside.wait_count(1)
+    wait_until(lambda: q not in m.queue_ids(), timeout=15, what="message gone from the spool")
 
 
 def test_journal_recipient_travels_alone(world):
@@ -350,14 +363,7 @@ def test_retention_purges_old_mail_but_not_legal_holds(moatd, sink, workdir):
     m = moatd(domains={"example.com": f"127.0.0.1:{inside.port}"},
               opts={"archive_purge_interval": "1s", "archive_retention": "1d",
                     "test_clock_file": str(clock)})
-    # the legal hold (written to the configuration store; the API is issue 8's too)
-    db = sqlite3.connect(str(m.state_dir / "moat.db"), timeout=10)
-    try:
-        db.execute("INSERT INTO legal_holds (address, reason, created, created_by) "
-                   "VALUES ('carol@example.com', 'litigation', ?, 'test')", (int(time.time()),))
-        db.commit()
-    finally:
-        db.close()
+    m.cli("archive", "hold", "add", "carol@example.com", "--reason", "litigation", check=0)
     q1 = m.send(f"bob@{EXT}", ["alice@example.com"], make_message(sender=f"bob@{EXT}"))
     q2 = m.send(f"bob@{EXT}", ["carol@example.com"],
                 make_message(sender=f"bob@{EXT}", to="carol@example.com"))
