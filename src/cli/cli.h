@@ -116,6 +116,15 @@ int cli_api_download(struct cli_ctx *ctx, const char *path, FILE *out, long *sta
 json_t *cli_api_login(struct cli_ctx *ctx, json_t *body, struct cli_session *session);
 /* cli_escape - a path segment or query value, percent-encoded (caller frees) */
 char *cli_escape(const char *s);
+/* cli_jstr - the string member key of o, "" when missing or not a string */
+const char *cli_jstr(json_t *o, const char *key);
+/* the address-range resources (cli_range.c): outbound hosts and journal
+ * sources; base is the collection's API path.  list prints `none` when
+ * empty; add prints "WHAT RANGE (id N): MEANING"; remove takes an id or a
+ * range as typed (ctx->args[1]) */
+int cli_range_list(struct cli_ctx *ctx, const char *base, const char *none);
+int cli_range_add(struct cli_ctx *ctx, const char *base, const char *what, const char *meaning);
+int cli_range_remove(struct cli_ctx *ctx, const char *base, const char *what);
 /* cli_api_all - every item of a paged list (following next_cursor), or NULL */
 json_t *cli_api_all(struct cli_ctx *ctx, const char *path);
 /* cli_config_load - url and token: --url, then MOAT_URL/MOAT_TOKEN, then cli.conf */

@@ -11,6 +11,8 @@
 #include <string.h>
 #include "cli.h"
 
+#define SOURCES "/api/v1/journal/sources"
+
 static const char *jstr(json_t *o, const char *key)
 {
     const char *s = json_string_value(json_object_get(o, key));
@@ -102,104 +104,6 @@ int cli_journal_set(struct cli_ctx *ctx)
     return CLI_OK;
 }
 
-/* --- sources --- */
-
-static int source_list(struct cli_ctx *ctx)
-{
-    json_t *all = cli_api_all(ctx, "/api/v1/journal/sources");
-    if (all == NULL)
-        return CLI_FAIL;
-    if (ctx->json) {
-        cli_print_json(all);
-        return CLI_OK;
-    }
-    if (json_array_size(all) == 0) {
-        printf("no journal sources\n");
-        json_decref(all);
-        return CLI_OK;
-    }
-    static const char *const hdr[] = { "ID", "RANGE", "COMMENT", "CREATED" };
-    struct cli_table *t = cli_table_new(4, hdr);
-    size_t i;
-    json_t *s;
-    json_array_foreach(all, i, s) {
-        char id[32];
-        xsnprintf(id, sizeof id, "%lld", (long long)json_integer_value(json_object_get(s, "id")));
-        const char *row[4] = { id, jstr(s, "cidr"), jstr(s, "comment"), jstr(s, "created") };
-        cli_table_add(t, row);
-    }
-    cli_table_print(t, stdout);
-    cli_table_free(t);
-    json_decref(all);
-    return CLI_OK;
-}
-
-static int source_add(struct cli_ctx *ctx)
-{
-    json_t *body = json_pack("{s:s}", "cidr", ctx->args[1]);
-    if (cli_opt(ctx, "comment"))
-        json_object_set_new(body, "comment", json_string(cli_opt(ctx, "comment")));
-    json_t *r = cli_api(ctx, "POST", "/api/v1/journal/sources", body, NULL, NULL);
-    if (r == NULL)
-        return CLI_FAIL;
-    if (ctx->json) {
-        cli_print_json(r);
-        return CLI_OK;
-    }
-    char *c = cli_safe(jstr(r, "cidr"));
-    printf("journal source %s (id %lld): its mail to the journal address is archived\n", c,
-           (long long)json_integer_value(json_object_get(r, "id")));
-    free(c);
-    json_decref(r);
-    return CLI_OK;
-}
-
-/* source_remove - by id, or by range (looked up to its id) */
-static int source_remove(struct cli_ctx *ctx)
-{
-    const char *key = ctx->args[1];
-    char id[32] = "";
-    if (key[0] != '\0' && key[strspn(key, "0123456789")] == '\0') {
-        (void)str_copy(id, sizeof id, key);
-    } else {
-        json_t *all = cli_api_all(ctx, "/api/v1/journal/sources");
-        if (all == NULL)
-            return CLI_FAIL;
-        size_t i;
-        json_t *s;
-        json_array_foreach(all, i, s) {
-            const char *c = jstr(s, "cidr");
-            /* the canonical text, or a single address stored as /32 or /128 */
-            size_t kl = strlen(key);
-            if (strcmp(c, key) == 0 ||
-                (strncmp(c, key, kl) == 0 && (strcmp(c + kl, "/32") == 0 ||
-                                              strcmp(c + kl, "/128") == 0)))
-                xsnprintf(id, sizeof id, "%lld",
-                          (long long)json_integer_value(json_object_get(s, "id")));
-        }
-        json_decref(all);
-        if (id[0] == '\0') {
-            char *k = cli_safe(key);
-            cli_fail(ctx, "no journal source %s (moat journal source list)", k);
-            free(k);
-            return CLI_FAIL;
-        }
-    }
-    char *p = xasprintf("/api/v1/journal/sources/%s", id);
-    json_t *r = cli_api(ctx, "DELETE", p, NULL, NULL, NULL);
-    free(p);
-    if (r == NULL)
-        return CLI_FAIL;
-    json_decref(r);
-    char *k = cli_safe(key);
-    if (ctx->json)
-        cli_print_json(json_pack("{s:s, s:b}", "source", k, "removed", 1));
-    else
-        printf("removed journal source %s\n", k);
-    free(k);
-    return CLI_OK;
-}
-
 int cli_journal_source(struct cli_ctx *ctx)
 {
     const char *sub = ctx->args[0];
@@ -209,6 +113,9 @@ int cli_journal_source(struct cli_ctx *ctx)
     if (ctx->n_args - 1 != want)
         return cli_usage_error(ctx, "\"%s\" takes %d argument%s", sub, want, want == 1 ? "" : "s");
     if (strcmp(sub, "list") == 0)
-        return source_list(ctx);
-    return strcmp(sub, "add") == 0 ? source_add(ctx) : source_remove(ctx);
+        return cli_range_list(ctx, SOURCES, "no journal sources");
+    if (strcmp(sub, "add") == 0)
+        return cli_range_add(ctx, SOURCES, "journal source",
+                             "its mail to the journal address is archived");
+    return cli_range_remove(ctx, SOURCES, "journal source");
 }

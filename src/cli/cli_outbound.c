@@ -12,6 +12,8 @@
 #include <string.h>
 #include "cli.h"
 
+#define HOSTS "/api/v1/outbound/hosts"
+
 static const char *jstr(json_t *o, const char *key)
 {
     return json_string_value(json_object_get(o, key));
@@ -60,106 +62,18 @@ static char *read_password_file(struct cli_ctx *ctx, const char *path)
     return p;
 }
 
-/* --- outbound hosts --- */
-
-static int host_list(struct cli_ctx *ctx)
-{
-    json_t *all = cli_api_all(ctx, "/api/v1/outbound/hosts");
-    if (all == NULL)
-        return CLI_FAIL;
-    if (ctx->json) {
-        cli_print_json(all);
-        return CLI_OK;
-    }
-    static const char *const hdr[] = { "ID", "RANGE", "COMMENT", "CREATED" };
-    struct cli_table *t = cli_table_new(4, hdr);
-    size_t i;
-    json_t *h;
-    json_array_foreach(all, i, h) {
-        char id[32];
-        xsnprintf(id, sizeof id, "%lld", (long long)json_integer_value(json_object_get(h, "id")));
-        const char *row[4] = { id, jstr(h, "cidr"), jstr(h, "comment"), jstr(h, "created") };
-        cli_table_add(t, row);
-    }
-    cli_table_print(t, stdout);
-    cli_table_free(t);
-    json_decref(all);
-    return CLI_OK;
-}
-
-static int host_add(struct cli_ctx *ctx)
-{
-    json_t *body = json_pack("{s:s}", "cidr", ctx->args[1]);
-    if (cli_opt(ctx, "comment"))
-        json_object_set_new(body, "comment", json_string(cli_opt(ctx, "comment")));
-    json_t *r = cli_api(ctx, "POST", "/api/v1/outbound/hosts", body, NULL, NULL);
-    if (r == NULL)
-        return CLI_FAIL;
-    if (ctx->json) {
-        cli_print_json(r);
-        return CLI_OK;
-    }
-    char *c = cli_safe(jstr(r, "cidr"));
-    printf("authorised outbound host %s (id %lld): it may relay mail to any domain\n", c,
-           (long long)json_integer_value(json_object_get(r, "id")));
-    free(c);
-    json_decref(r);
-    return CLI_OK;
-}
-
-/* host_remove - by id, or by range (looked up to its id) */
-static int host_remove(struct cli_ctx *ctx)
-{
-    const char *key = ctx->args[1];
-    char id[32] = "";
-    if (key[strspn(key, "0123456789")] == '\0' && key[0] != '\0') {
-        (void)str_copy(id, sizeof id, key);
-    } else {
-        json_t *all = cli_api_all(ctx, "/api/v1/outbound/hosts");
-        if (all == NULL)
-            return CLI_FAIL;
-        /* the server canonicalises; compare after adding the implied prefix */
-        char want[80];
-        xsnprintf(want, sizeof want, "%s%s", key,
-                  strchr(key, '/') ? "" : strchr(key, ':') ? "/128" : "/32");
-        size_t i;
-        json_t *h;
-        json_array_foreach(all, i, h) {
-            if (str_ieq(jstr(h, "cidr"), want) || str_ieq(jstr(h, "cidr"), key))
-                xsnprintf(id, sizeof id, "%lld", (long long)json_integer_value(json_object_get(h, "id")));
-        }
-        json_decref(all);
-        if (id[0] == '\0') {
-            /* let the server judge the text: a bad range gets its 400, else 404 */
-            char *e = cli_escape(key);
-            char *p = xasprintf("/api/v1/outbound/hosts/%s", e);
-            free(e);
-            json_t *r = cli_api(ctx, "DELETE", p, NULL, NULL, NULL);
-            free(p);
-            if (r == NULL)
-                return CLI_FAIL;
-            json_decref(r);
-            return removed(ctx, "outbound host", key);
-        }
-    }
-    char *p = xasprintf("/api/v1/outbound/hosts/%s", id);
-    json_t *r = cli_api(ctx, "DELETE", p, NULL, NULL, NULL);
-    free(p);
-    if (r == NULL)
-        return CLI_FAIL;
-    json_decref(r);
-    return removed(ctx, "outbound host", key);
-}
-
 int cli_outbound_host(struct cli_ctx *ctx)
 {
     const char *v = ctx->args[0];
     if (strcmp(v, "list") == 0)
-        return sub_args(ctx, 0) != CLI_OK ? CLI_USAGE : host_list(ctx);
+        return sub_args(ctx, 0) != CLI_OK ? CLI_USAGE
+               : cli_range_list(ctx, HOSTS, "no authorised outbound hosts");
     if (strcmp(v, "add") == 0)
-        return sub_args(ctx, 1) != CLI_OK ? CLI_USAGE : host_add(ctx);
+        return sub_args(ctx, 1) != CLI_OK ? CLI_USAGE
+               : cli_range_add(ctx, HOSTS, "authorised outbound host",
+                               "it may relay mail to any domain");
     if (strcmp(v, "remove") == 0)
-        return sub_args(ctx, 1) != CLI_OK ? CLI_USAGE : host_remove(ctx);
+        return sub_args(ctx, 1) != CLI_OK ? CLI_USAGE : cli_range_remove(ctx, HOSTS, "outbound host");
     return cli_usage_error(ctx, "unknown action \"%s\": add, list or remove", v);
 }
 

@@ -133,3 +133,9 @@ void cli_table_free(struct cli_table *t)
     free(t->cells);
     free(t);
 }
+
+const char *cli_jstr(json_t *o, const char *key)
+{
+    const char *s = json_string_value(json_object_get(o, key));
+    return s ? s : "";
+}
