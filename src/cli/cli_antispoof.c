@@ -12,17 +12,11 @@
 #include <string.h>
 #include "cli.h"
 
-static const char *jstr(json_t *o, const char *key)
-{
-    const char *s = json_string_value(json_object_get(o, key));
-    return s ? s : "";
-}
-
 static void print_bypass(json_t *b)
 {
-    char *v = cli_safe(jstr(b, "value")), *d = cli_safe(jstr(b, "domain"));
+    char *v = cli_safe(cli_jstr(b, "value")), *d = cli_safe(cli_jstr(b, "domain"));
     printf("anti-spoofing bypass %lld: %s %s for %s\n",
-           (long long)json_integer_value(json_object_get(b, "id")), jstr(b, "kind"), v,
+           (long long)json_integer_value(json_object_get(b, "id")), cli_jstr(b, "kind"), v,
            d[0] ? d : "every internal domain");
     free(v);
     free(d);
@@ -44,9 +38,9 @@ static int bypass_list(struct cli_ctx *ctx)
     json_array_foreach(all, i, b) {
         char id[32];
         xsnprintf(id, sizeof id, "%lld", (long long)json_integer_value(json_object_get(b, "id")));
-        const char *dom = jstr(b, "domain");
-        const char *row[6] = { id, jstr(b, "kind"), jstr(b, "value"), dom[0] ? dom : "(all)",
-                               jstr(b, "comment"), jstr(b, "created") };
+        const char *dom = cli_jstr(b, "domain");
+        const char *row[6] = { id, cli_jstr(b, "kind"), cli_jstr(b, "value"), dom[0] ? dom : "(all)",
+                               cli_jstr(b, "comment"), cli_jstr(b, "created") };
         cli_table_add(t, row);
     }
     cli_table_print(t, stdout);
@@ -174,11 +168,11 @@ int cli_antispoof_candidates(struct cli_ctx *ctx)
         json_array_foreach(json_object_get(c, "domains"), k, d)
             buf_printf(&doms, "%s%s", k ? "," : "", json_string_value(d));
         xsnprintf(count, sizeof count, "%lld", (long long)json_integer_value(json_object_get(c, "count")));
-        xsnprintf(host, sizeof host, "%s%s", jstr(c, "host")[0] ? jstr(c, "host") : "-",
-                  json_is_true(json_object_get(c, "host_confirmed")) || !jstr(c, "host")[0]
+        xsnprintf(host, sizeof host, "%s%s", cli_jstr(c, "host")[0] ? cli_jstr(c, "host") : "-",
+                  json_is_true(json_object_get(c, "host_confirmed")) || !cli_jstr(c, "host")[0]
                       ? "" : " (unconfirmed)");
-        const char *row[5] = { jstr(c, "address"), host, count, buf_cstr(&doms),
-                               jstr(c, "last_seen") };
+        const char *row[5] = { cli_jstr(c, "address"), host, count, buf_cstr(&doms),
+                               cli_jstr(c, "last_seen") };
         cli_table_add(t, row);
         buf_free(&doms);
     }

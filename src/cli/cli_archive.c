@@ -16,12 +16,6 @@
 #include <unistd.h>
 #include "cli.h"
 
-static const char *jstr(json_t *o, const char *key)
-{
-    const char *s = json_string_value(json_object_get(o, key));
-    return s ? s : "";
-}
-
 /* query_of - the positional words from first on, joined (caller frees) */
 static char *query_of(const struct cli_ctx *ctx, int first)
 {
@@ -109,12 +103,12 @@ int cli_archive_search(struct cli_ctx *ctx)
     json_array_foreach(msgs, i, m) {
         char id[32], when[32];
         xsnprintf(id, sizeof id, "%lld", (long long)json_integer_value(json_object_get(m, "id")));
-        short_date(when, sizeof when, jstr(m, "received"));
-        const char *from = jstr(m, "from");
+        short_date(when, sizeof when, cli_jstr(m, "received"));
+        const char *from = cli_jstr(m, "from");
         if (from[0] == '\0')
-            from = jstr(m, "sender");
-        const char *row[6] = { id, when, jstr(m, "direction"), from, jstr(m, "to"),
-                               jstr(m, "subject") };
+            from = cli_jstr(m, "sender");
+        const char *row[6] = { id, when, cli_jstr(m, "direction"), from, cli_jstr(m, "to"),
+                               cli_jstr(m, "subject") };
         cli_table_add(t, row);
     }
     cli_table_print(t, stdout);
@@ -137,22 +131,23 @@ static void print_arrival(json_t *a)
 {
     struct buf b;
     buf_init(&b);
-    buf_printf(&b, "arrival:  %s %s via %s from %s, sender <%s>", jstr(a, "received"),
-               jstr(a, "direction"), jstr(a, "source"), jstr(a, "client_addr"), jstr(a, "sender"));
-    const char *journal = jstr(a, "journal");
+    buf_printf(&b, "arrival:  %s %s via %s from %s, sender <%s>", cli_jstr(a, "received"),
+               cli_jstr(a, "direction"), cli_jstr(a, "source"), cli_jstr(a, "client_addr"),
+               cli_jstr(a, "sender"));
+    const char *journal = cli_jstr(a, "journal");
     if (journal[0] != '\0')
         buf_printf(&b, ", journal %s", journal);
-    if (jstr(a, "journal_error")[0] != '\0')
-        buf_printf(&b, " (%s)", jstr(a, "journal_error"));
+    if (cli_jstr(a, "journal_error")[0] != '\0')
+        buf_printf(&b, " (%s)", cli_jstr(a, "journal_error"));
     buf_append_str(&b, "\n");
     size_t k;
     json_t *rc;
     json_array_foreach(json_object_get(a, "recipients"), k, rc) {
-        buf_printf(&b, "          to <%s> (%s)", jstr(rc, "address"), jstr(rc, "kind"));
-        if (jstr(rc, "expanded")[0] != '\0')
-            buf_printf(&b, " expanded from %s", jstr(rc, "expanded"));
-        if (jstr(rc, "forwarded")[0] != '\0')
-            buf_printf(&b, " forwarded from %s", jstr(rc, "forwarded"));
+        buf_printf(&b, "          to <%s> (%s)", cli_jstr(rc, "address"), cli_jstr(rc, "kind"));
+        if (cli_jstr(rc, "expanded")[0] != '\0')
+            buf_printf(&b, " expanded from %s", cli_jstr(rc, "expanded"));
+        if (cli_jstr(rc, "forwarded")[0] != '\0')
+            buf_printf(&b, " forwarded from %s", cli_jstr(rc, "forwarded"));
         buf_append_str(&b, "\n");
     }
     print_text(buf_cstr(&b));
@@ -182,8 +177,8 @@ int cli_archive_show(struct cli_ctx *ctx)
     struct buf b;
     buf_init(&b);
     buf_printf(&b, "id:         %lld\nmessage-id: %s\nreceived:   %s\nsize:       %lld%s\n",
-               (long long)json_integer_value(json_object_get(r, "id")), jstr(r, "message_id"),
-               jstr(r, "received"), (long long)json_integer_value(json_object_get(r, "size")),
+               (long long)json_integer_value(json_object_get(r, "id")), cli_jstr(r, "message_id"),
+               cli_jstr(r, "received"), (long long)json_integer_value(json_object_get(r, "size")),
                json_is_true(json_object_get(r, "truncated")) ? " (indexed text truncated)" : "");
     print_text(buf_cstr(&b));
     buf_free(&b);
@@ -194,7 +189,7 @@ int cli_archive_show(struct cli_ctx *ctx)
     buf_init(&b);
     buf_append_str(&b, "\n");
     json_array_foreach(json_object_get(r, "headers"), i, v)
-        buf_printf(&b, "%s: %s\n", jstr(v, "name"), jstr(v, "value"));
+        buf_printf(&b, "%s: %s\n", cli_jstr(v, "name"), cli_jstr(v, "value"));
     json_t *atts = json_object_get(r, "attachments");
     if (json_array_size(atts) > 0) {
         buf_append_str(&b, "\nattachments:\n");
@@ -202,7 +197,7 @@ int cli_archive_show(struct cli_ctx *ctx)
             buf_printf(&b, "  %s\n", json_string_value(v) && json_string_value(v)[0]
                                          ? json_string_value(v) : "(no name)");
     }
-    buf_printf(&b, "\n%s\n", jstr(r, "text"));
+    buf_printf(&b, "\n%s\n", cli_jstr(r, "text"));
     print_text(buf_cstr(&b));
     buf_free(&b);
     json_decref(r);
@@ -270,7 +265,7 @@ int cli_archive_stats(struct cli_ctx *ctx)
     }
     char ret[64];
     cli_format_duration(ret, sizeof ret, json_integer_value(json_object_get(r, "retention_seconds")));
-    const char *oldest = jstr(r, "oldest");
+    const char *oldest = cli_jstr(r, "oldest");
     printf("messages:          %lld (%lld arrivals)\n"
            "size:              %lld octets, %lld stored (compressed)\n"
            "journal reports:   %lld unwrapped, %lld malformed (kept as they came)\n"
@@ -309,7 +304,7 @@ int cli_archive_purge(struct cli_ctx *ctx)
     }
     json_int_t n = json_integer_value(json_object_get(r, "purged"));
     printf("purged %lld message%s received before %s (legal holds spared)\n", (long long)n,
-           n == 1 ? "" : "s", jstr(r, "cutoff"));
+           n == 1 ? "" : "s", cli_jstr(r, "cutoff"));
     json_decref(r);
     return CLI_OK;
 }
@@ -335,8 +330,8 @@ static int hold_list(struct cli_ctx *ctx)
     size_t i;
     json_t *h;
     json_array_foreach(all, i, h) {
-        const char *row[4] = { jstr(h, "address"), jstr(h, "reason"), jstr(h, "created"),
-                               jstr(h, "created_by") };
+        const char *row[4] = { cli_jstr(h, "address"), cli_jstr(h, "reason"), cli_jstr(h, "created"),
+                               cli_jstr(h, "created_by") };
         cli_table_add(t, row);
     }
     cli_table_print(t, stdout);
@@ -367,7 +362,7 @@ int cli_archive_hold(struct cli_ctx *ctx)
             cli_print_json(r);
             return CLI_OK;
         }
-        char *a = cli_safe(jstr(r, "address"));
+        char *a = cli_safe(cli_jstr(r, "address"));
         printf("legal hold on %s: retention never purges its mail until the hold is removed\n", a);
         free(a);
         json_decref(r);

@@ -10,12 +10,6 @@
 #include <string.h>
 #include "cli.h"
 
-static const char *jstr(json_t *o, const char *key)
-{
-    const char *s = json_string_value(json_object_get(o, key));
-    return s ? s : "";
-}
-
 static int done_line(struct cli_ctx *ctx, json_t *r, const char *fmt, const char *key)
 {
     if (ctx->json) {
@@ -57,9 +51,9 @@ int cli_held_list(struct cli_ctx *ctx)
                 buf_append_str(&rc, ",");
             buf_append_str(&rc, json_string_value(a) ? json_string_value(a) : "");
         }
-        const char *sender = jstr(m, "sender");
-        const char *row[6] = { jstr(m, "id"), when, size, sender[0] ? sender : "<>",
-                               rc.len ? buf_cstr(&rc) : "", jstr(m, "reason") };
+        const char *sender = cli_jstr(m, "sender");
+        const char *row[6] = { cli_jstr(m, "id"), when, size, sender[0] ? sender : "<>",
+                               rc.len ? buf_cstr(&rc) : "", cli_jstr(m, "reason") };
         cli_table_add(t, row);
         buf_free(&rc);
     }
@@ -94,14 +88,14 @@ int cli_held_show(struct cli_ctx *ctx)
     char when[40];
     cli_format_time(when, sizeof when, json_integer_value(json_object_get(r, "received")));
     struct buf out = { 0 };
-    buf_printf(&out, "id:       %s\nreceived: %s\nsize:     %lld\nfrom:     <%s>\n", jstr(r, "id"),
-               when, (long long)json_integer_value(json_object_get(r, "size")), jstr(r, "sender"));
+    buf_printf(&out, "id:       %s\nreceived: %s\nsize:     %lld\nfrom:     <%s>\n", cli_jstr(r, "id"),
+               when, (long long)json_integer_value(json_object_get(r, "size")), cli_jstr(r, "sender"));
     size_t k;
     json_t *a;
     json_array_foreach(json_object_get(r, "rcpts"), k, a)
         buf_printf(&out, "to:       <%s>\n", json_string_value(a) ? json_string_value(a) : "");
-    buf_printf(&out, "client:   %s (%s)\nreason:   %s\n\n%s\n", jstr(r, "client_addr"),
-               jstr(r, "helo"), jstr(r, "reason"), jstr(r, "headers"));
+    buf_printf(&out, "client:   %s (%s)\nreason:   %s\n\n%s\n", cli_jstr(r, "client_addr"),
+               cli_jstr(r, "helo"), cli_jstr(r, "reason"), cli_jstr(r, "headers"));
     json_t *text = json_object_get(r, "text");
     if (json_is_string(text))
         buf_printf(&out, "%s%s\n", json_string_value(text),
@@ -159,8 +153,8 @@ int cli_blocked_add(struct cli_ctx *ctx)
         cli_print_json(r);
         return CLI_OK;
     }
-    char *a = cli_safe(jstr(r, "address"));
-    printf("blocked sender %s: %s\n", a, strcmp(jstr(r, "action"), "hold") == 0
+    char *a = cli_safe(cli_jstr(r, "address"));
+    printf("blocked sender %s: %s\n", a, strcmp(cli_jstr(r, "action"), "hold") == 0
            ? "its mail is held for an administrator (moat held list)"
            : "its mail is refused (550 5.7.1)");
     free(a);
@@ -182,8 +176,8 @@ int cli_blocked_list(struct cli_ctx *ctx)
     size_t i;
     json_t *b;
     json_array_foreach(all, i, b) {
-        const char *row[4] = { jstr(b, "address"), jstr(b, "action"), jstr(b, "comment"),
-                               jstr(b, "created") };
+        const char *row[4] = { cli_jstr(b, "address"), cli_jstr(b, "action"), cli_jstr(b, "comment"),
+                               cli_jstr(b, "created") };
         cli_table_add(t, row);
     }
     cli_table_print(t, stdout);
@@ -220,10 +214,10 @@ int cli_forward_add(struct cli_ctx *ctx)
         cli_print_json(r);
         return CLI_OK;
     }
-    char *a = cli_safe(jstr(r, "address")), *t = cli_safe(jstr(r, "target"));
+    char *a = cli_safe(cli_jstr(r, "address")), *t = cli_safe(cli_jstr(r, "target"));
     printf("forwarding rule %lld: mail for %s is %s %s\n",
            (long long)json_integer_value(json_object_get(r, "id")), a,
-           strcmp(jstr(r, "mode"), "copy") == 0 ? "also copied to" : "redirected to", t);
+           strcmp(cli_jstr(r, "mode"), "copy") == 0 ? "also copied to" : "redirected to", t);
     free(a);
     free(t);
     json_decref(r);
@@ -246,8 +240,8 @@ int cli_forward_list(struct cli_ctx *ctx)
     json_array_foreach(all, i, f) {
         char id[32];
         xsnprintf(id, sizeof id, "%lld", (long long)json_integer_value(json_object_get(f, "id")));
-        const char *row[5] = { id, jstr(f, "address"), jstr(f, "target"), jstr(f, "mode"),
-                               jstr(f, "comment") };
+        const char *row[5] = { id, cli_jstr(f, "address"), cli_jstr(f, "target"), cli_jstr(f, "mode"),
+                               cli_jstr(f, "comment") };
         cli_table_add(t, row);
     }
     cli_table_print(t, stdout);

@@ -13,21 +13,15 @@
 
 #define SOURCES "/api/v1/journal/sources"
 
-static const char *jstr(json_t *o, const char *key)
-{
-    const char *s = json_string_value(json_object_get(o, key));
-    return s ? s : "";
-}
-
 static void print_journal(json_t *j, json_t *sources)
 {
     json_t *ev = json_object_get(j, "evidence");
     struct buf b;
     buf_init(&b);
-    const char *addr = jstr(j, "address");
+    const char *addr = cli_jstr(j, "address");
     buf_printf(&b, "journal address:       %s%s\n", addr[0] ? addr : "(none: add a domain first)",
                json_is_true(json_object_get(j, "address_is_default")) ? " (the default)" : "");
-    const char *u = jstr(j, "undeliverable_address");
+    const char *u = cli_jstr(j, "undeliverable_address");
     buf_printf(&b, "undeliverable reports: %s\n", u[0] ? u : "(not set)");
     if (sources != NULL) {
         buf_printf(&b, "journal sources:       ");
@@ -36,15 +30,15 @@ static void print_journal(json_t *j, json_t *sources)
         if (json_array_size(sources) == 0)
             buf_append_str(&b, "(none: moat journal source add CIDR)");
         json_array_foreach(sources, i, s)
-            buf_printf(&b, "%s%s", i ? ", " : "", jstr(s, "cidr"));
+            buf_printf(&b, "%s%s", i ? ", " : "", cli_jstr(s, "cidr"));
         buf_append_str(&b, "\n");
     }
-    const char *last = jstr(ev, "last_report");
+    const char *last = cli_jstr(ev, "last_report");
     if (last[0] != '\0')
         buf_printf(&b, "last journal message:  %s from %s (%s, queue id %s)\n", last,
-                   jstr(ev, "last_report_client"),
+                   cli_jstr(ev, "last_report_client"),
                    json_is_true(json_object_get(ev, "last_report_unwrapped"))
-                       ? "unwrapped" : "not unwrapped", jstr(ev, "last_report_qid"));
+                       ? "unwrapped" : "not unwrapped", cli_jstr(ev, "last_report_qid"));
     else
         buf_append_str(&b, "last journal message:  none yet\n");
     buf_printf(&b, "journal messages:      %lld archived, %lld unwrapped, %lld malformed\n",

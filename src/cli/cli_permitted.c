@@ -18,12 +18,6 @@
 #define IMPORT_PART (512 * 1024)         /* below the default http_max_body (1M) */
 #define IMPORT_MAX_RECORD (64 * 1024)    /* a record longer is refused by the daemon anyway */
 
-static const char *jstr(json_t *o, const char *key)
-{
-    const char *s = json_string_value(json_object_get(o, key));
-    return s ? s : "";
-}
-
 /* base_path - the list's path: the organisation's, or user's (caller frees) */
 static char *base_path(const char *user)
 {
@@ -56,13 +50,13 @@ static int do_list(struct cli_ctx *ctx, const char *user)
         char id[32];
         xsnprintf(id, sizeof id, "%lld", (long long)json_integer_value(json_object_get(e, "id")));
         if (user) {
-            const char *exp = jstr(e, "expires");
-            const char *row[6] = { id, jstr(e, "value"), jstr(e, "source"), jstr(e, "last_seen"),
-                                   exp[0] ? exp : "never", jstr(e, "comment") };
+            const char *exp = cli_jstr(e, "expires");
+            const char *row[6] = { id, cli_jstr(e, "value"), cli_jstr(e, "source"), cli_jstr(e, "last_seen"),
+                                   exp[0] ? exp : "never", cli_jstr(e, "comment") };
             cli_table_add(t, row);
         } else {
-            const char *row[5] = { id, jstr(e, "value"), jstr(e, "comment"), jstr(e, "created"),
-                                   jstr(e, "created_by") };
+            const char *row[5] = { id, cli_jstr(e, "value"), cli_jstr(e, "comment"), cli_jstr(e, "created"),
+                                   cli_jstr(e, "created_by") };
             cli_table_add(t, row);
         }
     }
@@ -89,7 +83,7 @@ static int do_add(struct cli_ctx *ctx, const char *user, const char *value)
         cli_print_json(r);
         return CLI_OK;
     }
-    char *v = cli_safe(jstr(r, "value"));
+    char *v = cli_safe(cli_jstr(r, "value"));
     char *u = user ? cli_safe(user) : NULL;
     printf("permitted sender %s (id %lld) added%s%s: it skips greylisting, DNSBL and spam "
            "scoring, never anti-spoofing, DMARC or size limits\n", v,
@@ -247,7 +241,7 @@ int cli_permitted_import(struct cli_ctx *ctx)
     size_t i;
     json_t *e;
     json_array_foreach(tot.errors, i, e) {
-        char *why = cli_safe(jstr(e, "reason"));
+        char *why = cli_safe(cli_jstr(e, "reason"));
         fprintf(stderr, "moat: permitted import: line %lld: %s\n",
                 (long long)json_integer_value(json_object_get(e, "line")), why);
         free(why);

@@ -10,12 +10,6 @@
 #include <string.h>
 #include "cli.h"
 
-static const char *jstr(json_t *o, const char *key)
-{
-    const char *s = json_string_value(json_object_get(o, key));
-    return s ? s : "";
-}
-
 static char *policy_path(const char *domain, const char *suffix)
 {
     char *e = cli_escape(domain);
@@ -34,10 +28,10 @@ static const char *state_of(json_t *p)
 /* print_policy - the policy and its last probe, one MX host a line */
 static void print_policy(json_t *p)
 {
-    char *d = cli_safe(jstr(p, "domain")), *m = cli_safe(jstr(p, "mode"));
+    char *d = cli_safe(cli_jstr(p, "domain")), *m = cli_safe(cli_jstr(p, "mode"));
     printf("%s: %s, %s", d, m, state_of(p));
     if (json_object_get(p, "fallback"))
-        printf(", fallback %s", jstr(p, "fallback"));
+        printf(", fallback %s", cli_jstr(p, "fallback"));
     printf("\n");
     free(d);
     free(m);
@@ -49,15 +43,15 @@ static void print_policy(json_t *p)
     }
     char when[64];
     cli_format_time(when, sizeof when, t);
-    char *v = cli_safe(jstr(probe, "verdict")), *r = cli_safe(jstr(probe, "reason"));
+    char *v = cli_safe(cli_jstr(probe, "verdict")), *r = cli_safe(cli_jstr(probe, "reason"));
     printf("  probe %s: %s (%s)\n", when, v, r);
     free(v);
     free(r);
     size_t i;
     json_t *mx;
     json_array_foreach(json_object_get(json_object_get(probe, "details"), "mx"), i, mx) {
-        char *h = cli_safe(jstr(mx, "host")), *a = cli_safe(jstr(mx, "address"));
-        char *mv = cli_safe(jstr(mx, "verdict")), *mr = cli_safe(jstr(mx, "reason"));
+        char *h = cli_safe(cli_jstr(mx, "host")), *a = cli_safe(cli_jstr(mx, "address"));
+        char *mv = cli_safe(cli_jstr(mx, "verdict")), *mr = cli_safe(cli_jstr(mx, "reason"));
         printf("  MX %s [%s]: %s - %s\n", h, a[0] && strcmp(a, "-") ? a : "?", mv, mr);
         free(h);
         free(a);
@@ -147,8 +141,8 @@ static int policy_list(struct cli_ctx *ctx)
     json_t *p;
     json_array_foreach(items, i, p) {
         json_t *probe = json_object_get(p, "probe");
-        const char *cells[5] = { jstr(p, "domain"), jstr(p, "mode"), state_of(p),
-                                 jstr(probe, "verdict"), jstr(probe, "reason") };
+        const char *cells[5] = { cli_jstr(p, "domain"), cli_jstr(p, "mode"), state_of(p),
+                                 cli_jstr(probe, "verdict"), cli_jstr(probe, "reason") };
         cli_table_add(t, cells);
     }
     if (json_array_size(items) > 0)
