@@ -118,6 +118,17 @@ json_t *cli_api_login(struct cli_ctx *ctx, json_t *body, struct cli_session *ses
 char *cli_escape(const char *s);
 /* cli_jstr - the string member key of o, "" when missing or not a string */
 const char *cli_jstr(json_t *o, const char *key);
+/* cli_list_table - every item of the paged list at path: --json prints the
+ * array; an empty list prints `none` (when not NULL); else a table whose
+ * column i is headed hdr[i] and shows member keys[i] (a string, or an
+ * integer in decimal) */
+int cli_list_table(struct cli_ctx *ctx, const char *path, const char *none, int ncols,
+                   const char *const *hdr, const char *const *keys);
+/* cli_delete_item - DELETE base/SEG (seg escaped), then print
+ * {json_key: shown, "removed": true} with --json, else done_fmt with shown
+ * for its %s (made safe for a terminal) */
+int cli_delete_item(struct cli_ctx *ctx, const char *base, const char *seg, const char *shown,
+                    const char *json_key, const char *done_fmt);
 /* the address-range resources (cli_range.c): outbound hosts and journal
  * sources; base is the collection's API path.  list prints `none` when
  * empty; add prints "WHAT RANGE (id N): MEANING"; remove takes an id or a

@@ -16,6 +16,8 @@
 #include <unistd.h>
 #include "cli.h"
 
+#define HOLDS "/api/v1/archive/legal-holds"
+
 /* query_of - the positional words from first on, joined (caller frees) */
 static char *query_of(const struct cli_ctx *ctx, int first)
 {
@@ -313,31 +315,9 @@ int cli_archive_purge(struct cli_ctx *ctx)
 
 static int hold_list(struct cli_ctx *ctx)
 {
-    json_t *all = cli_api_all(ctx, "/api/v1/archive/legal-holds");
-    if (all == NULL)
-        return CLI_FAIL;
-    if (ctx->json) {
-        cli_print_json(all);
-        return CLI_OK;
-    }
-    if (json_array_size(all) == 0) {
-        printf("no legal holds\n");
-        json_decref(all);
-        return CLI_OK;
-    }
     static const char *const hdr[] = { "ADDRESS", "REASON", "CREATED", "BY" };
-    struct cli_table *t = cli_table_new(4, hdr);
-    size_t i;
-    json_t *h;
-    json_array_foreach(all, i, h) {
-        const char *row[4] = { cli_jstr(h, "address"), cli_jstr(h, "reason"), cli_jstr(h, "created"),
-                               cli_jstr(h, "created_by") };
-        cli_table_add(t, row);
-    }
-    cli_table_print(t, stdout);
-    cli_table_free(t);
-    json_decref(all);
-    return CLI_OK;
+    static const char *const keys[] = { "address", "reason", "created", "created_by" };
+    return cli_list_table(ctx, HOLDS, "no legal holds", 4, hdr, keys);
 }
 
 int cli_archive_hold(struct cli_ctx *ctx)
@@ -355,7 +335,7 @@ int cli_archive_hold(struct cli_ctx *ctx)
         json_t *body = json_pack("{s:s}", "address", addr);
         if (cli_opt(ctx, "reason"))
             json_object_set_new(body, "reason", json_string(cli_opt(ctx, "reason")));
-        json_t *r = cli_api(ctx, "POST", "/api/v1/archive/legal-holds", body, NULL, NULL);
+        json_t *r = cli_api(ctx, "POST", HOLDS, body, NULL, NULL);
         if (r == NULL)
             return CLI_FAIL;
         if (ctx->json) {
@@ -368,22 +348,7 @@ int cli_archive_hold(struct cli_ctx *ctx)
         json_decref(r);
         return CLI_OK;
     }
-    if (strcmp(sub, "remove") == 0) {
-        char *e = cli_escape(addr);
-        char *p = xasprintf("/api/v1/archive/legal-holds/%s", e);
-        free(e);
-        json_t *r = cli_api(ctx, "DELETE", p, NULL, NULL, NULL);
-        free(p);
-        if (r == NULL)
-            return CLI_FAIL;
-        json_decref(r);
-        char *a = cli_safe(addr);
-        if (ctx->json)
-            cli_print_json(json_pack("{s:s, s:b}", "address", a, "removed", 1));
-        else
-            printf("legal hold on %s removed\n", a);
-        free(a);
-        return CLI_OK;
-    }
+    if (strcmp(sub, "remove") == 0)
+        return cli_delete_item(ctx, HOLDS, addr, addr, "address", "legal hold on %s removed\n");
     return cli_usage_error(ctx, "unknown sub-command \"%s\" (add, list, remove)", sub);
 }

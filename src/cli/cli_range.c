@@ -11,32 +11,9 @@
 
 int cli_range_list(struct cli_ctx *ctx, const char *base, const char *none)
 {
-    json_t *all = cli_api_all(ctx, base);
-    if (all == NULL)
-        return CLI_FAIL;
-    if (ctx->json) {
-        cli_print_json(all);
-        return CLI_OK;
-    }
-    if (json_array_size(all) == 0) {
-        printf("%s\n", none);
-        json_decref(all);
-        return CLI_OK;
-    }
     static const char *const hdr[] = { "ID", "RANGE", "COMMENT", "CREATED" };
-    struct cli_table *t = cli_table_new(4, hdr);
-    size_t i;
-    json_t *h;
-    json_array_foreach(all, i, h) {
-        char id[32];
-        xsnprintf(id, sizeof id, "%lld", (long long)json_integer_value(json_object_get(h, "id")));
-        const char *row[4] = { id, cli_jstr(h, "cidr"), cli_jstr(h, "comment"), cli_jstr(h, "created") };
-        cli_table_add(t, row);
-    }
-    cli_table_print(t, stdout);
-    cli_table_free(t);
-    json_decref(all);
-    return CLI_OK;
+    static const char *const keys[] = { "id", "cidr", "comment", "created" };
+    return cli_list_table(ctx, base, none, 4, hdr, keys);
 }
 
 int cli_range_add(struct cli_ctx *ctx, const char *base, const char *what, const char *meaning)
@@ -89,19 +66,7 @@ int cli_range_remove(struct cli_ctx *ctx, const char *base, const char *what)
         return CLI_FAIL;
     /* no row matched: let the server judge the text (a bad range gets its
      * 400 naming the field, else 404) */
-    char *e = cli_escape(id[0] ? id : key);
-    char *p = xasprintf("%s/%s", base, e);
-    free(e);
-    json_t *r = cli_api(ctx, "DELETE", p, NULL, NULL, NULL);
-    free(p);
-    if (r == NULL)
-        return CLI_FAIL;
-    json_decref(r);
-    char *k = cli_safe(key);
-    if (ctx->json)
-        cli_print_json(json_pack("{s:s, s:b}", "cidr", k, "removed", 1));
-    else
-        printf("removed %s %s\n", what, k);
-    free(k);
-    return CLI_OK;
+    char done[96];
+    xsnprintf(done, sizeof done, "removed %s %%s\n", what);
+    return cli_delete_item(ctx, base, id[0] ? id : key, key, "cidr", done);
 }

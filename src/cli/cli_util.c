@@ -139,3 +139,63 @@ const char *cli_jstr(json_t *o, const char *key)
     const char *s = json_string_value(json_object_get(o, key));
     return s ? s : "";
 }
+
+int cli_list_table(struct cli_ctx *ctx, const char *path, const char *none, int ncols,
+                   const char *const *hdr, const char *const *keys)
+{
+    json_t *all = cli_api_all(ctx, path);
+    if (all == NULL)
+        return CLI_FAIL;
+    if (ctx->json) {
+        cli_print_json(all);
+        return CLI_OK;
+    }
+    if (json_array_size(all) == 0 && none != NULL) {
+        printf("%s\n", none);
+        json_decref(all);
+        return CLI_OK;
+    }
+    struct cli_table *t = cli_table_new(ncols, hdr);
+    const char **row = xcalloc((size_t)ncols, sizeof *row);
+    char (*num)[32] = xcalloc((size_t)ncols, sizeof *num);
+    size_t i;
+    json_t *item;
+    json_array_foreach(all, i, item) {
+        for (int c = 0; c < ncols; c++) {
+            json_t *v = json_object_get(item, keys[c]);
+            if (json_is_integer(v)) {
+                xsnprintf(num[c], sizeof num[c], "%lld", (long long)json_integer_value(v));
+                row[c] = num[c];
+            } else {
+                row[c] = cli_jstr(item, keys[c]);
+            }
+        }
+        cli_table_add(t, row);
+    }
+    cli_table_print(t, stdout);
+    cli_table_free(t);
+    free(num);
+    free(row);
+    json_decref(all);
+    return CLI_OK;
+}
+
+int cli_delete_item(struct cli_ctx *ctx, const char *base, const char *seg, const char *shown,
+                    const char *json_key, const char *done_fmt)
+{
+    char *e = cli_escape(seg);
+    char *p = xasprintf("%s/%s", base, e);
+    free(e);
+    json_t *r = cli_api(ctx, "DELETE", p, NULL, NULL, NULL);
+    free(p);
+    if (r == NULL)
+        return CLI_FAIL;
+    json_decref(r);
+    char *k = cli_safe(shown);
+    if (ctx->json)
+        cli_print_json(json_pack("{s:s, s:b}", json_key, k, "removed", 1));
+    else
+        printf(done_fmt, k);
+    free(k);
+    return CLI_OK;
+}
