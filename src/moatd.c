@@ -63,6 +63,7 @@
 #include "policy/greylist.h"
 #include "policy/screen_clock.h"
 #include "archive/archive.h"
+#include "track/tracking.h"
 
 /* the configuration reload thread (see moatd_reload_main) */
 struct reloader {
@@ -114,6 +115,8 @@ struct moatd {
     struct greylist *greylist;          /* greylisting triplets, on the loop */
     unsigned char srs_key[32];          /* issue 7: SRS of forwarding (forward.h), from secret.key */
     struct archive *archive;            /* issue 8: the archive engine; NULL when archive = no */
+    struct tracking *tracking;          /* issue 11: the tracking engine; NULL when tracking = no */
+    struct event *ev_tracking;          /* issue 11: its runtime settings, every second */
 };
 
 /* --- routing snapshot --- */
@@ -148,6 +151,21 @@ static int moatd_config_load(struct store *st, int64_t *gen, struct store_snapsh
         *gen = g;
     }
     return 0;
+}
+
+/* moatd_tracking_limits - on the loop, every second: the runtime tracking
+ * settings (the API changes them on the loop) to the engine's thread.  A
+ * timer rather than a hook in the reload: the reload may run before the
+ * API's change reaches the loop, and two mutex operations a second cost
+ * nothing */
+static void moatd_tracking_limits(evutil_socket_t fd, short what, void *arg)
+{
+    struct moatd *m = arg;
+    (void)fd;
+    (void)what;
+    tracking_set_limits(m->tracking, m->settings.tracking_retention,
+                        m->settings.tracking_max_size);
+    tracking_set_purge_interval(m->tracking, m->settings.tracking_purge_interval);
 }
 
 /* moatd_reload_swap - on the loop: use what the reload thread loaded */
@@ -626,11 +644,15 @@ static int moatd_drop_privileges(struct moatd *m, struct error *err)
     }
     chown_tree(m->settings.state_dir, pw->pw_uid, pw->pw_gid, 0);
     const char *suffixes[] = { "", "-wal", "-shm" };
-    for (size_t i = 0; i < 3; i++) {
-        char path[4096];
-        if (xsnprintf(path, sizeof path, "%s%s", m->settings.database, suffixes[i]) >= 0)
-            if (lchown(path, pw->pw_uid, pw->pw_gid) < 0 && errno != ENOENT)
-                log_warn("event=chown_failed path=%s reason=\"%s\"", path, strerror(errno));
+    /* issue 11: the tracking database, open since before the drop, too */
+    const char *dbs[] = { m->settings.database, m->tracking ? tracking_path(m->tracking) : NULL };
+    for (size_t d = 0; d < 2 && dbs[d] != NULL; d++) {
+        for (size_t i = 0; i < 3; i++) {
+            char path[4096];
+            if (xsnprintf(path, sizeof path, "%s%s", dbs[d], suffixes[i]) >= 0)
+                if (lchown(path, pw->pw_uid, pw->pw_gid) < 0 && errno != ENOENT)
+                    log_warn("event=chown_failed path=%s reason=\"%s\"", path, strerror(errno));
+        }
     }
     if (setgroups(1, &pw->pw_gid) < 0 || setgid(pw->pw_gid) < 0 || setuid(pw->pw_uid) < 0) {
         error_set(err, "run_user", "cannot switch to %s: %s", pw->pw_name, strerror(errno));
@@ -902,6 +924,17 @@ int main(int argc, char **argv)
         die("store", &err);
     log_info("event=store_open path=%s schema=%d", m.settings.database, store_schema_version(m.store));
     moatd_apply_stored_settings(&m);   /* before anything reads the runtime settings */
+    if (m.settings.tracking) {
+        /* issue 11: before the spool and the SMTP side, whose events it keeps */
+        struct tracking_config tcfg = {
+            .path = m.settings.tracking_database, .retention_s = m.settings.tracking_retention,
+            .max_bytes = m.settings.tracking_max_size,
+            .purge_interval_s = m.settings.tracking_purge_interval,
+        };
+        m.tracking = tracking_start(&tcfg, &err);
+        if (m.tracking == NULL)
+            die("tracking", &err);
+    }
     m.directory_gen = -1;
     if (moatd_config_load(m.store, &m.directory_gen, &m.snapshot, &m.directory, &err) < 0)
         die("store", &err);
@@ -980,6 +1013,11 @@ int main(int argc, char **argv)
         .status_json = moatd_api_status, .status_arg = &m,
         .antispoof = m.antispoof,
     };
+    m.api_cfg.tracking = m.tracking;   /* issue 11: its path and tracking_flush */
+    if (m.tracking != NULL) {
+        m.ev_tracking = event_new(m.base, -1, EV_PERSIST, moatd_tracking_limits, &m);
+        event_add(m.ev_tracking, &(struct timeval){ .tv_sec = 1 });
+    }
     struct connect_config ccfg = {
         .env = { .base = m.base, .dns = m.dns, .tls_client = m.tls_client,
                  .settings = &m.settings, .spool = m.spool, .hostname = m.hostname,
@@ -1071,6 +1109,8 @@ int main(int argc, char **argv)
     event_free(m.ev_term);
     event_free(m.ev_int);
     event_free(m.ev_hup);
+    if (m.ev_tracking != NULL)
+        event_free(m.ev_tracking);
     connect_stop(m.connect);  /* checks waiting for the stopped loop give up */
     directory_sync_stop(m.dsync);   /* API workers waiting for a sync return */
     api_server_free(m.api);   /* before deliver: handlers reach it through the loop */
@@ -1088,6 +1128,9 @@ int main(int argc, char **argv)
     permitted_index_free(m.permitted);
     directory_index_free(m.directory);
     archive_free(m.archive);   /* issue 8: its batch in flight is marked, then the spool closes */
+    /* issue 11: after everything that emits (SMTP, delivery, API, archive):
+     * their last events are written */
+    tracking_stop(m.tracking);
     spool_close(m.spool);
     dns_free(m.dns);
     SSL_CTX_free(m.tls_server);

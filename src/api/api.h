@@ -35,6 +35,7 @@ struct directory_sync;
 struct policy_antispoof;
 struct archive;
 struct store_archive;
+struct tracking;
 
 /* what moatd hands the API */
 struct api_config {
@@ -63,6 +64,9 @@ struct api_config {
     /* issue 8: the archive engine (its counters, GET /api/v1/archive/stats):
      * only inside api_loop_call; NULL = archiving off or not started */
     struct archive *archive;
+    /* issue 11: the tracking engine (thread-safe): tracking_path() for the
+     * readers' own store handles, tracking_flush(); NULL = tracking off */
+    struct tracking *tracking;
 };
 
 #define API_MAX_PATH_PARAMS 4

@@ -661,6 +661,36 @@ static const struct setting settings_table[] = {
       1, DAY, 0, 0, NULL, NULL, SETTING_RUNTIME,
       "Archive",
       "How often retention runs (messages older than `archive_retention` are purged)." },
+    /* --- message tracking (issue 11) --- */
+    { "tracking", SETTING_BOOL, OFF(tracking), 0, "yes", 0, 0, 0, 0, NULL, NULL, 0,
+      "Tracking",
+      "Keep a record of what happened to every message (connection, verdicts, queueing, each "
+      "delivery attempt, release, deletion) in `tracking_database`, searchable through the "
+      "API and `moat track`. Events are written in batches by a thread of their own; when "
+      "the database cannot keep up, events are dropped (and counted), never the mail. Read "
+      "at start." },
+    { "tracking_database", SETTING_PATH, OFF(tracking_database), 0, "", 0, 0, 0, 0, NULL, NULL,
+      0,
+      "Tracking",
+      "SQLite database of message tracking, separate from `database` so that events never "
+      "hold up configuration changes; written with synchronous=NORMAL (a power cut may lose "
+      "the last events, never the file). Empty means `STATE/tracking.db`." },
+    { "tracking_retention", SETTING_DURATION, OFF(tracking_retention), 0, "30d",
+      HOUR, 3660 * DAY, 0, 0, NULL, NULL, SETTING_RUNTIME,
+      "Tracking",
+      "How long a message's record is kept after its last event; older ones are purged "
+      "every `tracking_purge_interval`." },
+    { "tracking_max_size", SETTING_SIZE, OFF(tracking_max_size), 0, "1G", MiB, 1024 * GiB,
+      0, 0, NULL, NULL, SETTING_RUNTIME,
+      "Tracking",
+      "Most octets the tracking records may take in `tracking_database`; beyond it the "
+      "oldest messages are purged first (at each `tracking_purge_interval`). Freed space is "
+      "reused; the file does not shrink much." },
+    { "tracking_purge_interval", SETTING_DURATION, OFF(tracking_purge_interval), 0, "1h",
+      1, DAY, 0, 0, NULL, NULL, SETTING_RUNTIME,
+      "Tracking",
+      "How often tracking records beyond `tracking_retention` or `tracking_max_size` are "
+      "purged." },
 };
 
 #define N_SETTINGS (sizeof settings_table / sizeof settings_table[0])
@@ -1392,6 +1422,10 @@ int settings_finish(struct moat_settings *s, struct error *err)
     if (s->archive_database == NULL || s->archive_database[0] == '\0') {
         free(s->archive_database);
         s->archive_database = path_join(s->state_dir, "archive.db");
+    }
+    if (s->tracking_database == NULL || s->tracking_database[0] == '\0') {
+        free(s->tracking_database);
+        s->tracking_database = path_join(s->state_dir, "tracking.db");
     }
     bool cert = s->tls_cert && s->tls_cert[0], key = s->tls_key && s->tls_key[0];
     if (cert != key) {

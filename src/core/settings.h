@@ -171,6 +171,12 @@ struct moat_settings {
     int64_t archive_mime_max_depth;    /* MIME nesting levels */
     int64_t archive_mime_max_parts;    /* MIME parts visited */
     int64_t archive_purge_interval;    /* seconds between retention runs */
+    /* message tracking (issue 11) */
+    bool tracking;                     /* keep tracking events (start-up only) */
+    char *tracking_database;           /* default STATE/tracking.db */
+    int64_t tracking_retention;        /* seconds a message's record is kept */
+    int64_t tracking_max_size;         /* octets the records may take */
+    int64_t tracking_purge_interval;   /* seconds between purges */
 };
 
 /* settings_defaults - fill s with every default (paths derived from state_dir later) */

@@ -30,6 +30,9 @@
  *   partial     done: some delivered, some bounced
  *   deleted     deleted by an administrator (held or queued)
  *   archived    journal mail, kept in the archive (never relayed)
+ *   open        (11A, added) none of the above yet: a transaction still in
+ *               progress, or one the client abandoned before the end of
+ *               data without being refused
  *
  * Recipients: one row per (message, rcpt) with state accepted / rejected /
  * tempfailed / delivered / deferred / bounced; a RCPT event creates it,
@@ -99,7 +102,8 @@ struct store_tracking_event {
 
 /* store_tracking_search - messages matching q, newest first, at most
  * q->limit; *next_cursor is the cursor for the next page or 0 at the end.
- * STORE_INVALID with err->field on a bad query. */
+ * STORE_ERR with err->field set on a bad query (11A: store.h has no
+ * STORE_INVALID; api_store_fail answers a set field with 400). */
 int store_tracking_search(struct store_tracking *st, const struct store_tracking_query *q,
                           struct store_tracking_msg **out, size_t *n, int64_t *next_cursor,
                           struct error *err);

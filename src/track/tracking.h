@@ -57,4 +57,10 @@ void tracking_stop(struct tracking *t);
 
 const char *tracking_path(const struct tracking *t);
 
+/* added by 11A: tracking_purge_interval is a runtime setting too (moatd
+ * applies it with the limits); and the count of events dropped since start
+ * (the same as M_TRACKING_DROPPED_TOTAL; tests and status) */
+void tracking_set_purge_interval(struct tracking *t, int64_t purge_interval_s);
+uint64_t tracking_dropped(const struct tracking *t);
+
 #endif
