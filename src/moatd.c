@@ -15,6 +15,11 @@
  * Shutdown (SIGTERM/SIGINT): stop accepting, let sessions in flight finish
  * or tempfail them, let deliveries in flight finish, close the spool (pending
  * commits complete), exit 0.
+ * SIGHUP (issue 11): the reload thread reads moat.conf and the STARTTLS
+ * certificate again and reloads the store's configuration; the loop
+ * applies the changed runtime settings and swaps the TLS context for new
+ * sessions (moatd_hup_load, moatd_hup_swap).  Under systemd the service
+ * manager hears READY=1, RELOADING=1 and STOPPING=1 (core/notify.h).
  *
  * The routing snapshot (internal domains and their routes) and the RCPT
  * index are owned here: a reload thread loads them when the store reports
@@ -64,6 +69,9 @@
 #include "policy/screen_clock.h"
 #include "archive/archive.h"
 #include "track/tracking.h"
+#include "core/notify.h"
+#include "core/settings_reload.h"
+#include "core/roff.h"
 
 /* the configuration reload thread (see moatd_reload_main) */
 struct reloader {
@@ -81,6 +89,13 @@ struct reloader {
     struct dkim_keyset *pending_dkim;
     struct permitted_index *pending_permitted;
     struct event *ev_swap;        /* activated from the thread, runs on the loop */
+    /* issue 11: SIGHUP also reads moat.conf and the TLS certificate again */
+    uint64_t hup_requested;       /* SIGHUPs so far */
+    uint64_t hup_pending_seq;     /* the SIGHUPs the pending results answer */
+    uint64_t hup_swapped;         /* the SIGHUPs the loop answered (READY=1) */
+    struct moat_settings *pending_file;   /* moat.conf as read at the SIGHUP */
+    SSL_CTX *pending_tls;         /* the STARTTLS context built at the SIGHUP */
+    char hup_status[200];         /* what the SIGHUP did, for STATUS= */
 };
 
 struct moatd {
@@ -117,6 +132,11 @@ struct moatd {
     struct archive *archive;            /* issue 8: the archive engine; NULL when archive = no */
     struct tracking *tracking;          /* issue 11: the tracking engine; NULL when tracking = no */
     struct event *ev_tracking;          /* issue 11: its runtime settings, every second */
+    /* issue 11: moat.conf as the file alone gave it (defaults + file, no
+     * store, no -o), to tell at SIGHUP what changed in the file */
+    struct moat_settings file_settings;
+    const char *config_path;            /* argv, $MOAT_CONFIG or the default: not owned */
+    bool config_required;
 };
 
 /* --- routing snapshot --- */
@@ -168,6 +188,63 @@ static void moatd_tracking_limits(evutil_socket_t fd, short what, void *arg)
     tracking_set_purge_interval(m->tracking, m->settings.tracking_purge_interval);
 }
 
+/* --- SIGHUP: moat.conf and the STARTTLS certificate (issue 11) ---
+ *
+ * The reload thread reads the file and builds the new TLS context (file
+ * I/O and key parsing stay off the loop); the loop applies the changed
+ * runtime settings and swaps the context in moatd_hup_swap.  Anything
+ * broken is logged and the running configuration kept: a SIGHUP never
+ * stops moatd. */
+
+/* moatd_hup_load - on the reload thread: moat.conf and the certificate
+ * afresh; what failed stays NULL, and status says what happened */
+static void moatd_hup_load(struct moatd *m, struct moat_settings **file, SSL_CTX **tls,
+                           char *status, size_t size)
+{
+    struct error err = {0};
+    char why[160];
+    const char *file_state = "settings reloaded", *tls_state = "certificate reloaded";
+
+    *file = xcalloc(1, sizeof **file);
+    if (settings_reload_read(*file, m->config_path, m->config_required, &err) < 0) {
+        log_error("event=settings_reload_failed path=%s field=%s reason=%s action=kept_running",
+                  m->config_path, err.field[0] ? err.field : "-", log_quote(why, sizeof why, err.msg));
+        free(*file);
+        *file = NULL;
+        file_state = "settings file broken, kept the running settings";
+    }
+    /* the paths are start-up settings: the running ones, the files' contents anew */
+    *tls = smtp_tls_server_ctx(&m->settings, m->hostname, &err);
+    if (*tls == NULL) {
+        log_error("event=tls_reload_failed field=%s reason=%s action=kept_old_certificate",
+                  err.field[0] ? err.field : "-", log_quote(why, sizeof why, err.msg));
+        tls_state = "certificate broken, kept the old one";
+    }
+    (void)xsnprintf(status, size, "%s; %s", file_state, tls_state);
+}
+
+/* moatd_hup_swap - on the loop: use what moatd_hup_load read (either may be NULL) */
+static void moatd_hup_swap(struct moatd *m, struct moat_settings *file, SSL_CTX *tls)
+{
+    if (file != NULL) {
+        struct settings_reload_counts c;
+        settings_reload_apply(&m->settings, &m->file_settings, file, &c);
+        settings_free(&m->file_settings);
+        m->file_settings = *file;
+        free(file);
+        log_info("event=settings_reloaded path=%s applied=%d shadowed=%d needs_restart=%d",
+                 m->config_path, c.applied, c.shadowed, c.needs_restart);
+    }
+    if (tls != NULL) {
+        /* sessions already in TLS hold a reference to the old context */
+        smtp_server_set_tls(m->smtp, tls);
+        SSL_CTX_free(m->tls_server);
+        m->tls_server = tls;
+        log_info("event=tls_reloaded cert=%s", m->settings.tls_cert[0] ? m->settings.tls_cert
+                                                                       : "STATE/tls/cert.pem");
+    }
+}
+
 /* moatd_reload_swap - on the loop: use what the reload thread loaded */
 static void moatd_reload_swap(evutil_socket_t fd, short what, void *arg)
 {
@@ -183,7 +260,15 @@ static void moatd_reload_swap(evutil_socket_t fd, short what, void *arg)
     rl->pending_dkim = NULL;
     struct permitted_index *pix = rl->pending_permitted;
     rl->pending_permitted = NULL;
+    struct moat_settings *file = rl->pending_file;
+    SSL_CTX *tls = rl->pending_tls;
+    uint64_t hup_seq = rl->hup_pending_seq;
+    char hup_status[sizeof rl->hup_status];
+    str_copy(hup_status, sizeof hup_status, rl->hup_status);
+    rl->pending_file = NULL;
+    rl->pending_tls = NULL;
     pthread_mutex_unlock(&rl->mu);
+    moatd_hup_swap(m, file, tls);
     if (pix != NULL) {
         /* nobody keeps the old index across events (smtp_session.c) */
         permitted_index_free(m->permitted);
@@ -210,8 +295,16 @@ static void moatd_reload_swap(evutil_socket_t fd, short what, void *arg)
     pthread_mutex_lock(&rl->mu);
     if (seq > rl->swapped)
         rl->swapped = seq;
+    bool hup_answered = hup_seq > rl->hup_swapped;
+    if (hup_answered)
+        rl->hup_swapped = hup_seq;
     pthread_cond_broadcast(&rl->swapped_cv);
     pthread_mutex_unlock(&rl->mu);
+    if (hup_answered) {
+        /* the reloaded configuration is in use (sd_notify(3): READY=1 ends RELOADING=1) */
+        log_info("event=reload_done status=\"%s\"", hup_status);
+        notify_sendf("READY=1\nSTATUS=%s", hup_status);
+    }
 }
 
 /* moatd_permitted_load - the permitted-sender index at the screening clock */
@@ -242,10 +335,32 @@ static void *moatd_reload_main(void *arg)
     int64_t gen = m->directory_gen;
     int64_t pgen = -1;          /* the permitted-sender generation loaded (-1: load) */
     uint64_t handled = 0;
+    uint64_t hup_handled = 0;
     pthread_mutex_lock(&rl->mu);
     while (!rl->stop) {
         uint64_t want = rl->requested;
+        uint64_t hup_want = rl->hup_requested;
         pthread_mutex_unlock(&rl->mu);
+        if (hup_want > hup_handled) {
+            struct moat_settings *file;
+            SSL_CTX *tls;
+            char status[sizeof rl->hup_status];
+            moatd_hup_load(m, &file, &tls, status, sizeof status);
+            pthread_mutex_lock(&rl->mu);
+            if (rl->pending_file != NULL) {
+                settings_free(rl->pending_file);
+                free(rl->pending_file);
+            }
+            rl->pending_file = file;
+            SSL_CTX_free(rl->pending_tls);
+            rl->pending_tls = tls;
+            rl->hup_pending_seq = hup_want;
+            str_copy(rl->hup_status, sizeof rl->hup_status, status);
+            pthread_mutex_unlock(&rl->mu);
+            hup_handled = hup_want;
+            if (st == NULL)   /* else the store load below wakes the loop once, after both */
+                event_active(rl->ev_swap, EV_TIMEOUT, 0);
+        }
         if (st != NULL && (want > handled || store_changed(st))) {
             struct store_snapshot *snap;
             struct directory_index *ix;
@@ -363,6 +478,13 @@ static void moatd_reload_stop(struct moatd *m)
     dkim_keyset_free(rl->pending_dkim);
     permitted_index_free(rl->pending_permitted);
     rl->pending_permitted = NULL;
+    if (rl->pending_file != NULL) {
+        settings_free(rl->pending_file);
+        free(rl->pending_file);
+        rl->pending_file = NULL;
+    }
+    SSL_CTX_free(rl->pending_tls);
+    rl->pending_tls = NULL;
     rl->pending_snap = NULL;
     rl->pending_ix = NULL;
     rl->pending_dkim = NULL;
@@ -563,6 +685,10 @@ static void moatd_on_signal(evutil_socket_t sig, short what, void *arg)
     if (sig == SIGHUP) {
         struct error err = {0};
         log_info("event=sighup");
+        notify_reloading("reloading moat.conf, the certificate and the configuration");
+        pthread_mutex_lock(&m->rl.mu);
+        m->rl.hup_requested++;    /* moatd_reload_main reads the file and the certificate */
+        pthread_mutex_unlock(&m->rl.mu);
         moatd_reload_request(m, false, &err);
         return;
     }
@@ -572,6 +698,7 @@ static void moatd_on_signal(evutil_socket_t sig, short what, void *arg)
     }
     m->stopping = true;
     log_info("event=stopping signal=%d", (int)sig);
+    notify_send("STOPPING=1\nSTATUS=stopping: finishing sessions and deliveries");
     smtp_server_shutdown(m->smtp, moatd_on_smtp_stopped, m);
 }
 
@@ -687,56 +814,197 @@ static int moatd_lock_state(struct moatd *m, struct error *err)
 
 /* --- command line --- */
 
+enum { O_CONFIG = 256, O_STATE, O_SMTP, O_HTTP, O_RESOLVER, O_FG, O_CHECK, O_VERSION, O_REF, O_HELP,
+       O_INIT_ADMIN, O_TOKEN_FILE, O_LIST_ROUTES, O_MAN };
+
+/* moatd's options: getopt's table, `moatd --help` and moatd(8) come from
+ * this one table (issue 11), so none can go undocumented */
+static const struct moatd_option {
+    const char *name;       /* long name; "o" is the one short option, -o */
+    const char *arg;        /* the value's name, NULL for a flag */
+    int code;
+    const char *help;
+} moatd_options[] = {
+    { "config", "FILE", O_CONFIG, "The settings file, moat.conf(5). Without it, $MOAT_CONFIG, "
+      "else /etc/moat/moat.conf if it exists, else the built-in defaults." },
+    { "state-dir", "DIR", O_STATE, "The state directory (database, spool, TLS keys); the "
+      "setting `state_dir`." },
+    { "smtp-listen", "ADDR:PORT", O_SMTP, "An SMTP listener, repeatable (`[::1]:2525` for "
+      "IPv6); replaces the file's `smtp_listen`." },
+    { "http-listen", "ADDR:PORT", O_HTTP, "The HTTP API listener, repeatable; replaces the "
+      "file's `http_listen`." },
+    { "resolver", "ADDR:PORT", O_RESOLVER, "The DNS resolver to forward to; the setting "
+      "`resolver`." },
+    { "o", "KEY=VALUE", 'o', "Set any setting of moat.conf(5), over the file and over a value "
+      "stored in the database (repeatable; for tests and emergencies)." },
+    { "foreground", NULL, O_FG, "Stay in the foreground and log to stderr (under systemd, "
+      "where the journal keeps the log). Without it moatd detaches and logs to "
+      "STATE/moatd.log." },
+    { "check-config", NULL, O_CHECK, "Validate the settings file and the command line, print "
+      "every effective setting, and exit: 0 when valid, 78 when a setting is wrong (the "
+      "message names the file, the line and the key)." },
+    { "settings-reference", NULL, O_REF, "Print the settings reference (Markdown, "
+      "docs/settings.md) and exit." },
+    { "version", NULL, O_VERSION, "Print the version and exit." },
+    { "help", NULL, O_HELP, "Print the options and exit." },
+    { "init-admin", "NAME", O_INIT_ADMIN, "With `--token-file`: create the first "
+      "administrator NAME, write an admin API token to FILE (mode 0600), print the one-time "
+      "password, and exit." },
+    { "token-file", "FILE", O_TOKEN_FILE, "Where `--init-admin` writes the API token." },
+    { "list-routes", NULL, O_LIST_ROUTES, "Print every API route (METHOD PATTERN PERMISSION) "
+      "and exit." },
+    { "man", "SECTION", O_MAN, "Print a manual page and exit: 8 for moatd(8), 5 for "
+      "moat.conf(5); exit 1 when something in its table has no description." },
+};
+#define N_MOATD_OPTIONS (sizeof moatd_options / sizeof moatd_options[0])
+
+/* option_left - "--name ARG" or "-o ARG" */
+static void option_left(char *dst, size_t size, const struct moatd_option *o)
+{
+    (void)xsnprintf(dst, size, "%s%s%s%s", o->name[1] ? "--" : "-", o->name, o->arg ? " " : "",
+                    o->arg ? o->arg : "");
+}
+
 static void usage(FILE *out)
 {
-    fprintf(out,
-        "usage: moatd [options]\n"
-        "  --config FILE          settings file (moat.conf); without it, built-in defaults\n"
-        "  --state-dir DIR        state directory (database, spool, TLS keys)\n"
-        "  --smtp-listen ADDR:PORT  SMTP listener, repeatable ([::1]:2525 for IPv6)\n"
-        "  --http-listen ADDR:PORT  HTTP listener\n"
-        "  --resolver ADDR:PORT   DNS resolver to forward to\n"
-        "  -o KEY=VALUE           set any setting (repeatable; see docs/settings.md)\n"
-        "  --foreground           stay in the foreground, log to stderr\n"
-        "  --check-config         validate the settings, print them, and exit\n"
-        "  --settings-reference   print the settings reference (Markdown) and exit\n"
-        "  --version              print the version and exit\n"
-        "  --init-admin NAME --token-file FILE\n"
-        "                         create the first administrator, write an API token to\n"
-        "                         FILE (mode 0600), print the one-time password, and exit\n"
-        "  --list-routes          print every API route (METHOD PATTERN PERMISSION) and exit\n");
+    fputs("usage: moatd [options]\n", out);
+    for (size_t i = 0; i < N_MOATD_OPTIONS; i++) {
+        char left[64];
+        option_left(left, sizeof left, &moatd_options[i]);
+        fprintf(out, "  %s\n", left);
+        /* the help without its `code` marks, wrapped */
+        int col = 0;
+        for (const char *h = moatd_options[i].help; *h;) {
+            size_t word = strcspn(h, " ");
+            if (col == 0 || col + 1 + (int)word > 78) {
+                fprintf(out, "%s      ", col ? "\n" : "");
+                col = 6;
+            } else {
+                fputc(' ', out);
+                col++;
+            }
+            for (size_t k = 0; k < word; k++)
+                if (h[k] != '`')
+                    fputc(h[k], out);
+            col += (int)word;
+            h += word;
+            h += strspn(h, " ");
+        }
+        fputc('\n', out);
+    }
+}
+
+/* moatd_write_man - moatd(8); -1 when an option has no help (named on stderr) */
+static int moatd_write_man(FILE *out)
+{
+    int missing = 0;
+    roff_header(out, "MOATD", 8, MOAT_VERSION, "moatd --man 8 from moatd's option table in "
+                "src/moatd.c", "moatd", "the Moat secure email gateway daemon");
+    fputs(".SH SYNOPSIS\n.B moatd\n[\\fIoptions\\fR]\n.SH DESCRIPTION\n", out);
+    roff_text(out,
+        "`moatd` is the daemon of Moat, a secure email gateway: one SMTP listener for inbound "
+        "mail, outbound relay and journal reports, a durable spool, the delivery engine, the "
+        "screening policies, the archive, and the HTTP API used by `moat`(1) and the web "
+        "console. It reads moat.conf(5), opens its database and spool in `state_dir`, binds "
+        "its listeners, drops to `run_user` when started as root, and accepts mail.\n\n"
+        "Logs are one line per event of `key=value` pairs (`ts=... level=info event=...`), on "
+        "stderr in the foreground; an administrator follows a message through them by its "
+        "queue id. When stderr is the systemd journal, each line carries its syslog priority, "
+        "so `journalctl -u moatd -p warning` shows warnings and errors only.");
+    fputs(".SH OPTIONS\n", out);
+    for (size_t i = 0; i < N_MOATD_OPTIONS; i++) {
+        const struct moatd_option *o = &moatd_options[i];
+        if (o->help == NULL || o->help[0] == '\0') {
+            fprintf(stderr, "moatd: option %s has no help text\n", o->name);
+            missing++;
+            continue;
+        }
+        char left[64];
+        option_left(left, sizeof left, o);
+        fputs(".TP\n", out);
+        roff_bold(out, left);
+        fputc('\n', out);
+        roff_text(out, o->help);
+    }
+    fputs(".SH SIGNALS\n.TP\n.B SIGHUP\n", out);
+    roff_text(out,
+        "Reload: moat.conf(5) is read again (changed runtime settings apply at once, a changed "
+        "start-up setting is logged `event=setting_needs_restart` and waits for a restart, a "
+        "file with an error is logged and ignored); the STARTTLS certificate and key "
+        "(`tls_cert`, `tls_key`) are read again for new sessions, while sessions in progress "
+        "keep theirs (a broken certificate is logged and the old one kept); the configuration "
+        "in the database is loaded again. The HTTP API's certificate (`http_tls_cert`) is read at "
+        "start only. A SIGHUP never stops moatd.");
+    fputs(".TP\n.B SIGTERM, SIGINT\n", out);
+    roff_text(out,
+        "Stop: no new connections; sessions in flight get `smtp_timeout_shutdown` to finish, "
+        "deliveries in flight complete; then moatd exits 0. Accepted mail stays in the spool.");
+    fputs(".SH SERVICE MANAGER\n", out);
+    roff_text(out,
+        "With $NOTIFY_SOCKET set (systemd, `Type=notify`), moatd reports READY=1 once its "
+        "listeners are bound, its store is open and privileges are dropped; RELOADING=1 at "
+        "SIGHUP and READY=1 when the reloaded configuration is in use; STOPPING=1 at "
+        "shutdown; and a STATUS= line at each step. The unit file moatd.service runs "
+        "`moatd --foreground --config /etc/moat/moat.conf` as the user moat with the one "
+        "capability CAP_NET_BIND_SERVICE.");
+    fputs(".SH EXIT STATUS\n.TP\n0\nstopped cleanly; or the settings are valid "
+          "(\\fB\\-\\-check\\-config\\fR)\n.TP\n1\ncould not start (the log line "
+          "\\fBevent=start_failed\\fR names the stage and the setting)\n.TP\n2\nwrong "
+          "command line\n.TP\n78\nan error in the settings (file, line and key in the "
+          "message; also for \\fB\\-\\-check\\-config\\fR)\n", out);
+    fputs(".SH ENVIRONMENT\n.TP\n.B MOAT_CONFIG\nthe settings file when "
+          "\\fB\\-\\-config\\fR is not given\n.TP\n.B NOTIFY_SOCKET\nthe service "
+          "manager's notification socket (a path, or @name for an abstract socket)\n", out);
+    fputs(".SH FILES\n.TP\n/etc/moat/moat.conf\nthe settings file\n.TP\n"
+          "/var/lib/moat\nthe default state directory: moat.db, the spool, tls/, "
+          "moatd.lock, initial\\-admin\\-password\n"
+          ".SH SEE ALSO\n\\fBmoat\\fR(1), \\fBmoat.conf\\fR(5)\n", out);
+    return missing ? -1 : 0;
+}
+
+/* moatd_man - --man SECTION */
+static _Noreturn void moatd_man(const char *section)
+{
+    int rc;
+    if (strcmp(section, "8") == 0)
+        rc = moatd_write_man(stdout);
+    else if (strcmp(section, "5") == 0)
+        rc = settings_write_man(stdout);
+    else {
+        fprintf(stderr, "moatd: --man %s: the pages are 8 (moatd) and 5 (moat.conf)\n", section);
+        exit(2);
+    }
+    exit(rc < 0 || fflush(stdout) != 0 ? 1 : 0);
 }
 
 /* moatd_parse_args - settings file first, then command-line overrides in order */
 static int moatd_parse_args(struct moatd *m, int argc, char **argv, bool *foreground, bool *check,
                             const char **init_admin, const char **token_file)
 {
-    enum { O_CONFIG = 256, O_STATE, O_SMTP, O_HTTP, O_RESOLVER, O_FG, O_CHECK, O_VERSION, O_REF, O_HELP,
-           O_INIT_ADMIN, O_TOKEN_FILE, O_LIST_ROUTES };
-    static const struct option opts[] = {
-        { "config", required_argument, NULL, O_CONFIG },
-        { "state-dir", required_argument, NULL, O_STATE },
-        { "smtp-listen", required_argument, NULL, O_SMTP },
-        { "http-listen", required_argument, NULL, O_HTTP },
-        { "resolver", required_argument, NULL, O_RESOLVER },
-        { "foreground", no_argument, NULL, O_FG },
-        { "check-config", no_argument, NULL, O_CHECK },
-        { "version", no_argument, NULL, O_VERSION },
-        { "settings-reference", no_argument, NULL, O_REF },
-        { "help", no_argument, NULL, O_HELP },
-        { "init-admin", required_argument, NULL, O_INIT_ADMIN },
-        { "token-file", required_argument, NULL, O_TOKEN_FILE },
-        { "list-routes", no_argument, NULL, O_LIST_ROUTES },
-        { NULL, 0, NULL, 0 },
-    };
+    static struct option opts[N_MOATD_OPTIONS + 1];
+    size_t n = 0;
+    for (size_t i = 0; i < N_MOATD_OPTIONS; i++)
+        if (moatd_options[i].name[1] != '\0')   /* -o is in the short option string */
+            opts[n++] = (struct option){ moatd_options[i].name,
+                                         moatd_options[i].arg ? required_argument : no_argument,
+                                         NULL, moatd_options[i].code };
+    opts[n] = (struct option){ NULL, 0, NULL, 0 };
     struct error err = {0};
     const char *config = NULL;
     int c;
     /* pass 1: the settings file, so that command-line values override it */
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "o:", opts, NULL)) != -1)
+    while ((c = getopt_long(argc, argv, "o:", opts, NULL)) != -1) {
         if (c == O_CONFIG)
             config = optarg;
+        /* what documents moatd needs no settings file (a broken one included) */
+        if (c == O_MAN)
+            moatd_man(optarg);
+        if (c == O_VERSION) {
+            printf("moatd %s\n", MOAT_VERSION);
+            exit(0);
+        }
+    }
     settings_defaults(&m->settings);
     /* the same lookup as the CLI: --config, $MOAT_CONFIG, then the system file if present */
     bool required = true;
@@ -748,6 +1016,8 @@ static int moatd_parse_args(struct moatd *m, int argc, char **argv, bool *foregr
         fprintf(stderr, "moatd: %s\n", err.msg);
         exit(EXIT_CONFIG);
     }
+    m->config_path = config;   /* read again at SIGHUP */
+    m->config_required = required;
     /* pass 2: everything else */
     optind = 1;
     opterr = 1;
@@ -788,6 +1058,7 @@ static int moatd_parse_args(struct moatd *m, int argc, char **argv, bool *foregr
         case O_INIT_ADMIN: *init_admin = optarg; continue;
         case O_TOKEN_FILE: *token_file = optarg; continue;
         case O_LIST_ROUTES: moatd_list_routes(); exit(0);
+        case O_MAN: moatd_man(optarg);
         case 'o': {
             const char *eq = strchr(optarg, '=');
             if (eq == NULL) {
@@ -856,6 +1127,7 @@ static void moatd_daemonize(struct moatd *m)
     dup2(fd, STDERR_FILENO);
     close(fd);
     free(logpath);
+    log_set_level(log_get_level());   /* stderr is no longer the journal, if it was */
 }
 
 static _Noreturn void die(const char *what, const struct error *err)
@@ -899,6 +1171,9 @@ int main(int argc, char **argv)
     }
     if (moatd_first_start(&m) < 0)
         return 1;
+    /* issue 11: the file alone, to compare with at SIGHUP */
+    if (settings_reload_read(&m.file_settings, m.config_path, m.config_required, &err) < 0)
+        log_warn("event=settings_baseline_failed reason=\"%s\"", err.msg);
     if (!foreground)
         moatd_daemonize(&m);
     signal(SIGPIPE, SIG_IGN);
@@ -1096,6 +1371,8 @@ int main(int argc, char **argv)
     }
     log_info("event=ready smtp=%s http=%s pid=%d", listen,
              m.settings.n_http_listen ? m.settings.http_listen[0] : "-", (int)getpid());
+    /* issue 11: listeners bound, store open, privileges dropped */
+    notify_sendf("READY=1\nSTATUS=accepting mail on %s", listen);
 
     event_base_dispatch(m.base);
 
@@ -1143,6 +1420,7 @@ int main(int argc, char **argv)
     log_info("event=stopped");
     free(m.hostname);
     settings_free(&m.settings);
+    settings_free(&m.file_settings);
     close(m.lock_fd);
     archive_mime_shutdown();   /* after every thread is done (GLib's globals) */
     return 0;

@@ -1013,12 +1013,19 @@ int auth_first_start(struct auth *a, struct store *st, const char *state_dir, st
         return -1;
     }
     /* the one place a secret is printed, by design: once, to the operator's
-     * terminal (stderr), never through the logger */
-    fprintf(stderr,
-            "moatd: created the initial administrator \"admin\".\n"
-            "moatd: one-time password: %s\n"
-            "moatd: (also in %s, readable only by moatd's user; it must be changed at the "
-            "first sign-in)\n", password, path);
+     * terminal (stderr), never through the logger.  Under a service manager
+     * stderr is the journal, which others may read (issue 11): then only
+     * the file holds it. */
+    if (isatty(STDERR_FILENO))
+        fprintf(stderr,
+                "moatd: created the initial administrator \"admin\".\n"
+                "moatd: one-time password: %s\n"
+                "moatd: (also in %s, readable only by moatd's user; it must be changed at the "
+                "first sign-in)\n", password, path);
+    else
+        fprintf(stderr, "moatd: created the initial administrator \"admin\"; its one-time "
+                "password is in %s (readable only by moatd's user; it must be changed at the "
+                "first sign-in)\n", path);
     fflush(stderr);
     sodium_memzero(password, strlen(password));
     free(password);

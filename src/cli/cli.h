@@ -235,4 +235,10 @@ int cli_journal_show(struct cli_ctx *ctx);
 int cli_journal_set(struct cli_ctx *ctx);
 int cli_journal_source(struct cli_ctx *ctx);
 
+/* cli_write_man - the moat(1) manual page (roff) from the command table
+ * and the global options (cli_man.c); -1 when a command or an option has
+ * no help text (each named on stderr) */
+int cli_write_man(FILE *out, const struct cli_command *cmds, size_t n,
+                  const struct cli_option *globals);
+
 #endif

@@ -679,6 +679,16 @@ static const struct cli_command cli_commands[] = {
 
 #define N_COMMANDS (sizeof cli_commands / sizeof cli_commands[0])
 
+/* the global options: `moat --help` and moat(1) (issue 11) */
+static const struct cli_option cli_global_options[] = {
+    { "url", "URL", "moatd's API (default: $MOAT_URL, else the url of ~/.config/moat/cli.conf, "
+      "else http://127.0.0.1:8025)" },
+    { "json", NULL, "machine-readable JSON output" },
+    { "help", NULL, "this help; `moat COMMAND --help` for one command" },
+    { "man", NULL, "print the manual page moat(1) (roff) and exit" },
+    { NULL, NULL, NULL },
+};
+
 static void print_synopsis(FILE *out, const struct cli_command *c)
 {
     fprintf(out, "moat %s%s%s%s%s", c->noun, c->verb ? " " : "", c->verb ? c->verb : "",
@@ -686,6 +696,8 @@ static void print_synopsis(FILE *out, const struct cli_command *c)
     for (const struct cli_option *o = c->options; o && o->name; o++)
         fprintf(out, " [--%s%s%s]", o->name, o->arg ? " " : "", o->arg ? o->arg : "");
 }
+
+static void print_wrapped(FILE *out, const char *text, int indent, int width);
 
 static void print_usage(FILE *out, const char *noun)
 {
@@ -700,12 +712,14 @@ static void print_usage(FILE *out, const char *noun)
                   c->verb ? c->verb : "", c->args[0] ? " " : "", c->args);
         fprintf(out, "  %-32s %s\n", left, c->summary);
     }
-    fprintf(out, "\nglobal options:\n"
-            "  --url URL         moatd's API (default: $MOAT_URL, else the url of\n"
-            "                    ~/.config/moat/cli.conf, else http://127.0.0.1:8025)\n"
-            "  --json            machine-readable JSON output\n"
-            "  --help            this help; `moat COMMAND --help` for one command\n"
-            "\nThe API token comes from $MOAT_TOKEN, else cli.conf (see `moat login`).\n");
+    fprintf(out, "\nglobal options:\n");
+    for (const struct cli_option *o = cli_global_options; o->name; o++) {
+        char left[64];
+        xsnprintf(left, sizeof left, "--%s%s%s", o->name, o->arg ? " " : "", o->arg ? o->arg : "");
+        fprintf(out, "  %s\n", left);
+        print_wrapped(out, o->help, 6, 78);
+    }
+    fprintf(out, "\nThe API token comes from $MOAT_TOKEN, else cli.conf (see `moat login`).\n");
 }
 
 /* print_wrapped - text word-wrapped at width columns, each line indented */
@@ -901,6 +915,10 @@ int main(int argc, char **argv)
             help = true;
         } else if (strcmp(a, "--json") == 0) {
             ctx.json = true;
+        } else if (strcmp(a, "--man") == 0 && n_words == 0) {
+            /* issue 11: moat(1) from the command table; 1 when something lacks help */
+            int rc = cli_write_man(stdout, cli_commands, N_COMMANDS, cli_global_options);
+            return rc < 0 || fflush(stdout) != 0 ? CLI_FAIL : CLI_OK;
         } else if (nlen == 5 && strncmp(a, "--url", nlen) == 0 && !(n_words > 0 &&
                    strcmp(words[0], "login") == 0)) {
             if ((url = take_value(argc, argv, &i, eq)) == NULL || !url[0])

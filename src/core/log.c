@@ -4,11 +4,17 @@
  * write(2), so lines from the commit thread and the loop never interleave.
  * Control characters in the caller's text are replaced: a CR or LF taken
  * from the network must never split one event into two.
+ *
+ * Under systemd, when stderr is the journal ($JOURNAL_STREAM names its
+ * device and inode, systemd.exec(5)), each line starts with the syslog
+ * priority "<N>" (sd-daemon(3)): journald strips it and files the line at
+ * that priority, so `journalctl -p warning -u moatd` works.
  */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include "core.h"
 
@@ -16,12 +22,28 @@
 
 static const char *const level_names[] = { "debug", "info", "warn", "error", "fatal" };
 
+/* syslog priorities of the levels: debug, info, warning, err, crit */
+static const char *const journal_prefix[] = { "<7>", "<6>", "<4>", "<3>", "<2>" };
+
 /* set once at start (before any thread exists), then only read */
 static enum log_level log_min = LOG_INFO;
+static bool log_journal;    /* stderr is the journal: priority prefixes */
+
+/* log_stderr_is_journal - $JOURNAL_STREAM ("DEV:INODE") is our stderr */
+static bool log_stderr_is_journal(void)
+{
+    const char *js = getenv("JOURNAL_STREAM");
+    unsigned long long dev, ino;
+    struct stat st;
+    if (js == NULL || sscanf(js, "%llu:%llu", &dev, &ino) != 2 || fstat(STDERR_FILENO, &st) < 0)
+        return false;
+    return (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
+}
 
 void log_set_level(enum log_level min)
 {
     log_min = min;
+    log_journal = log_stderr_is_journal();
 }
 
 enum log_level log_get_level(void)
@@ -51,7 +73,8 @@ void log_vmsg(enum log_level lvl, const char *fmt, va_list ap)
     struct tm tm;
     gmtime_r(&secs, &tm);
     strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
-    int n = snprintf(line, sizeof line, "ts=%s.%03uZ level=%s ", ts,
+    int n = snprintf(line, sizeof line, "%sts=%s.%03uZ level=%s ",
+                     log_journal ? journal_prefix[lvl] : "", ts,
                      (unsigned)(now % 1000), level_names[lvl]);
     if (n < 0)
         return;

@@ -37,6 +37,7 @@
 #include <unistd.h>
 #include <arpa/inet.h>
 #include "settings.h"
+#include "roff.h"
 
 #define SETTINGS_MAX_LINE 4096   /* a longer line in moat.conf is an error */
 #define SETTINGS_MAX_LINES 10000 /* bounds the work on a runaway file */
@@ -1778,4 +1779,123 @@ void settings_write_reference(FILE *out)
             fputs("- Changeable at run time: yes (`moat settings set`)\n", out);
         fprintf(out, "\n%s\n", st->description);
     }
+}
+
+/* settings_apply_file - a runtime setting's new moat.conf value (SIGHUP,
+ * settings_reload.c): below a store value it becomes what a reset returns
+ * to; below the command line it waits */
+int settings_apply_file(struct moat_settings *s, const char *key, const char *value,
+                        enum settings_source src, struct error *err)
+{
+    char *canonical = NULL;
+    if (settings_check_runtime(key, value, &canonical, err) < 0)
+        return -1;
+    size_t idx = (size_t)(setting_find(key) - settings_table);
+    if (s->src_[idx] == SETTINGS_SOURCE_COMMAND_LINE) {
+        free(canonical);
+        return 1;
+    }
+    s->src_[idx] = (unsigned char)src;
+    if (s->from_store_[idx]) {
+        free(s->below_store_[idx]);
+        s->below_store_[idx] = canonical;
+        return 1;
+    }
+    int rc = apply(s, &settings_table[idx], canonical, "", err);   /* checked: cannot fail */
+    free(canonical);
+    return rc;
+}
+
+/* settings_write_man - the moat.conf(5) manual page from the table (issue
+ * 11); -1 when a row has no description or group (each named on stderr):
+ * the page is then incomplete and the man test fails */
+int settings_write_man(FILE *out)
+{
+    const char *group = NULL;
+    char lo[64], hi[64];
+    int missing = 0;
+
+    roff_header(out, "MOAT.CONF", 5, MOAT_VERSION, "moatd --man 5 from the settings table "
+                "in src/core/settings.c", "moat.conf", "settings file of the Moat mail gateway");
+    fputs(".SH SYNOPSIS\n/etc/moat/moat.conf\n"
+          ".SH DESCRIPTION\n", out);
+    roff_text(out,
+        "`moat.conf` holds only what `moatd` must know before its database opens: paths, "
+        "listen addresses, the resolver, TLS files and resource limits. Everything else "
+        "(domains, routes, policies, users) lives in the database and is changed with "
+        "`moat`(1), the API or the web console.\n\n"
+        "One `key = value` per line; lines starting with `#` are comments; blank lines are "
+        "ignored. Each key may appear once. Lists are comma-separated. Sizes are octets with "
+        "an optional `k`, `M` or `G` suffix (powers of 1024). Durations are seconds with an "
+        "optional `s`, `m`, `h` or `d` suffix. A file holding a secret must not be readable "
+        "by group or others.\n\n"
+        "Precedence, lowest first: the built-in default, `moat.conf`, a value stored in the "
+        "database (settings changeable at run time only: `moat settings set`), `moatd -o` on "
+        "the command line. `moatd --check-config` validates the file and prints every "
+        "effective value.");
+    fputs(".SS Reloading\n", out);
+    roff_text(out,
+        "On SIGHUP (`systemctl reload moatd`) moatd reads the file again. A changed setting "
+        "marked \"changeable at run time\" below applies at once (to the next session, "
+        "transaction, connection or retry), unless a value stored in the database or given "
+        "with `-o` outranks it. Any other changed setting is logged as "
+        "`event=setting_needs_restart` and takes effect at the next start. A file with an "
+        "error is logged (`event=settings_reload_failed`) and the running settings are kept.");
+    fputs(".SH SETTINGS\n", out);
+    for (size_t i = 0; i < N_SETTINGS; i++) {
+        const struct setting *st = &settings_table[i];
+        if (st->description == NULL || st->description[0] == '\0' || st->group == NULL ||
+            st->group[0] == '\0') {
+            fprintf(stderr, "moatd: setting %s has no %s\n", st->name,
+                    st->group == NULL || st->group[0] == '\0' ? "group" : "description");
+            missing++;
+            continue;
+        }
+        if (group == NULL || strcmp(group, st->group) != 0) {
+            group = st->group;
+            fputs(".SS ", out);
+            roff_text(out, group);
+        }
+        fputs(".TP\n", out);
+        roff_bold(out, st->name);
+        fprintf(out, " (%s", type_names[st->type]);
+        if (st->type == SETTING_ENUM) {
+            for (const char *c = st->choices; c;) {
+                const char *bar = strchr(c, '|');
+                size_t len = bar ? (size_t)(bar - c) : strlen(c);
+                char one[64];
+                xsnprintf(one, sizeof one, "%.*s", (int)len, c);
+                fputc(' ', out);
+                roff_bold(out, one);
+                c = bar ? bar + 1 : NULL;
+            }
+        }
+        fputs(")\n", out);
+        roff_text(out, st->description);
+        fputs(".br\nDefault: ", out);
+        if (st->def[0] == '\0')
+            fputs("empty", out);
+        else
+            roff_bold(out, st->def);
+        switch (st->type) {
+        case SETTING_INT:
+        case SETTING_SIZE:
+        case SETTING_DURATION:
+        case SETTING_DURATIONS:
+            format_value(st, lo, sizeof lo, st->min);
+            format_value(st, hi, sizeof hi, st->max);
+            fputs("; range ", out);
+            roff_bold(out, lo);
+            fputs(" to ", out);
+            roff_bold(out, hi);
+            break;
+        default:
+            break;
+        }
+        fputs(st->flags & SETTING_RUNTIME ? "; changeable at run time.\n" : ".\n", out);
+    }
+    fputs(".SH FILES\n.TP\n/etc/moat/moat.conf\nthe settings file (or \\fB\\-\\-config\\fR, "
+          "or \\fBMOAT_CONFIG\\fR)\n.TP\n/var/lib/moat\nthe default \\fBstate_dir\\fR\n"
+          ".SH SEE ALSO\n\\fBmoatd\\fR(8), \\fBmoat\\fR(1)\n", out);
+    return missing ? -1 : 0;
 }

@@ -241,4 +241,17 @@ int settings_parse_size(const char *s, int64_t *out);
 /* settings_parse_hostport - "127.0.0.1:25", "[::1]:25", "host:25"; host malloc'd */
 int settings_parse_hostport(const char *s, char **host, int *port);
 
+/* settings_apply_file - the new moat.conf value of a runtime setting, when
+ * moatd re-reads the file at SIGHUP (src is SETTINGS_SOURCE_FILE, or
+ * SETTINGS_SOURCE_DEFAULT when the key left the file).  0: applied.  1:
+ * valid, but a store value or the command line outranks it (a store value
+ * now resets to it).  -1: invalid, or not a runtime setting.  Only the
+ * event loop may call it on moatd's settings. */
+int settings_apply_file(struct moat_settings *s, const char *key, const char *value,
+                        enum settings_source src, struct error *err);
+
+/* settings_write_man - the moat.conf(5) manual page (roff) from the table;
+ * -1 when a setting has no description (named on stderr) */
+int settings_write_man(FILE *out);
+
 #endif

@@ -85,6 +85,10 @@ int smtp_server_start(struct smtp_server *srv);
 void smtp_server_shutdown(struct smtp_server *srv, void (*done)(void *arg), void *arg);
 void smtp_server_free(struct smtp_server *srv);
 void smtp_server_get_stats(const struct smtp_server *srv, struct smtp_server_stats *out);
+/* smtp_server_set_tls - on the loop: new STARTTLS sessions use tls (the
+ * caller owns it; sessions in TLS hold their own reference to the old
+ * context, so the caller may SSL_CTX_free the old one at once) */
+void smtp_server_set_tls(struct smtp_server *srv, SSL_CTX *tls);
 
 /* --- TLS (smtp_tls.c) --- */
 /* smtp_tls_server_ctx - load cert/key; when both paths are empty, use (or

@@ -223,3 +223,11 @@ void smtp_server_get_stats(const struct smtp_server *srv, struct smtp_server_sta
 {
     *out = srv->stats;
 }
+
+/* smtp_server_set_tls - issue 11: a reloaded certificate for the STARTTLS
+ * sessions to come.  SSL_new takes a reference on its context, so a
+ * session that already did STARTTLS keeps the old one until it ends. */
+void smtp_server_set_tls(struct smtp_server *srv, SSL_CTX *tls)
+{
+    srv->cfg.tls = tls;
+}
