@@ -114,6 +114,7 @@ struct moatd {
     struct greylist *greylist;          /* greylisting triplets, on the loop */
     unsigned char srs_key[32];          /* issue 7: SRS of forwarding (forward.h), from secret.key */
     struct archive *archive;            /* issue 8: the archive engine; NULL when archive = no */
+    char *config_path;                  /* issue 11: the settings file read, NULL = none (backup) */
 };
 
 /* --- routing snapshot --- */
@@ -726,6 +727,8 @@ static int moatd_parse_args(struct moatd *m, int argc, char **argv, bool *foregr
         fprintf(stderr, "moatd: %s\n", err.msg);
         exit(EXIT_CONFIG);
     }
+    if (access(config, R_OK) == 0)
+        m->config_path = realpath(config, NULL);     /* issue 11: moat backup carries it */
     /* pass 2: everything else */
     optind = 1;
     opterr = 1;
@@ -995,6 +998,7 @@ int main(int argc, char **argv)
     if (m.connect == NULL)
         die("connect", &err);
     m.api_cfg.connect = m.connect;
+    m.api_cfg.config_path = m.config_path;     /* issue 11: moat backup */
     struct directory_sync_config dscfg = { .database = m.settings.database, .auth = m.auth };
     m.dsync = directory_sync_create(&dscfg, &err);
     if (m.dsync == NULL)
@@ -1099,6 +1103,7 @@ int main(int argc, char **argv)
     libevent_global_shutdown();
     log_info("event=stopped");
     free(m.hostname);
+    free(m.config_path);
     settings_free(&m.settings);
     close(m.lock_fd);
     archive_mime_shutdown();   /* after every thread is done (GLib's globals) */

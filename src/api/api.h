@@ -63,6 +63,8 @@ struct api_config {
     /* issue 8: the archive engine (its counters, GET /api/v1/archive/stats):
      * only inside api_loop_call; NULL = archiving off or not started */
     struct archive *archive;
+    /* issue 11: the settings file moatd read (GET /api/v1/backup); NULL = none */
+    const char *config_path;
 };
 
 #define API_MAX_PATH_PARAMS 4
