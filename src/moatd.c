@@ -137,6 +137,7 @@ struct moatd {
     struct moat_settings file_settings;
     const char *config_path;            /* argv, $MOAT_CONFIG or the default: not owned */
     bool config_required;
+    char *config_real;                  /* issue 11: its real path, NULL = none (backup) */
 };
 
 /* --- routing snapshot --- */
@@ -1018,6 +1019,8 @@ static int moatd_parse_args(struct moatd *m, int argc, char **argv, bool *foregr
     }
     m->config_path = config;   /* read again at SIGHUP */
     m->config_required = required;
+    if (access(config, R_OK) == 0)
+        m->config_real = realpath(config, NULL);     /* moat backup carries it */
     /* pass 2: everything else */
     optind = 1;
     opterr = 1;
@@ -1308,6 +1311,7 @@ int main(int argc, char **argv)
     if (m.connect == NULL)
         die("connect", &err);
     m.api_cfg.connect = m.connect;
+    m.api_cfg.config_path = m.config_real;     /* issue 11: moat backup */
     struct directory_sync_config dscfg = { .database = m.settings.database, .auth = m.auth };
     m.dsync = directory_sync_create(&dscfg, &err);
     if (m.dsync == NULL)
@@ -1419,6 +1423,7 @@ int main(int argc, char **argv)
     libevent_global_shutdown();
     log_info("event=stopped");
     free(m.hostname);
+    free(m.config_real);
     settings_free(&m.settings);
     settings_free(&m.file_settings);
     close(m.lock_fd);

@@ -67,6 +67,8 @@ struct api_config {
     /* issue 11: the tracking engine (thread-safe): tracking_path() for the
      * readers' own store handles, tracking_flush(); NULL = tracking off */
     struct tracking *tracking;
+    /* issue 11: the settings file moatd read (GET /api/v1/backup); NULL = none */
+    const char *config_path;
 };
 
 #define API_MAX_PATH_PARAMS 4

@@ -25,6 +25,7 @@
 #include "api_permitted.h"
 #include "api_held.h"
 #include "api_archive.h"
+#include "api_backup.h"
 
 const struct api_route api_routes[] = {
     /* --- public --- */
@@ -180,6 +181,9 @@ const struct api_route api_routes[] = {
     { "GET",    "/api/v1/journal/sources",         AUTH_PERM_CONFIG_READ,     api_journal_sources_list, false },
     { "POST",   "/api/v1/journal/sources",         AUTH_PERM_CONFIG_WRITE,    api_journal_sources_create, true },
     { "DELETE", "/api/v1/journal/sources/{id}",    AUTH_PERM_CONFIG_WRITE,    api_journal_sources_delete, true },
+    /* --- issue 11: backup (api_backup.c); it changes nothing, yet every download
+     * writes an audit entry --- */
+    { "GET",    "/api/v1/backup",                  AUTH_PERM_BACKUP,          api_backup_get,          false },
 };
 
 const size_t api_routes_count = sizeof api_routes / sizeof api_routes[0];

@@ -62,6 +62,7 @@ static const char *const perm_names[AUTH_PERM__COUNT] = {
     [AUTH_PERM_ARCHIVE_EXPORT] = "archive_export",
     [AUTH_PERM_ARCHIVE_SEARCH] = "archive_search",
     [AUTH_PERM_ARCHIVE_ADMIN] = "archive_admin",
+    [AUTH_PERM_BACKUP] = "backup",
 };
 
 /* role_table - THE place that says which role holds which permission.
@@ -88,6 +89,7 @@ static const bool role_table[AUTH_ROLE_ADMIN + 1][AUTH_PERM__COUNT] = {
         [AUTH_PERM_ARCHIVE_EXPORT] = false,    /* protected */
         [AUTH_PERM_ARCHIVE_SEARCH] = true,     /* metadata only: content is protected */
         [AUTH_PERM_ARCHIVE_ADMIN] = false,     /* protected */
+        [AUTH_PERM_BACKUP] = false,            /* protected */
     },
     [AUTH_ROLE_ADMIN] = {
         [AUTH_PERM_PUBLIC] = true,
@@ -101,6 +103,7 @@ static const bool role_table[AUTH_ROLE_ADMIN + 1][AUTH_PERM__COUNT] = {
         [AUTH_PERM_ARCHIVE_EXPORT] = true,
         [AUTH_PERM_ARCHIVE_SEARCH] = true,
         [AUTH_PERM_ARCHIVE_ADMIN] = true,
+        [AUTH_PERM_BACKUP] = true,
     },
 };
 

@@ -50,6 +50,7 @@ enum auth_perm {
      * administrator metadata only (reading content is protected) */
     AUTH_PERM_ARCHIVE_SEARCH,
     AUTH_PERM_ARCHIVE_ADMIN,    /* retention purge, legal holds: protected */
+    AUTH_PERM_BACKUP,           /* issue 11: download a backup (every secret): protected */
     AUTH_PERM__COUNT
 };
 

@@ -234,6 +234,9 @@ int cli_archive_hold(struct cli_ctx *ctx);
 int cli_journal_show(struct cli_ctx *ctx);
 int cli_journal_set(struct cli_ctx *ctx);
 int cli_journal_source(struct cli_ctx *ctx);
+/* issue 11: backup and restore (cli_backup.c) */
+int cli_backup(struct cli_ctx *ctx);
+int cli_restore(struct cli_ctx *ctx);
 
 /* cli_write_man - the moat(1) manual page (roff) from the command table
  * and the global options (cli_man.c); -1 when a command or an option has

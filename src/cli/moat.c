@@ -282,6 +282,22 @@ static const struct cli_option forward_add_options[] = {
     { NULL, NULL, NULL },
 };
 
+/* issue 11: backup and restore (cli_backup.c) */
+static const struct cli_option backup_options[] = {
+    { "with-archive", NULL, "also the archive and the message-tracking databases (they can "
+      "be large)" },
+    { NULL, NULL, NULL },
+};
+
+static const struct cli_option restore_options[] = {
+    { "state-dir", "DIR", "the state directory to restore into (created; must be empty "
+      "unless --force)" },
+    { "config", "PATH", "write the backup's settings file here, its paths pointing into DIR" },
+    { "force", NULL, "replace the files of a non-empty state directory and an existing "
+      "settings file" },
+    { NULL, NULL, NULL },
+};
+
 /* cli_commands - every command; later issues add rows here */
 static const struct cli_command cli_commands[] = {
     { "domain", "add", "NAME", 1, 1, domain_add_options, cli_domain_add,
@@ -675,6 +691,21 @@ static const struct cli_command cli_commands[] = {
       "add CIDR authorises an address or range (your Exchange servers, Exchange Online's "
       "outbound ranges) to send journal reports to the journal address; mail to it from "
       "anywhere else is refused. list shows them; remove takes the range or its id." },
+    /* issue 11: backup and restore (cli_backup.c) */
+    { "backup", NULL, "FILE", 1, 1, backup_options, cli_backup,
+      "save a consistent backup of the gateway to FILE",
+      "moatd copies its configuration database with SQLite's online backup while mail "
+      "flows, adds secret.key (which seals stored passwords and DKIM keys), the TLS "
+      "certificates and keys and its settings file, and sends them as one tar with a manifest "
+      "of SHA-256 checksums; FILE is created 0600 and verified once written. Queued mail is "
+      "not included. Administrators only; audit-logged. Keep FILE as safe as the keys in it." },
+    { "restore", NULL, "FILE", 1, 1, restore_options, cli_restore,
+      "restore a backup into a state directory (moatd stopped)",
+      "Runs on the machine that will run moatd, as root or the moat user, with moatd "
+      "stopped (refused while it holds DIR/moatd.lock). Every checksum is verified before "
+      "anything is written; a damaged file is refused and nothing changes. Files are "
+      "written 0600, directories 0700, owned by the owner of an existing DIR (as root), "
+      "and moatd gives them to run_user when it starts as root." },
 };
 
 #define N_COMMANDS (sizeof cli_commands / sizeof cli_commands[0])

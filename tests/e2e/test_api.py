@@ -10,7 +10,8 @@ import pytest
 from api_fixtures import (Api, api_moatd, list_routes, make_account, session_for,  # noqa: F401
                           token_for)
 
-PROTECTED = {"accounts_manage", "message_content", "archive_export", "archive_admin"}
+PROTECTED = {"accounts_manage", "message_content", "archive_export", "archive_admin",
+             "backup"}
 
 
 def allowed(role, perm):

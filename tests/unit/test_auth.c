@@ -650,13 +650,13 @@ static void test_role_table(void **state)
     /* expected[role][perm]: the whole matrix, so a new permission must be added here */
     static const bool expected[4][AUTH_PERM__COUNT] = {
         /*                 PUBLIC SELF  CFG_R CFG_W QUEUE CONTENT ACCOUNTS AUDIT EXPORT
-         *                 ARCHIVE_SEARCH ARCHIVE_ADMIN */
-        [AUTH_ROLE_NONE] =        { 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 },
-        [AUTH_ROLE_USER] =        { 1, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0 },
-        [AUTH_ROLE_BASIC_ADMIN] = { 1, 1, 1, 1, 1, 0, 0, 1, 0, 1, 0 },
-        [AUTH_ROLE_ADMIN] =       { 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1 },
+         *                 ARCHIVE_SEARCH ARCHIVE_ADMIN BACKUP */
+        [AUTH_ROLE_NONE] =        { 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 },
+        [AUTH_ROLE_USER] =        { 1, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0 },
+        [AUTH_ROLE_BASIC_ADMIN] = { 1, 1, 1, 1, 1, 0, 0, 1, 0, 1, 0, 0 },
+        [AUTH_ROLE_ADMIN] =       { 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1 },
     };
-    assert_int_equal(AUTH_PERM__COUNT, 11);
+    assert_int_equal(AUTH_PERM__COUNT, 12);
     for (int r = AUTH_ROLE_NONE; r <= AUTH_ROLE_ADMIN; r++)
         for (int p = 0; p < AUTH_PERM__COUNT; p++) {
             if (auth_role_allows((enum auth_role)r, (enum auth_perm)p) != expected[r][p])
