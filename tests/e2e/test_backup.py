@@ -84,7 +84,7 @@ def test_backup_restore_round_trip(moatd, sink, unbound, workdir):
     assert "exists" in again.stderr
     # --with-archive adds the archive database (a consistent copy too)
     r = a.cli("backup", workdir / "with-archive.tar", "--with-archive", json_out=True, check=0)
-    assert [mb["name"] for mb in r.json["manifest"]["members"]][-1] == "archive.db", r.json
+    assert [mb["name"] for mb in r.json["manifest"]["members"]][-2:] == ["archive.db", "tracking.db"], r.json
 
     env = a.cli_env()
     state_b, conf_b = workdir / "restored" / "state", workdir / "restored" / "b.conf"
