@@ -25,6 +25,7 @@
 #include "api_permitted.h"
 #include "api_held.h"
 #include "api_archive.h"
+#include "api_metrics.h"
 
 const struct api_route api_routes[] = {
     /* --- public --- */
@@ -180,6 +181,10 @@ const struct api_route api_routes[] = {
     { "GET",    "/api/v1/journal/sources",         AUTH_PERM_CONFIG_READ,     api_journal_sources_list, false },
     { "POST",   "/api/v1/journal/sources",         AUTH_PERM_CONFIG_WRITE,    api_journal_sources_create, true },
     { "DELETE", "/api/v1/journal/sources/{id}",    AUTH_PERM_CONFIG_WRITE,    api_journal_sources_delete, true },
+    /* --- issue 11: metrics (api_metrics.c).  /metrics is public in this table and
+     * checks metrics_allow or the metrics token itself: a scraper has no account --- */
+    { "GET",    "/metrics",                        AUTH_PERM_PUBLIC,          api_metrics,             false },
+    { "POST",   "/api/v1/metrics/token",           AUTH_PERM_CONFIG_WRITE,    api_metrics_token_create, true },
 };
 
 const size_t api_routes_count = sizeof api_routes / sizeof api_routes[0];

@@ -235,4 +235,7 @@ int cli_journal_show(struct cli_ctx *ctx);
 int cli_journal_set(struct cli_ctx *ctx);
 int cli_journal_source(struct cli_ctx *ctx);
 
+/* issue 11 (cli_admin.c) */
+int cli_metrics_token(struct cli_ctx *ctx);
+
 #endif

@@ -675,6 +675,12 @@ static const struct cli_command cli_commands[] = {
       "add CIDR authorises an address or range (your Exchange servers, Exchange Online's "
       "outbound ranges) to send journal reports to the journal address; mail to it from "
       "anywhere else is refused. list shows them; remove takes the range or its id." },
+    /* issue 11: the token of /metrics (cli_admin.c) */
+    { "metrics", "token", "", 0, 0, NULL, cli_metrics_token,
+      "make a new token for scraping /metrics",
+      "Prints a new bearer token for GET /metrics from addresses outside metrics_allow "
+      "(Prometheus: authorization: credentials). It replaces the previous token and is shown "
+      "once; only its hash is kept. Audit-logged." },
 };
 
 #define N_COMMANDS (sizeof cli_commands / sizeof cli_commands[0])
