@@ -72,6 +72,7 @@
 #include "core/notify.h"
 #include "core/settings_reload.h"
 #include "core/roff.h"
+#include "core/metrics.h"
 
 /* the configuration reload thread (see moatd_reload_main) */
 struct reloader {
@@ -1133,6 +1134,34 @@ static void moatd_daemonize(struct moatd *m)
     log_set_level(log_get_level());   /* stderr is no longer the journal, if it was */
 }
 
+/* --- issue 11: the gauges /metrics reads at scrape time (on an HTTP worker:
+ * spool_gauges is thread-safe) --- */
+
+static int64_t moatd_gauge_queue_messages(void *arg)
+{
+    uint64_t n;
+    int64_t oldest_ms;
+    spool_gauges(arg, &n, &oldest_ms);
+    return (int64_t)n;
+}
+
+static int64_t moatd_gauge_queue_oldest(void *arg)
+{
+    uint64_t n;
+    int64_t oldest_ms;
+    spool_gauges(arg, &n, &oldest_ms);
+    int64_t now_ms = (int64_t)time_wall_ms();
+    return oldest_ms > 0 && now_ms > oldest_ms ? (now_ms - oldest_ms) / 1000 : 0;
+}
+
+/* moatd_metrics_start - providers and the start time, before the HTTP server serves */
+static void moatd_metrics_start(struct spool *sp)
+{
+    metrics_set(M_START_TIME_SECONDS, (int64_t)time(NULL));
+    metrics_set_gauge_fn(M_QUEUE_MESSAGES, moatd_gauge_queue_messages, sp);
+    metrics_set_gauge_fn(M_QUEUE_OLDEST_SECONDS, moatd_gauge_queue_oldest, sp);
+}
+
 static _Noreturn void die(const char *what, const struct error *err)
 {
     log_msg(LOG_ERROR, "event=start_failed stage=%s field=%s reason=\"%s\"", what,
@@ -1352,6 +1381,7 @@ int main(int argc, char **argv)
         die("directory", &err);
     m.api_cfg.deliver = m.deliver;
     m.api_cfg.archive = m.archive;   /* issue 8: its counters for GET /api/v1/archive/stats */
+    moatd_metrics_start(m.spool);   /* issue 11: before /metrics can be scraped */
     if (m.api != NULL && api_server_start(m.api, &err) < 0)
         die("http_listen", &err);
 

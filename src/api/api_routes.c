@@ -26,6 +26,7 @@
 #include "api_held.h"
 #include "api_archive.h"
 #include "api_backup.h"
+#include "api_metrics.h"
 
 const struct api_route api_routes[] = {
     /* --- public --- */
@@ -184,6 +185,10 @@ const struct api_route api_routes[] = {
     /* --- issue 11: backup (api_backup.c); it changes nothing, yet every download
      * writes an audit entry --- */
     { "GET",    "/api/v1/backup",                  AUTH_PERM_BACKUP,          api_backup_get,          false },
+    /* --- issue 11: metrics (api_metrics.c).  /metrics is public in this table and
+     * checks metrics_allow or the metrics token itself: a scraper has no account --- */
+    { "GET",    "/metrics",                        AUTH_PERM_PUBLIC,          api_metrics,             false },
+    { "POST",   "/api/v1/metrics/token",           AUTH_PERM_CONFIG_WRITE,    api_metrics_token_create, true },
 };
 
 const size_t api_routes_count = sizeof api_routes / sizeof api_routes[0];

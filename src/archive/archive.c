@@ -35,6 +35,7 @@
 #include <event2/event.h>
 #include <sodium.h>
 #include <zstd.h>
+#include "../core/metrics.h"
 #include "archive.h"
 #include "archive_journal.h"
 #include "../policy/screen_clock.h"
@@ -524,6 +525,7 @@ static bool thread_batch(struct archive *a, struct archive_job **jobs, size_t n,
         if (archive_prepare(&in, lim, thread_internal, a, &prep[i], &err) < 0) {
             /* not archived: the spool keeps it, the next start tries again */
             log_error("qid=%s event=archive_prepare_failed reason=\"%s\"", j->qid, err.msg);
+            metrics_inc(M_ARCHIVE_FAILED_TOTAL, NULL);
             continue;
         }
         ok[i] = true;
@@ -543,6 +545,7 @@ static bool thread_batch(struct archive *a, struct archive_job **jobs, size_t n,
         pthread_mutex_lock(&a->mu);
         a->stats.failed++;
         pthread_mutex_unlock(&a->mu);
+        metrics_add(M_ARCHIVE_FAILED_TOTAL, NULL, n_items);
         if (!thread_wait(a, backoff))
             break;       /* stopping: the spool keeps the batch for the next start */
         backoff = backoff * 2 > ARCHIVE_BACKOFF_MAX ? ARCHIVE_BACKOFF_MAX : backoff * 2;
@@ -572,6 +575,7 @@ static bool thread_batch(struct archive *a, struct archive_job **jobs, size_t n,
         }
         pthread_mutex_lock(&a->mu);
         a->stats.ingested += got;
+        metrics_add(M_ARCHIVE_INGESTED_TOTAL, NULL, got);
         a->stats.duplicates += dup;
         a->stats.journal_reports += rep;
         a->stats.journal_malformed += mal;
@@ -745,6 +749,12 @@ static void archive_pump(struct archive *a)
     pthread_mutex_unlock(&a->mu);
 }
 
+/* publish_pending - issue 11: moat_archive_pending, from the loop's counts */
+static void publish_pending(const struct archive *a)
+{
+    metrics_set(M_ARCHIVE_PENDING, (int64_t)(a->wait.n + a->inflight));
+}
+
 /* archive_on_message - the spool's archiver callback: queue m */
 static void archive_on_message(void *arg, struct spool_msg *m)
 {
@@ -763,6 +773,7 @@ static void archive_on_message(void *arg, struct spool_msg *m)
     w->m[(w->head + w->n) % w->cap] = m;
     w->n++;
     archive_pump(a);
+    publish_pending(a);
 }
 
 /* archive_complete - jobs back from the thread: mark the committed ones */
@@ -794,6 +805,7 @@ static void done_cb(evutil_socket_t fd, short what, void *arg)
         ;
     archive_complete(a);
     archive_pump(a);
+    publish_pending(a);
 }
 
 static void purge_schedule(struct archive *a)

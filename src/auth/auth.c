@@ -1042,3 +1042,40 @@ int auth_first_start(struct auth *a, struct store *st, const char *state_dir, st
     log_info("event=initial_admin_created account=admin password_file=%s", path);
     return 0;
 }
+
+/* --- the metrics token (issue 11): "moat_metrics_" + secret, shown once;
+ * the store keeps its keyed hash under its own label, so no API token or
+ * session id can ever match it --- */
+
+#define METRICS_TOKEN_PREFIX "moat_metrics_"
+
+int auth_metrics_token_create(struct auth *a, struct store *st, const char *created_by,
+                              char **token_out, struct error *err)
+{
+    char secret[AUTH_B64_LEN], hash[65];
+    *token_out = NULL;
+    random_b64(secret);
+    keyed_hash(a, "metrics", secret, hash);
+    if (store_metrics_token_set(st, hash, auth_now(a), created_by, err) < 0) {
+        sodium_memzero(secret, sizeof secret);
+        return -1;
+    }
+    *token_out = xasprintf(METRICS_TOKEN_PREFIX "%s", secret);
+    sodium_memzero(secret, sizeof secret);
+    log_info("event=metrics_token_created");
+    return 0;
+}
+
+bool auth_metrics_token_check(struct auth *a, struct store *st, const char *token)
+{
+    size_t plen = strlen(METRICS_TOKEN_PREFIX);
+    char hash[65], stored[65];
+    struct error err;
+    if (token == NULL || strncmp(token, METRICS_TOKEN_PREFIX, plen) != 0 ||
+        !b64url_ok(token + plen))
+        return false;
+    keyed_hash(a, "metrics", token + plen, hash);
+    if (store_metrics_token_hash(st, stored, &err) != STORE_OK)
+        return false;
+    return sodium_memcmp(hash, stored, 64) == 0;
+}

@@ -178,4 +178,12 @@ int auth_init_admin(struct auth *a, struct store *st, const char *name, const ch
  * accounts exist (nothing to do). */
 int auth_first_start(struct auth *a, struct store *st, const char *state_dir, struct error *err);
 
+/* --- the metrics token (issue 11): read /metrics from outside metrics_allow --- */
+/* auth_metrics_token_create - a new random token replaces the old one; the
+ * store keeps its keyed hash only; *token_out (caller frees) is shown once */
+int auth_metrics_token_create(struct auth *a, struct store *st, const char *created_by,
+                              char **token_out, struct error *err);
+/* auth_metrics_token_check - token is the current metrics token */
+bool auth_metrics_token_check(struct auth *a, struct store *st, const char *token);
+
 #endif

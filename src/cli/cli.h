@@ -244,4 +244,7 @@ int cli_restore(struct cli_ctx *ctx);
 int cli_write_man(FILE *out, const struct cli_command *cmds, size_t n,
                   const struct cli_option *globals);
 
+/* issue 11 (cli_admin.c) */
+int cli_metrics_token(struct cli_ctx *ctx);
+
 #endif

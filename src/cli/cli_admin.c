@@ -453,3 +453,21 @@ int cli_audit(struct cli_ctx *ctx)
     json_decref(items);
     return CLI_OK;
 }
+
+/* cli_metrics_token - issue 11: a new token for /metrics, printed once */
+int cli_metrics_token(struct cli_ctx *ctx)
+{
+    json_t *r = cli_api(ctx, "POST", "/api/v1/metrics/token", NULL, NULL, NULL);
+    if (r == NULL)
+        return CLI_FAIL;
+    if (ctx->json) {
+        cli_print_json(r);
+        return CLI_OK;
+    }
+    char *tok = cli_safe(jstr(r, "token"));
+    printf("metrics token: %s\n(shown once: store it now; the previous metrics token no longer "
+           "works)\n", tok);
+    wipe_free(tok);
+    json_decref(r);
+    return CLI_OK;
+}

@@ -706,6 +706,12 @@ static const struct cli_command cli_commands[] = {
       "anything is written; a damaged file is refused and nothing changes. Files are "
       "written 0600, directories 0700, owned by the owner of an existing DIR (as root), "
       "and moatd gives them to run_user when it starts as root." },
+    /* issue 11: the token of /metrics (cli_admin.c) */
+    { "metrics", "token", "", 0, 0, NULL, cli_metrics_token,
+      "make a new token for scraping /metrics",
+      "Prints a new bearer token for GET /metrics from addresses outside metrics_allow "
+      "(Prometheus: authorization: credentials). It replaces the previous token and is shown "
+      "once; only its hash is kept. Audit-logged." },
 };
 
 #define N_COMMANDS (sizeof cli_commands / sizeof cli_commands[0])

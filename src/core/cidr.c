@@ -141,3 +141,40 @@ bool cidr_contains(const struct cidr *c, const struct sockaddr *sa)
                                   (const unsigned char *)&((const struct sockaddr_in6 *)sa)->sin6_addr);
     return false;
 }
+
+int cidr_list_parse(const char *text, struct cidr *out, size_t max, size_t *n,
+                    struct error *err)
+{
+    *n = 0;
+    const char *p = text + strspn(text, " \t");
+    if (*p == '\0')
+        return 0;   /* the empty list */
+    for (;;) {
+        p += strspn(p, " \t");
+        size_t len = strcspn(p, ",");
+        size_t trimmed = len;
+        while (trimmed > 0 && (p[trimmed - 1] == ' ' || p[trimmed - 1] == '\t'))
+            trimmed--;
+        char item[CIDR_TEXT_MAX];
+        if (trimmed == 0) {
+            error_set(err, "cidr", "an empty item in the list of address ranges");
+            return -1;
+        }
+        if (*n >= max) {
+            error_set(err, "cidr", "at most %zu address ranges", max);
+            return -1;
+        }
+        if (trimmed >= sizeof item) {
+            error_set(err, "cidr", "\"%.20s...\" is not an address range", p);
+            return -1;
+        }
+        memcpy(item, p, trimmed);
+        item[trimmed] = '\0';
+        if (cidr_parse(item, &out[*n], err) < 0)
+            return -1;
+        (*n)++;
+        if (p[len] == '\0')
+            return 0;
+        p += len + 1;
+    }
+}

@@ -37,5 +37,10 @@ bool cidr_contains(const struct cidr *c, const struct sockaddr *sa);
 /* cidr_addr_from_text - a literal address ("127.0.0.1", "::1") into family/addr;
  * a mapped IPv6 address becomes IPv4.  -1 when it is not an address */
 int cidr_addr_from_text(const char *text, int *family, unsigned char addr[16]);
+/* cidr_list_parse - "a/len, b, ..." (comma-separated, blanks around items
+ * ignored; "" is the empty list) into out[0..*n); -1 with err (field
+ * "cidr") on a bad item or more than max items (issue 11: metrics_allow) */
+int cidr_list_parse(const char *text, struct cidr *out, size_t max, size_t *n,
+                    struct error *err);
 
 #endif

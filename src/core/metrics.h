@@ -28,7 +28,8 @@
 
 /* metric ids: one per row of the table in metrics.c */
 enum metrics_id {
-    M_CONNECTIONS_TOTAL = 0,       /* counter: SMTP connections accepted {listener role} */
+    M_CONNECTIONS_TOTAL = 0,       /* counter: SMTP connections accepted (one listener serves
+                                    * every role, so no label) */
     M_CONNECTIONS_REFUSED_TOTAL,   /* counter: refused at connect (limits) */
     M_CONNECTIONS_CURRENT,         /* gauge */
     M_TRANSACTIONS_TOTAL,          /* counter {role, outcome}: accepted|rejected|tempfailed */
@@ -41,10 +42,10 @@ enum metrics_id {
     M_MESSAGE_SIZE_BYTES,          /* histogram: accepted messages */
     M_TLS_INBOUND_TOTAL,           /* counter {version}: STARTTLS handshakes as server */
     M_TLS_OUTBOUND_TOTAL,          /* counter {result}: "tls" | "plain" per delivery connection */
-    M_DNS_QUERIES_TOTAL,           /* counter {result}: ok|nxdomain|servfail|timeout|error */
+    M_DNS_QUERIES_TOTAL,           /* counter {result}: ok|nxdomain|nodata|servfail|bogus|error */
     M_DNS_LATENCY_SECONDS,         /* histogram */
     M_DIRECTORY_SYNCS_TOTAL,       /* counter {result}: ok|failed */
-    M_DIRECTORY_USERS,             /* gauge: users after the last sync */
+    M_DIRECTORY_USERS,             /* gauge: entries (users, groups) after the last good sync */
     M_ARCHIVE_INGESTED_TOTAL,      /* counter */
     M_ARCHIVE_FAILED_TOTAL,        /* counter */
     M_ARCHIVE_PENDING,             /* gauge (provider) */

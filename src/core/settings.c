@@ -38,6 +38,7 @@
 #include <arpa/inet.h>
 #include "settings.h"
 #include "roff.h"
+#include "cidr.h"
 
 #define SETTINGS_MAX_LINE 4096   /* a longer line in moat.conf is an error */
 #define SETTINGS_MAX_LINES 10000 /* bounds the work on a runaway file */
@@ -89,6 +90,7 @@ static int check_resolver(const char *value, char *why, size_t whysize);
 static int check_hostname(const char *value, char *why, size_t whysize);
 static int check_user(const char *value, char *why, size_t whysize);
 static int check_rspamd_url(const char *value, char *why, size_t whysize);
+static int check_cidr_list(const char *value, char *why, size_t whysize);
 
 /* settings_table - every setting of moatd; rows flagged SETTING_RUNTIME may also be
  * stored in the database and changed at run time */
@@ -692,6 +694,14 @@ static const struct setting settings_table[] = {
       "Tracking",
       "How often tracking records beyond `tracking_retention` or `tracking_max_size` are "
       "purged." },
+    /* --- metrics (issue 11) --- */
+    { "metrics_allow", SETTING_STRING, OFF(metrics_allow), 0, "127.0.0.0/8,::1", 0, 0, 0, 0,
+      NULL, check_cidr_list, 0,
+      "Metrics",
+      "Comma-separated address ranges (CIDR) whose clients may read `/metrics` on the HTTP "
+      "listeners without a token. Any other client must send `Authorization: Bearer TOKEN` "
+      "with the metrics token (`moat metrics token`), or gets 403. Empty: the token only. "
+      "Read at start." },
 };
 
 #define N_SETTINGS (sizeof settings_table / sizeof settings_table[0])
@@ -1898,4 +1908,17 @@ int settings_write_man(FILE *out)
           "or \\fBMOAT_CONFIG\\fR)\n.TP\n/var/lib/moat\nthe default \\fBstate_dir\\fR\n"
           ".SH SEE ALSO\n\\fBmoatd\\fR(8), \\fBmoat\\fR(1)\n", out);
     return missing ? -1 : 0;
+}
+
+/* check_cidr_list - metrics_allow: every item an address range (cidr.h) */
+static int check_cidr_list(const char *value, char *why, size_t whysize)
+{
+    struct cidr c[SETTINGS_MAX_METRICS_ALLOW];
+    size_t n;
+    struct error err;
+    if (cidr_list_parse(value, c, SETTINGS_MAX_METRICS_ALLOW, &n, &err) < 0) {
+        xsnprintf(why, whysize, "%s", err.msg);
+        return -1;
+    }
+    return 0;
 }

@@ -28,6 +28,7 @@
 #define SETTINGS_MAX_RETRY 32
 #define EXIT_CONFIG 78   /* sysexits.h EX_CONFIG */
 #define SETTINGS_MAX_ROWS 160  /* rows of the settings table (settings.c asserts it) */
+#define SETTINGS_MAX_METRICS_ALLOW 32  /* address ranges in metrics_allow */
 
 /* where a setting's effective value comes from */
 enum settings_source {
@@ -177,6 +178,8 @@ struct moat_settings {
     int64_t tracking_retention;        /* seconds a message's record is kept */
     int64_t tracking_max_size;         /* octets the records may take */
     int64_t tracking_purge_interval;   /* seconds between purges */
+    /* metrics (issue 11) */
+    char *metrics_allow;               /* CIDR list that may scrape /metrics without a token */
 };
 
 /* settings_defaults - fill s with every default (paths derived from state_dir later) */

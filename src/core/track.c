@@ -94,10 +94,3 @@ int track_result_parse(const char *s)
 {
     return name_index(result_names, TRACK_RESULT_COUNT, s);
 }
-
-/* until the metrics registry (metrics.c) is linked in, events feed no
- * metrics; metrics.c's definition replaces this one */
-__attribute__((weak)) void metrics_track(const struct track_event *ev)
-{
-    (void)ev;
-}

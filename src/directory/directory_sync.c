@@ -32,6 +32,7 @@
 #include <time.h>
 #include <sodium.h>
 #include "directory_ldap.h"
+#include "../core/metrics.h"
 
 #define REPORT_MAX 1000          /* unvalidated addresses kept from the last run */
 
@@ -378,6 +379,10 @@ done:
     struct error rerr = {0};
     if (store_ldap_run_add(st, &run, NULL, &rerr) < 0)
         log_error("event=ldap_run_record_failed reason=\"%s\"", rerr.msg);
+    bool ok = strcmp(outcome, "ok") == 0;
+    metrics_inc(M_DIRECTORY_SYNCS_TOTAL, (const char *[]){ ok ? "ok" : "failed" });
+    if (ok)
+        metrics_set(M_DIRECTORY_USERS, (int64_t)(c.created + c.updated + c.unchanged));
     char q[600];
     if (strcmp(outcome, "ok") == 0)
         log_info("event=ldap_sync outcome=ok trigger=%s entries=%zu created=%zu updated=%zu "

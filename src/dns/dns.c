@@ -19,6 +19,7 @@
 #include <unbound.h>
 #include <event2/event.h>
 #include "dns.h"
+#include "../core/metrics.h"
 
 #define DNS_MAX_NAME 256     /* RFC 1035 2.3.4: 255 octets in wire form */
 #define DNS_MAX_RECORDS 256  /* answers beyond this are ignored */
@@ -33,6 +34,7 @@ struct dns_query {
     bool immediate;          /* failed before reaching libunbound */
     struct event *ev;        /* immediate: the deferred answer */
     char why[160];
+    uint64_t t0_us;          /* monotonic, at the query: the latency metric */
     struct dns_query *prev, *next;
 };
 
@@ -427,27 +429,48 @@ static void canon_of(const struct ub_result *ub, char *dst, size_t size)
     dst[cl] = '\0';
 }
 
+/* mono_us - monotonic microseconds (DNS answers take about a millisecond on a LAN) */
+static uint64_t mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* count_query - issue 11: one answered query, by result (metrics.c's set) */
+static void count_query(const struct dns_query *q, const char *result)
+{
+    metrics_inc(M_DNS_QUERIES_TOTAL, (const char *[]){ result });
+    metrics_observe(M_DNS_LATENCY_SECONDS, (double)(mono_us() - q->t0_us) / 1e6);
+}
+
 static void dns_ub_cb(void *arg, int err, struct ub_result *ub)
 {
     struct dns_query *q = arg;
     struct dns *d = q->d;
     struct dns_result r = { .status = DNS_TEMPFAIL };
     char canon[DNS_MAX_NAME];
+    const char *counted = "error";
     if (err != 0) {
         xsnprintf(r.why, sizeof(r.why), "resolver error: %s", ub_strerror(err));
     } else if (ub->bogus) {
         r.status = DNS_BOGUS;
+        counted = "bogus";
         xsnprintf(r.why, sizeof(r.why), "DNSSEC validation failed: %s", ub->why_bogus ? ub->why_bogus : "bogus");
     } else if (ub->nxdomain || ub->rcode == 3) {
         r.status = DNS_NXDOMAIN;
         r.secure = ub->secure;
+        counted = "nxdomain";
     } else if (ub->rcode != 0) {
+        if (ub->rcode == 2)
+            counted = "servfail";   /* also libunbound's answer to a timeout */
         static const char *const names[] = { "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED" };
         xsnprintf(r.why, sizeof(r.why), "resolver answered %s",
                   ub->rcode >= 0 && ub->rcode <= 5 ? names[ub->rcode] : "an error");
     } else if (!ub->havedata) {
         r.status = DNS_NODATA;
         r.secure = ub->secure;
+        counted = "nodata";
     } else {
         size_t n = 0;
         while (ub->data[n] && n < DNS_MAX_RECORDS)
@@ -459,6 +482,7 @@ static void dns_ub_cb(void *arg, int err, struct ub_result *ub)
         r.secure = ub->secure;
         if (r.n) {
             r.status = DNS_OK;
+            counted = "ok";
             canon_of(ub, canon, sizeof(canon));
             if (canon[0])
                 r.canon = canon;
@@ -468,6 +492,7 @@ static void dns_ub_cb(void *arg, int err, struct ub_result *ub)
     }
     if (ub)
         ub_resolve_free(ub);
+    count_query(q, counted);
     query_unlink(d, q);
     dns_cb cb = q->cb;
     void *cbarg = q->arg;
@@ -483,6 +508,7 @@ static void dns_fail_later(evutil_socket_t fd, short what, void *arg)
     struct dns_query *q = arg;
     event_free(q->ev);
     query_unlink(q->d, q);
+    count_query(q, "error");
     if (q->cb) {
         struct dns_result r = { .status = DNS_TEMPFAIL };
         str_copy(r.why, sizeof(r.why), q->why);
@@ -498,6 +524,7 @@ struct dns_query *dns_query(struct dns *d, const char *name, enum dns_type type,
     q->cb = cb;
     q->arg = arg;
     q->type = type;
+    q->t0_us = mono_us();
     q->next = d->queries;
     if (d->queries)
         d->queries->prev = q;

@@ -28,6 +28,7 @@
 #include <event2/listener.h>
 #include "smtp_server_private.h"
 #include "smtp_auth.h"
+#include "../core/metrics.h"
 
 /* failed-AUTH bookkeeping: client addresses and account names tracked at once;
  * beyond this the entry touched longest ago is forgotten (bounded memory) */
@@ -70,6 +71,8 @@ void smtp_server_adopt_fd(struct smtp_server *srv, evutil_socket_t fd, const cha
         return;
     }
     smtp_session_start(srv, fd, client_addr);
+    metrics_inc(M_CONNECTIONS_TOTAL, NULL);
+    metrics_set(M_CONNECTIONS_CURRENT, (int64_t)srv->n_sessions);
 }
 
 /* server_accept_cb - a new connection on any listener */
@@ -176,6 +179,7 @@ static void server_maybe_done(struct smtp_server *srv)
 
 void smtp_server_session_gone(struct smtp_server *srv)
 {
+    metrics_set(M_CONNECTIONS_CURRENT, (int64_t)srv->n_sessions);
     server_maybe_done(srv);
 }
 

@@ -90,6 +90,7 @@
 #include <netinet/in.h>
 #include <sodium.h>
 #include "../core/cidr.h"
+#include "../core/metrics.h"
 #include "../core/worker.h"
 #include "../policy/policy_content.h"
 #include "../policy/policy.h"
@@ -958,6 +959,7 @@ static void session_tls_done(struct smtp_session *s)
     session_set_timeouts(s, s->set->smtp_timeout_command);
     log_info("session=%s client=%s event=tls version=%s cipher=%s", s->id, s->addr,
              ssl ? SSL_get_version(ssl) : "?", ssl ? SSL_get_cipher_name(ssl) : "?");
+    metrics_inc(M_TLS_INBOUND_TOTAL, (const char *[]){ ssl ? SSL_get_version(ssl) : NULL });
 }
 
 static void cmd_mail(struct smtp_session *s, const struct smtp_cmdline *cmd)

@@ -60,6 +60,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -150,6 +151,9 @@ struct spool {
     uint64_t last_id;
     uint64_t recipients_pending;
     struct spool_stats stats;
+    /* issue 11: n_msgs and head's receipt time for other threads (spool_gauges) */
+    _Atomic uint64_t gauge_msgs;
+    _Atomic int64_t gauge_oldest_ms;
 
     spool_listener_cb listener;
     void *listener_arg;
@@ -368,6 +372,21 @@ static struct spool_msg *index_get(struct spool *sp, uint64_t id)
     return NULL;
 }
 
+/* gauges_publish - the live count and the oldest receipt for spool_gauges */
+static void gauges_publish(struct spool *sp)
+{
+    atomic_store_explicit(&sp->gauge_msgs, sp->n_msgs, memory_order_relaxed);
+    atomic_store_explicit(&sp->gauge_oldest_ms, sp->head ? sp->head->env.received_ms : 0,
+                          memory_order_relaxed);
+}
+
+void spool_gauges(const struct spool *sp, uint64_t *messages, int64_t *oldest_ms)
+{
+    struct spool *w = (struct spool *)sp;   /* atomic loads need a non-const object */
+    *messages = atomic_load_explicit(&w->gauge_msgs, memory_order_relaxed);
+    *oldest_ms = atomic_load_explicit(&w->gauge_oldest_ms, memory_order_relaxed);
+}
+
 static void index_add(struct spool *sp, struct spool_msg *m)
 {
     if (sp->n_msgs + 1 > sp->n_buckets)
@@ -386,6 +405,7 @@ static void index_add(struct spool *sp, struct spool_msg *m)
     for (size_t i = 0; i < m->env.n_rcpts; i++)
         if (m->env.rcpts[i].state == SPOOL_RCPT_PENDING)
             sp->recipients_pending++;
+    gauges_publish(sp);
 }
 
 static void index_del(struct spool *sp, struct spool_msg *m)
@@ -407,6 +427,7 @@ static void index_del(struct spool *sp, struct spool_msg *m)
     for (size_t i = 0; i < m->env.n_rcpts; i++)
         if (m->env.rcpts[i].state == SPOOL_RCPT_PENDING)
             sp->recipients_pending--;
+    gauges_publish(sp);
 }
 
 static void msg_free(struct spool_msg *m)

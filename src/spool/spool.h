@@ -190,4 +190,9 @@ int spool_msg_set_archived(struct spool *sp, struct spool_msg *m);
 
 void spool_get_stats(struct spool *sp, struct spool_stats *out);
 
+/* spool_gauges - issue 11: live messages and the receipt time (wall ms, 0
+ * when empty) of the oldest; safe from any thread (atomics the loop keeps
+ * current), for the /metrics gauges rendered on an HTTP worker */
+void spool_gauges(const struct spool *sp, uint64_t *messages, int64_t *oldest_ms);
+
 #endif

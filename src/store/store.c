@@ -413,6 +413,13 @@ const char *const store_migrations[] = {
      * not be read, so the check can say so */
     "ALTER TABLE journal_config ADD COLUMN last_report_kind TEXT NOT NULL DEFAULT '';"
     "ALTER TABLE journal_config ADD COLUMN last_report_error TEXT NOT NULL DEFAULT '';",
+    /* 16 (issue 11, store_metrics.c): the metrics token, one row, by its keyed hash */
+    "CREATE TABLE metrics_token ("
+    "  id         INTEGER PRIMARY KEY CHECK (id = 1),"
+    "  hash       TEXT NOT NULL,"
+    "  created    INTEGER NOT NULL,"
+    "  created_by TEXT NOT NULL DEFAULT ''"
+    ");",
 };
 const int store_schema_latest = (int)(sizeof store_migrations / sizeof store_migrations[0]);
 
@@ -763,6 +770,10 @@ struct store *store_open(const char *path, struct error *err)
         store_close(st);
         return NULL;
     }
+    if (store_metrics_prepare(st, path, err) < 0) {
+        store_close(st);
+        return NULL;
+    }
     int64_t dv = 0;
     pragma_int(st->db, "PRAGMA data_version", &dv);
     st->data_version = dv;
@@ -788,6 +799,7 @@ void store_close(struct store *st)
     store_permitted_finalize(st);
     store_held_finalize(st);
     store_journal_finalize(st);
+    store_metrics_finalize(st);
     /* close_v2 would leave a zombie handle if something were still open; we
      * finalized everything, so plain close must succeed */
     if (sqlite3_close(st->db) != SQLITE_OK)

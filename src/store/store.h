@@ -941,4 +941,13 @@ int store_legal_hold_list(struct store *st, struct store_legal_hold **out, size_
 void store_legal_holds_free(struct store_legal_hold *h, size_t n);
 /* ==== end of journaling and legal holds ==== */
 
+/* ==== the metrics token (issue 11, store_metrics.c) ==== */
+/* store_metrics_token_set - replace the one metrics token by its keyed hash
+ * (64 hex digits, auth.c); created_by names the account */
+int store_metrics_token_set(struct store *st, const char *hash, int64_t created,
+                            const char *created_by, struct error *err);
+/* store_metrics_token_hash - the stored hash; STORE_NOT_FOUND when none was made */
+int store_metrics_token_hash(struct store *st, char hash[65], struct error *err);
+/* ==== end of the metrics token ==== */
+
 #endif

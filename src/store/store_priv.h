@@ -48,6 +48,7 @@ struct store {
     sqlite3_stmt **permitted_stmt; /* store_permitted.c's statement table */
     sqlite3_stmt **held_stmt; /* store_held.c's statement table */
     sqlite3_stmt **journal_stmt; /* store_journal.c's statement table (issue 8) */
+    sqlite3_stmt **metrics_stmt; /* store_metrics.c's statement table (issue 11) */
 };
 
 /* store_auth_prepare - prepare store_auth.c's statements (store_open);
@@ -98,6 +99,9 @@ void store_held_finalize(struct store *st);
 /* issue 8 (store_journal.c): journaling and legal holds */
 int store_journal_prepare(struct store *st, const char *path, struct error *err);
 void store_journal_finalize(struct store *st);
+/* issue 11 (store_metrics.c): the metrics token */
+int store_metrics_prepare(struct store *st, const char *path, struct error *err);
+void store_metrics_finalize(struct store *st);
 /* store_step_change - run a bound INSERT/UPDATE/DELETE of one row named
  * key (a `what`, err->field `field`): STORE_CONFLICT on a uniqueness
  * violation, STORE_NOT_FOUND when nothing changed; counts the commit */

@@ -66,16 +66,6 @@ struct tracking {
     _Atomic uint64_t dropped;
 };
 
-/* until the metrics registry (metrics.c, 11C) is linked in, drops are
- * counted only by the engine; metrics.c's definition replaces this one.
- * TODO(lead, at the merge of 11C): drop this stub once metrics.c is in. */
-__attribute__((weak)) void metrics_add(enum metrics_id id, const char *const *labels, uint64_t n)
-{
-    (void)id;
-    (void)labels;
-    (void)n;
-}
-
 /* --- the sink (any thread) --- */
 
 /* the string members of an event, for copying */
