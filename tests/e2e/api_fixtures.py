@@ -12,7 +12,6 @@ import http.client
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -31,10 +30,7 @@ MOATD = build_dir() / "moatd"
 MOAT = build_dir() / "moat"
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from moatlib import free_port  # noqa: E402,F401  (one allocator for every fixture)
 
 
 class Response:

@@ -32,10 +32,7 @@ from pathlib import Path
 import pytest
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from moatlib import free_port  # noqa: E402,F401  (one allocator for every fixture)
 
 
 def wait_port(port, proc=None, timeout=15, host="127.0.0.1"):

@@ -44,11 +44,7 @@ objectclass ( 1.3.6.1.4.1.4203.666.100.1 NAME 'moatADUser' SUP top AUXILIARY
 """
 
 
-def free_port():
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from moatlib import free_port  # noqa: E402,F401  (one allocator for every fixture)
 
 
 def user_entry(i, domain="example.com", groups=()):

@@ -39,20 +39,31 @@ QUEUED_RE = re.compile(r"^2\.0\.0 Ok: queued as ([0-9A-Fa-f]{16})$")
 # every child process we started, so a failing test cannot leave one behind
 PROCESSES = []
 
-_used_ports = set()
+# Ports come from below the kernel's ephemeral range (32768-60999 by
+# default), so an outgoing connection of any process can never take a port
+# between the moment it is chosen here and the moment a server binds it; each
+# pytest-xdist worker (PYTEST_XDIST_WORKER=gwN) draws from its own block, so
+# two workers never hand out the same port.
+PORT_BASE, PORT_BLOCK = 20000, 3000
+_worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+_next_port = PORT_BASE + PORT_BLOCK * (int(_worker[2:]) % 4 if _worker[2:].isdigit() else 0)
+_port_end = _next_port + PORT_BLOCK
 
 
 def free_port(host="127.0.0.1"):
-    """A TCP port free on host right now, never handed out twice in a session."""
+    """A TCP port free on host right now, never handed out twice in a run."""
+    global _next_port
     fam = socket.AF_INET6 if ":" in host else socket.AF_INET
-    for _ in range(50):
+    while _next_port < _port_end:
+        port = _next_port
+        _next_port += 1
         with socket.socket(fam, socket.SOCK_STREAM) as s:
-            s.bind((host, 0))
-            port = s.getsockname()[1]
-        if port not in _used_ports:
-            _used_ports.add(port)
-            return port
-    raise RuntimeError("no free port")
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue   # in use, or still in TIME_WAIT from an earlier run
+        return port
+    raise RuntimeError("no free port left in this worker's block")
 
 
 def have_ipv6_loopback():

@@ -91,9 +91,7 @@ class Moatd(ApiMoatd):
         self.host = host
         self.tls = tls
         if ":" in host:
-            with socket.socket(socket.AF_INET6) as s:
-                s.bind((host, 0))
-                self.http_port = s.getsockname()[1]
+            self.http_port = free_port(host)
 
     def listen(self):
         return f"[{self.host}]:{self.http_port}" if ":" in self.host else \
