@@ -144,6 +144,11 @@ void api_reload(const struct api_request *req);
  * (settings archive_database, "" = STATE/archive.db), opened on first use;
  * NULL with err when it cannot be opened */
 struct store_archive *api_archive_store(const struct api_request *req, struct error *err);
+/* api_tracking_store - this worker thread's handle of the tracking database
+ * (tracking_path of cfg->tracking), opened on first use; NULL with err when
+ * tracking is off or the file cannot be opened (issue 11) */
+struct store_tracking;
+struct store_tracking *api_tracking_store(const struct api_request *req, struct error *err);
 /* api_audit - shortcut: auth_audit with the request's principal and address */
 void api_audit(const struct api_request *req, const char *action, const char *target,
                json_t *before, json_t *after);

@@ -114,8 +114,8 @@ static const struct store_archive_scope scope_all = { NULL, false };
 
 /* --- small helpers --- */
 
-/* jtext - s as a JSON string; NULL -> null; invalid UTF-8 octets become '?' */
-static json_t *jtext(const char *s)
+/* api_json_text - s as a JSON string; NULL -> null; invalid UTF-8 octets become '?' */
+json_t *api_json_text(const char *s)
 {
     if (s == NULL)
         return json_null();
@@ -138,7 +138,7 @@ static json_t *jtextn(const char *s, size_t len)
     for (size_t i = 0; i < len; i++)
         if (c[i] == '\0')
             c[i] = ' ';
-    json_t *j = jtext(c);
+    json_t *j = api_json_text(c);
     free(c);
     return j;
 }
@@ -225,16 +225,16 @@ static json_t *hit_json(const struct store_archive_hit *h, bool snippets)
     json_t *o = json_object();
     json_object_set_new(o, "id", json_integer((json_int_t)h->id));
     json_object_set_new(o, "received", api_time_json(h->received));
-    json_object_set_new(o, "direction", jtext(h->direction));
-    json_object_set_new(o, "message_id", jtext(h->message_id));
-    json_object_set_new(o, "sender", jtext(h->sender));
-    json_object_set_new(o, "from", jtext(h->from));
-    json_object_set_new(o, "to", jtext(h->to));
-    json_object_set_new(o, "subject", jtext(h->subject));
+    json_object_set_new(o, "direction", api_json_text(h->direction));
+    json_object_set_new(o, "message_id", api_json_text(h->message_id));
+    json_object_set_new(o, "sender", api_json_text(h->sender));
+    json_object_set_new(o, "from", api_json_text(h->from));
+    json_object_set_new(o, "to", api_json_text(h->to));
+    json_object_set_new(o, "subject", api_json_text(h->subject));
     json_object_set_new(o, "size", json_integer((json_int_t)h->size));
     json_object_set_new(o, "attachments", json_integer((json_int_t)h->n_attachments));
     if (snippets && h->snippet != NULL)
-        json_object_set_new(o, "snippet", jtext(h->snippet));
+        json_object_set_new(o, "snippet", api_json_text(h->snippet));
     return o;
 }
 
@@ -355,15 +355,15 @@ static json_t *arrival_json(const struct store_archive_arrival *a)
     json_t *rc = json_array();
     for (size_t i = 0; i < a->n_rcpts; i++) {
         const struct store_archive_rcpt_row *r = &a->rcpts[i];
-        json_array_append_new(rc, json_pack("{s:o, s:o, s:o, s:o}", "address", jtext(r->addr),
-                                            "kind", jtext(r->kind), "expanded", jtext(r->expanded),
-                                            "forwarded", jtext(r->forwarded)));
+        json_array_append_new(rc, json_pack("{s:o, s:o, s:o, s:o}", "address", api_json_text(r->addr),
+                                            "kind", api_json_text(r->kind), "expanded", api_json_text(r->expanded),
+                                            "forwarded", api_json_text(r->forwarded)));
     }
-    return json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "qid", jtext(a->qid),
-                     "received", api_time_json(a->received), "direction", jtext(a->direction),
-                     "source", jtext(a->source), "client_addr", jtext(a->client_addr),
-                     "sender", jtext(a->sender), "recipients", rc, "journal", jtext(a->journal),
-                     "journal_error", jtext(a->journal_error));
+    return json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "qid", api_json_text(a->qid),
+                     "received", api_time_json(a->received), "direction", api_json_text(a->direction),
+                     "source", api_json_text(a->source), "client_addr", api_json_text(a->client_addr),
+                     "sender", api_json_text(a->sender), "recipients", rc, "journal", api_json_text(a->journal),
+                     "journal_error", api_json_text(a->journal_error));
 }
 
 /* load - the message the caller may see, with its body decompressed; -1
@@ -431,31 +431,31 @@ void api_archive_get(struct api_request *req, struct api_response *resp)
         log_fatal("event=oom where=archive_mime_extract");
     json_t *atts = json_array(), *arr = json_array();
     for (size_t i = 0; i < m.n_attachments; i++)
-        json_array_append_new(atts, jtext(m.attachments[i]));
+        json_array_append_new(atts, api_json_text(m.attachments[i]));
     for (size_t i = 0; i < m.n_arrivals; i++)
         json_array_append_new(arr, arrival_json(&m.arrivals[i]));
     size_t hlen = doc.header_len > 0 && doc.header_len <= len ? doc.header_len : len;
     json_t *o = json_object();
     json_object_set_new(o, "id", json_integer((json_int_t)m.id));
-    json_object_set_new(o, "message_id", jtext(m.message_id));
+    json_object_set_new(o, "message_id", api_json_text(m.message_id));
     json_object_set_new(o, "date", api_time_json(m.date));
     json_object_set_new(o, "received", api_time_json(m.received));
-    json_object_set_new(o, "from", jtext(m.from_display && m.from_display[0] ? m.from_display
+    json_object_set_new(o, "from", api_json_text(m.from_display && m.from_display[0] ? m.from_display
                                                                              : m.from));
-    json_object_set_new(o, "from_addresses", jtext(m.from));
-    json_object_set_new(o, "to", jtext(m.to));
-    json_object_set_new(o, "cc", jtext(m.cc));
-    json_object_set_new(o, "subject", jtext(m.subject));
+    json_object_set_new(o, "from_addresses", api_json_text(m.from));
+    json_object_set_new(o, "to", api_json_text(m.to));
+    json_object_set_new(o, "cc", api_json_text(m.cc));
+    json_object_set_new(o, "subject", api_json_text(m.subject));
     json_object_set_new(o, "size", json_integer((json_int_t)m.size));
     json_object_set_new(o, "headers", headers_json((const char *)body, hlen));
-    json_object_set_new(o, "text", jtext(doc.text ? doc.text : ""));
+    json_object_set_new(o, "text", api_json_text(doc.text ? doc.text : ""));
     json_object_set_new(o, "attachments", atts);
     json_object_set_new(o, "arrivals", arr);
     json_object_set_new(o, "truncated", json_boolean(m.truncated || doc.truncated));
     resp->body = o;
     char target[32];
     xsnprintf(target, sizeof target, "%" PRId64, id);
-    audit(req, "archive.view", target, json_pack("{s:o}", "message_id", jtext(m.message_id)));
+    audit(req, "archive.view", target, json_pack("{s:o}", "message_id", api_json_text(m.message_id)));
     archive_doc_clear(&doc);
     free(body);
     store_archive_message_clear(&m);
@@ -473,7 +473,7 @@ void api_archive_eml(struct api_request *req, struct api_response *resp)
     char target[32];
     xsnprintf(target, sizeof target, "%" PRId64, id);
     audit(req, "archive.download", target,
-          json_pack("{s:o, s:I}", "message_id", jtext(m.message_id), "size", (json_int_t)len));
+          json_pack("{s:o, s:I}", "message_id", api_json_text(m.message_id), "size", (json_int_t)len));
     store_archive_message_clear(&m);
     resp->content_type = "message/rfc822";
     xsnprintf(resp->disposition, sizeof resp->disposition,
@@ -709,9 +709,9 @@ void api_archive_purge(struct api_request *req, struct api_response *resp)
 
 static json_t *hold_json(const struct store_legal_hold *h)
 {
-    return json_pack("{s:o, s:o, s:o, s:o}", "address", jtext(h->address), "reason",
-                     jtext(h->reason ? h->reason : ""), "created", api_time_json(h->created),
-                     "created_by", jtext(h->created_by ? h->created_by : ""));
+    return json_pack("{s:o, s:o, s:o, s:o}", "address", api_json_text(h->address), "reason",
+                     api_json_text(h->reason ? h->reason : ""), "created", api_time_json(h->created),
+                     "created_by", api_json_text(h->created_by ? h->created_by : ""));
 }
 
 /* hold_find - the row of address (lower case), NULL when none */

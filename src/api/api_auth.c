@@ -22,6 +22,7 @@
 #include <time.h>
 #include <sodium.h>
 #include "api_auth.h"
+#include "api_priv.h"
 
 #define SESSION_COOKIE "moat_session"
 
@@ -744,9 +745,9 @@ void api_token_delete(struct api_request *req, struct api_response *resp)
 
 /* --- the audit log --- */
 
-/* parse_time - unix seconds, or ISO 8601: 2026-11-28, 2026-11-28T18:39,
+/* api_parse_time - unix seconds, or ISO 8601: 2026-11-28, 2026-11-28T18:39,
  * 2026-11-28T18:39:50Z, 2026-11-28T18:39:50+01:00 (no zone = UTC) */
-static int parse_time(const char *s, int64_t *out)
+int api_parse_time(const char *s, int64_t *out)
 {
     struct tm tm;
     int y, mo, d, h = 0, mi = 0, sec = 0, n = 0;
@@ -819,7 +820,7 @@ void api_audit_list(struct api_request *req, struct api_response *resp)
     for (int i = 0; i < 2; i++) {
         const char *v = api_query(req, time_params[i]);
         int64_t t = 0;
-        if (v != NULL && (parse_time(v, &t) < 0 || t < 0)) {
+        if (v != NULL && (api_parse_time(v, &t) < 0 || t < 0)) {
             api_error(resp, 400, "invalid_parameter", time_params[i], "%s must be unix seconds "
                       "or an ISO 8601 time like 2026-11-28T18:39:50Z", time_params[i]);
             return;

@@ -35,6 +35,7 @@ struct held_job {
     const char *cursor;
     json_t *result;           /* list / show / the message before a release or delete */
     char *message_id;         /* release: the Message-ID header */
+    const char *actor;        /* release, delete: the account (tracking) */
     int count;
     bool done;
 };
@@ -55,10 +56,15 @@ static void held_on_loop(void *arg)
         case HELD_RELEASE:
             j->result = deliver_held_show(d, j->id);
             j->count = j->result ? deliver_held_release(d, j->id, &j->message_id) : 0;
+            /* tracked here, on the loop, before the release can deliver it */
+            if (j->count > 0)
+                deliver_track_msg(j->id, TRACK_RELEASED, j->actor, NULL);
             break;
         case HELD_DELETE:
             j->result = deliver_held_show(d, j->id);
             j->count = j->result ? deliver_held_delete(d, j->id) : 0;
+            if (j->count > 0)
+                deliver_track_msg(j->id, TRACK_DELETED, j->actor, "held");
             break;
         }
     }
@@ -163,7 +169,7 @@ void api_held_release(struct api_request *req, struct api_response *resp)
 {
     static const char *const none[] = { NULL };
     char id[SPOOL_QID_LEN + 1];
-    struct held_job j = { .op = HELD_RELEASE, .id = id };
+    struct held_job j = { .op = HELD_RELEASE, .id = id, .actor = req->who ? req->who->name : "" };
 
     if (id_param(req, resp, id) < 0 || api_body_check(req, resp, none, none) < 0 ||
         !run(req, resp, &j))
@@ -189,7 +195,7 @@ void api_held_release(struct api_request *req, struct api_response *resp)
 void api_held_delete(struct api_request *req, struct api_response *resp)
 {
     char id[SPOOL_QID_LEN + 1];
-    struct held_job j = { .op = HELD_DELETE, .id = id };
+    struct held_job j = { .op = HELD_DELETE, .id = id, .actor = req->who ? req->who->name : "" };
 
     if (id_param(req, resp, id) < 0 || !run(req, resp, &j))
         return;

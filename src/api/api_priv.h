@@ -28,6 +28,14 @@ const struct api_route *api_route_find(const char *method, const char *path, cha
 /* api_response_reset - release the body and clear resp for another answer */
 void api_response_reset(struct api_response *resp);
 
+/* api_parse_time - unix seconds, or ISO 8601 (2026-11-28, 2026-11-28T18:39,
+ * 2026-11-28T18:39:50Z, 2026-11-28T18:39:50+01:00; no zone = UTC); -1 when
+ * neither (api_auth.c; the audit log and tracking queries) */
+int api_parse_time(const char *s, int64_t *out);
+/* api_json_text - s as a JSON string; NULL -> null; octets that are not
+ * UTF-8 become '?' (api_archive.c; text a remote client or server sent) */
+json_t *api_json_text(const char *s);
+
 /* --- handlers (api_config.c) --- */
 void api_health(struct api_request *req, struct api_response *resp);
 void api_status(struct api_request *req, struct api_response *resp);

@@ -24,6 +24,7 @@ struct queue_job {
     size_t limit;
     const char *cursor;
     json_t *result;           /* list / show / the envelope before a delete */
+    const char *actor;        /* delete: the account (tracking) */
     int count;
     bool done;
 };
@@ -48,6 +49,8 @@ static void queue_on_loop(void *arg)
             /* the envelope for the audit log, then the delete, in one loop turn */
             j->result = deliver_queue_show(d, j->id);
             j->count = j->result ? deliver_queue_delete(d, j->id) : 0;
+            if (j->count > 0)
+                deliver_track_msg(j->id, TRACK_DELETED, j->actor, "queue");
             break;
         }
     }
@@ -186,7 +189,7 @@ void api_queue_retry_all(struct api_request *req, struct api_response *resp)
 void api_queue_delete(struct api_request *req, struct api_response *resp)
 {
     char id[SPOOL_QID_LEN + 1];
-    struct queue_job j = { .op = QUEUE_DELETE, .id = id };
+    struct queue_job j = { .op = QUEUE_DELETE, .id = id, .actor = req->who ? req->who->name : "" };
 
     if (id_param(req, resp, id) < 0 || !run(req, resp, &j))
         return;

@@ -27,6 +27,7 @@
 #include "api_archive.h"
 #include "api_backup.h"
 #include "api_metrics.h"
+#include "api_tracking.h"
 
 const struct api_route api_routes[] = {
     /* --- public --- */
@@ -189,6 +190,10 @@ const struct api_route api_routes[] = {
      * checks metrics_allow or the metrics token itself: a scraper has no account --- */
     { "GET",    "/metrics",                        AUTH_PERM_PUBLIC,          api_metrics,             false },
     { "POST",   "/api/v1/metrics/token",           AUTH_PERM_CONFIG_WRITE,    api_metrics_token_create, true },
+    /* --- issue 11: message tracking (api_tracking.c): envelopes, subjects and
+     * replies, never content; administrators and basic administrators --- */
+    { "GET",    "/api/v1/tracking",                AUTH_PERM_CONFIG_READ,     api_tracking_search,     false },
+    { "GET",    "/api/v1/tracking/{id}",           AUTH_PERM_CONFIG_READ,     api_tracking_get,        false },
 };
 
 const size_t api_routes_count = sizeof api_routes / sizeof api_routes[0];

@@ -21,7 +21,8 @@
  * Threads: libmicrohttpd runs a pool of http_threads workers per listener.
  * Each worker opens its own store handle on first use (a store handle
  * belongs to one thread) and closes it when the thread ends; likewise its
- * archive database handle (api_archive_store, issue 8).  Loop-owned
+ * archive database handle (api_archive_store, issue 8) and its tracking
+ * database handle (api_tracking_store, issue 11).  Loop-owned
  * objects are reached only through api_loop_call.
  *
  * Answers are JSON, except where a handler sets content_type (issue 8: a
@@ -53,6 +54,8 @@
 #include "api_priv.h"
 #include "api_auth.h"
 #include "../store/store_archive.h"
+#include "../store/store_tracking.h"
+#include "../track/tracking.h"
 
 #define API_SESSION_COOKIE "moat_session"
 #define API_CSRF_HEADER "X-CSRF-Token"
@@ -82,6 +85,8 @@ struct api_server {
     bool have_key;
     pthread_key_t archive_key;        /* ... and archive database handle (issue 8) */
     bool have_archive_key;
+    pthread_key_t tracking_key;       /* ... and tracking database handle (issue 11) */
+    bool have_tracking_key;
     pthread_mutex_t lock;             /* loop calls */
     pthread_cond_t cond;
     bool stopping;
@@ -536,6 +541,32 @@ struct store_archive *api_archive_store(const struct api_request *req, struct er
         pthread_setspecific(s->archive_key, sa);
     free(path);
     return sa;
+}
+
+/* --- the per-thread tracking database (issue 11) --- */
+
+static void tracking_key_destroy(void *p)
+{
+    store_tracking_close(p);
+}
+
+struct store_tracking *api_tracking_store(const struct api_request *req, struct error *err)
+{
+    struct api_server *s = server_of(req->cfg);
+    struct store_tracking *st = pthread_getspecific(s->tracking_key);
+    if (st != NULL)
+        return st;
+    if (req->cfg->tracking == NULL) {
+        error_set(err, "tracking", "message tracking is off (setting tracking = no)");
+        return NULL;
+    }
+    const char *path = tracking_path(req->cfg->tracking);
+    st = store_tracking_open(path, err);
+    if (st == NULL)
+        log_error("event=http_tracking_open_failed path=%s reason=\"%s\"", path, err->msg);
+    else
+        pthread_setspecific(s->tracking_key, st);
+    return st;
 }
 
 /* --- answering --- */
@@ -1055,6 +1086,11 @@ struct api_server *api_server_create(const struct api_config *cfg, struct error 
         goto fail;
     }
     s->have_archive_key = true;
+    if (pthread_key_create(&s->tracking_key, tracking_key_destroy) != 0) {
+        error_set(err, "", "pthread_key_create failed");
+        goto fail;
+    }
+    s->have_tracking_key = true;
     bool cert = set->http_tls_cert && set->http_tls_cert[0];
     bool key = set->http_tls_key && set->http_tls_key[0];
     if (cert != key) {
@@ -1145,6 +1181,8 @@ void api_server_free(struct api_server *s)
         pthread_key_delete(s->store_key);
     if (s->have_archive_key)
         pthread_key_delete(s->archive_key);
+    if (s->have_tracking_key)
+        pthread_key_delete(s->tracking_key);
     if (s->key_pem != NULL) {
         sodium_memzero(s->key_pem, strlen(s->key_pem));
         free(s->key_pem);

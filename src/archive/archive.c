@@ -38,6 +38,7 @@
 #include "../core/metrics.h"
 #include "archive.h"
 #include "archive_journal.h"
+#include "../core/track.h"
 #include "../policy/screen_clock.h"
 #include "../spool/spool.h"
 
@@ -572,6 +573,12 @@ static bool thread_batch(struct archive *a, struct archive_job **jobs, size_t n,
             log_info("qid=%s event=archived outcome=%s source=%s direction=%s%s%s", j->qid,
                      outcome[k] == STORE_ARCHIVE_DUPLICATE ? "duplicate" : "new", items[k].source,
                      items[k].direction, j->journal ? " journal=" : "", j->journal ? j->kind : "");
+            struct track_event ev = {
+                .kind = TRACK_ARCHIVED, .detail = outcome[k] == STORE_ARCHIVE_DUPLICATE ? "duplicate" : "new",
+                .role = j->journal ? TRACK_ROLE_JOURNAL : j->outbound ? TRACK_ROLE_OUTBOUND : TRACK_ROLE_INBOUND,
+            };
+            str_copy(ev.qid, sizeof ev.qid, j->qid);
+            track_emit(&ev);
         }
         pthread_mutex_lock(&a->mu);
         a->stats.ingested += got;

@@ -237,6 +237,9 @@ int cli_journal_source(struct cli_ctx *ctx);
 /* issue 11: backup and restore (cli_backup.c) */
 int cli_backup(struct cli_ctx *ctx);
 int cli_restore(struct cli_ctx *ctx);
+/* issue 11: message tracking (cli_track.c) */
+int cli_track(struct cli_ctx *ctx);
+int cli_track_show(struct cli_ctx *ctx);
 
 /* cli_write_man - the moat(1) manual page (roff) from the command table
  * and the global options (cli_man.c); -1 when a command or an option has

@@ -298,6 +298,22 @@ static const struct cli_option restore_options[] = {
     { NULL, NULL, NULL },
 };
 
+/* issue 11: message tracking (cli_track.c) */
+static const struct cli_option track_options[] = {
+    { "from", "S", "sender contains S (case-insensitive; @example.com for a domain)" },
+    { "to", "R", "a recipient contains R" },
+    { "subject", "T", "the subject contains T" },
+    { "message-id", "M", "the Message-ID is M (with or without <>)" },
+    { "qid", "Q", "the queue id is Q" },
+    { "ip", "A", "the client address is A, or in the range A (192.0.2.0/24)" },
+    { "after", "T", "first seen at or after T (unix seconds or ISO 8601, e.g. 2026-11-28T18:00Z)" },
+    { "before", "T", "first seen before T" },
+    { "outcome", "O", "rejected, tempfailed, queued, deferred, held, delivered, bounced, partial, "
+      "deleted, archived or open" },
+    { "limit", "N", "at most N messages, newest first (1..1000, default 50)" },
+    { NULL, NULL, NULL },
+};
+
 /* cli_commands - every command; later issues add rows here */
 static const struct cli_command cli_commands[] = {
     { "domain", "add", "NAME", 1, 1, domain_add_options, cli_domain_add,
@@ -712,6 +728,19 @@ static const struct cli_command cli_commands[] = {
       "Prints a new bearer token for GET /metrics from addresses outside metrics_allow "
       "(Prometheus: authorization: credentials). It replaces the previous token and is shown "
       "once; only its hash is kept. Audit-logged." },
+    /* issue 11: message tracking (cli_track.c); "show" before the verb-less row */
+    { "track", "show", "ID|QID", 1, 1, NULL, cli_track_show,
+      "one tracked message's timeline",
+      "Prints every event of one message, by tracking id or queue id: its connection, MAIL, "
+      "each RCPT with its verdict and the deciding check, the end of data, queueing, each "
+      "delivery attempt (server, reply, TLS, result, latency), bounces, notifications, release "
+      "or deletion, archiving." },
+    { "track", NULL, "", 0, 0, track_options, cli_track,
+      "search message tracking: what happened to a message",
+      "Lists the messages that match every option given (all messages without options), newest "
+      "first: time, queue id (NOQUEUE when it was never queued), sender, recipients, outcome, "
+      "subject. Mail refused at MAIL or RCPT is found too (by sender or client address). When "
+      "exactly one message matches, its timeline is printed as by moat track show." },
 };
 
 #define N_COMMANDS (sizeof cli_commands / sizeof cli_commands[0])

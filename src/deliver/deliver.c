@@ -33,6 +33,12 @@
  * tried in preference order, equal preferences in random order
  * (deliver_mx.h), every address before the destination defers.
  *
+ * Tracking (issue 11, core/track.h): rcpt_result emits one ATTEMPT per
+ * recipient and attempt (the remote, the reply taken apart, the TLS in use,
+ * the latency since queueing); a recipient given up is BOUNCED once final
+ * (after its DSN is durable, or at once without one); a DSN is DSN on the
+ * original and QUEUED (role dsn) under its own queue id.
+ *
  * Everything runs on the event loop; there is no per-message thread or
  * process.  MTA-STS fetches run on the worker pool.
  */
@@ -54,6 +60,7 @@
 #include "../dns/dns.h"
 #include "../spool/spool.h"
 #include "../smtp/smtp_client.h"
+#include "../core/track.h"
 
 #define DELIVER_ADDR_TTL_MS (60 * 1000)   /* resolved addresses are reused this long */
 #define DELIVER_MAX_MX 10                 /* MX hosts tried per domain */
@@ -326,6 +333,48 @@ static void finish(struct deliver *d, struct dmsg *dm)
     spool_msg_done(d->cfg.spool, m);
 }
 
+/* --- tracking (core/track.h) --- */
+
+static const char *diag_text(const char *diag);
+
+/* track_role_of - the message's role from its envelope */
+static enum track_role track_role_of(const struct spool_envelope *env)
+{
+    return env->flags & SPOOL_F_BOUNCE ? TRACK_ROLE_DSN : env->flags & SPOOL_F_JOURNAL ? TRACK_ROLE_JOURNAL
+         : env->flags & SPOOL_F_OUTBOUND ? TRACK_ROLE_OUTBOUND : TRACK_ROLE_INBOUND;
+}
+
+/* track_rcpt - an ATTEMPT or BOUNCED event for recipient i: the reply
+ * (code, enhanced status, text) taken apart from the diagnostic */
+static void track_rcpt(struct dmsg *dm, size_t i, enum track_kind kind, enum track_result result,
+                       const char *diag, const char *relay, const char *tls)
+{
+    const struct spool_envelope *env = spool_msg_envelope(dm->m);
+    const char *p = diag ? diag : "";
+    char dsn[16];
+    int code = code_of(p);
+    deliver_dsn_status(p, code, dsn, sizeof(dsn));
+    if (code && p[3] == ' ')
+        p += 4;
+    int64_t ms = (int64_t)time_wall_ms() - env->received_ms;
+    struct track_event ev = {
+        .kind = kind, .result = result, .role = track_role_of(env), .rcpt = env->rcpts[i].addr,
+        .code = code, .dsn = dsn,
+        .reason = diag_text(p), .remote = relay ? relay : "", .tls = tls ? tls : "none",
+        .latency_ms = ms <= 0 ? 0 : ms > UINT32_MAX ? UINT32_MAX : (uint32_t)ms,
+    };
+    str_copy(ev.qid, sizeof(ev.qid), dm->qid);
+    track_emit(&ev);
+}
+
+/* deliver_track_msg - an event about the message as a whole (DSN, DELETED...) */
+void deliver_track_msg(const char *qid, enum track_kind kind, const char *actor, const char *detail)
+{
+    struct track_event ev = { .kind = kind, .actor = actor, .detail = detail };
+    str_copy(ev.qid, sizeof(ev.qid), qid);
+    track_emit(&ev);
+}
+
 /* --- recording outcomes --- */
 
 static void log_outcome(struct deliver *d, struct dmsg *dm, size_t i, const char *event,
@@ -341,9 +390,12 @@ static void log_outcome(struct deliver *d, struct dmsg *dm, size_t i, const char
 
 /* rcpt_result - one recipient's result of this attempt */
 static void rcpt_result(struct deliver *d, struct dmsg *dm, size_t i, int code, const char *diag,
-                        const char *relay, const char *tls)
+                        const char *relay, const char *tls, const char *track_tls)
 {
     struct spool *sp = d->cfg.spool;
+    track_rcpt(dm, i, TRACK_ATTEMPT, code >= 200 && code < 300 ? TRACK_DELIVERED
+                                     : code >= 500 ? TRACK_FAILED : TRACK_DEFERRED,
+               diag, relay, track_tls);
     if (code >= 200 && code < 300) {
         dm->outcome[i] = OUT_DELIVERED;
         spool_msg_set_rcpt(sp, dm->m, i, SPOOL_RCPT_DELIVERED, diag);
@@ -396,7 +448,7 @@ static void job_fail_all(struct deliver *d, struct job *j, int code, const char 
     else
         xsnprintf(full, sizeof(full), "%d %s", code, diag);
     for (size_t k = 0; k < j->n; k++)
-        rcpt_result(d, j->dm, j->idx[k], code, full, relay, NULL);
+        rcpt_result(d, j->dm, j->idx[k], code, full, relay, NULL, NULL);
     job_done(d, j);
 }
 
@@ -888,7 +940,7 @@ static void send_done(void *arg, struct smtp_conn *c, const struct smtp_send_res
     s->job = NULL;
     const char *relay = c ? smtp_conn_peer(c) : NULL;
     const char *tls = c ? smtp_conn_tls_version(c) : NULL;
-    char relay_copy[300] = "", tls_copy[32] = "";
+    char relay_copy[300] = "", tls_copy[32] = "", track_tls[128] = "";
     if (!c && s->addr_i < s->ds->n_addrs) {
         /* the connection is gone; name the peer from our own records */
         struct daddr *a = &s->ds->addrs[s->addr_i];
@@ -905,10 +957,14 @@ static void send_done(void *arg, struct smtp_conn *c, const struct smtp_send_res
         if (tls) {
             str_copy(tls_copy, sizeof(tls_copy), tls);
             tls = tls_copy;
+            /* tracking: "TLSv1.3 TLS_AES_256_GCM_SHA384 verified" */
+            xsnprintf(track_tls, sizeof(track_tls), "%s %s %s", tls, smtp_conn_tls_cipher(c),
+                      smtp_conn_tls_verified(c, NULL) ? "verified" : "unverified");
         }
     }
     for (size_t k = 0; k < j->n; k++)
-        rcpt_result(d, j->dm, j->idx[k], res->codes[k], res->diags[k], relay, tls);
+        rcpt_result(d, j->dm, j->idx[k], res->codes[k], res->diags[k], relay, tls,
+                    track_tls[0] ? track_tls : NULL);
     job_done(d, j);
     if (c && res->usable) {
         slot_next_job(s, c);
@@ -1274,7 +1330,7 @@ static void attempt_start(struct deliver *d, struct dmsg *dm)
             char diag[SMTP_DIAG_MAX];
             int code = why[0] == '5' ? 550 : 451;
             xsnprintf(diag, sizeof(diag), "%d %s", code, why);
-            rcpt_result(d, dm, i, code, diag, NULL, NULL);
+            rcpt_result(d, dm, i, code, diag, NULL, NULL, NULL);
         }
     }
     for (size_t i = 0; i < n; i++) {
@@ -1337,6 +1393,7 @@ struct dsn_ctx {
     size_t n_failed;
     size_t n_reported;
     bool warned;                /* mark the delay warning sent */
+    uint64_t size;              /* the DSN's octets (its QUEUED event) */
 };
 
 static void msg_after_attempt(struct deliver *d, struct dmsg *dm);
@@ -1355,7 +1412,15 @@ static void dsn_committed(void *arg, const char *dsn_qid, int status)
             size_t i = x->failed[k];
             spool_msg_set_rcpt(d->cfg.spool, dm->m, i, SPOOL_RCPT_FAILED, env->rcpts[i].diag);
             d->stats.bounced++;
+            track_rcpt(dm, i, TRACK_BOUNCED, TRACK_FAILED, env->rcpts[i].diag, NULL, NULL);
         }
+        deliver_track_msg(dm->qid, TRACK_DSN, NULL, dsn_qid);
+        /* the DSN is a message of its own, generated here */
+        struct track_event ev = { .kind = TRACK_QUEUED, .role = TRACK_ROLE_DSN, .sender = "",
+                                  .rcpt = env->sender, .nrcpt = 1, .size = x->size,
+                                  .detail = dm->qid };
+        str_copy(ev.qid, sizeof(ev.qid), dsn_qid);
+        track_emit(&ev);
         if (x->warned)
             spool_msg_set_warned(d->cfg.spool, dm->m);
     } else {
@@ -1470,6 +1535,7 @@ static bool send_dsn(struct deliver *d, struct dmsg *dm, const size_t *rc_idx, c
     x->n_failed = n_failed;
     x->n_reported = n;
     x->warned = warned;
+    x->size = b.len;
     spool_inject(d->cfg.spool, &denv, b.data, b.len, dsn_committed, x);
     buf_free(&b);
     return true;
@@ -1580,6 +1646,7 @@ static void attempt_done(struct dmsg *dm)
             } else {
                 spool_msg_set_rcpt(sp, dm->m, i, SPOOL_RCPT_FAILED, r->diag);
                 d->stats.bounced++;
+                track_rcpt(dm, i, TRACK_BOUNCED, TRACK_FAILED, r->diag, NULL, NULL);
                 if (!can_dsn)
                     log_info("qid=%s event=bounce_suppressed rcpt=<%s> reason=\"%s\"", dm->qid, r->addr,
                              env->sender[0] ? "message is a DSN" : "null sender");
@@ -2116,6 +2183,7 @@ static int purge_one(void *arg, struct spool_msg *m)
         return 0;    /* env->hold NULL: a release is being synced */
     log_info("qid=%s event=held_purged from=<%s> reason=\"%s\"", spool_msg_id(m), env->sender,
              env->hold);
+    deliver_track_msg(spool_msg_id(m), TRACK_DELETED, "", "held_lifetime passed");
     held_drop(x->d, m);   /* spool_foreach already took the next message */
     x->n++;
     return 0;

@@ -19,6 +19,7 @@
 #include <openssl/ssl.h>
 #include "../core/core.h"
 #include "../core/settings.h"
+#include "../core/track.h"
 #include "../store/store.h"
 
 struct event_base;
@@ -90,5 +91,11 @@ int deliver_held_release(struct deliver *d, const char *qid, char **message_id);
 int deliver_held_delete(struct deliver *d, const char *qid);
 /* deliver_held_purge - drop held messages older than held_lifetime (also on a timer) */
 size_t deliver_held_purge(struct deliver *d);
+
+/* deliver_track_msg - a tracking event about queued message qid as a whole
+ * (core/track.h: RELEASED, DELETED, DSN); actor: the account, "" for the
+ * system; thread-safe (the API calls it on the loop, in the turn that acts,
+ * so a release is tracked before its delivery) */
+void deliver_track_msg(const char *qid, enum track_kind kind, const char *actor, const char *detail);
 
 #endif

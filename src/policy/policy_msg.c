@@ -19,6 +19,8 @@
  * nothing on false by itself, DMARC rejects).
  */
 #include <string.h>
+#include <strings.h>
+#include <sodium.h>
 #include "../core/core.h"
 #include "policy_msg.h"
 
@@ -350,4 +352,209 @@ int msg_header_from_count(const char *msg, size_t len)
         p = next;
     }
     return n;
+}
+
+/* --- any one header field, for the tracking events (core/track.h) --- */
+
+/* field_named - line [p, e) is a field called name (obsolete WSP before the
+ * colon allowed); *value set to after the colon */
+static bool field_named(const char *p, const char *e, const char *name, const char **value)
+{
+    const char *colon = memchr(p, ':', (size_t)(e - p));
+    if (colon == NULL)
+        return false;
+    const char *n = colon;
+    while (n > p && (n[-1] == ' ' || n[-1] == '\t'))
+        n--;
+    size_t nl = strlen(name);
+    *value = colon + 1;
+    return (size_t)(n - p) == nl && strncasecmp(p, name, nl) == 0;
+}
+
+/* utf8_cut - the longest prefix of s[0..n) that does not end inside a
+ * UTF-8 sequence */
+static size_t utf8_cut(const char *s, size_t n)
+{
+    size_t i = n;
+    while (i > 0 && ((unsigned char)s[i - 1] & 0xC0) == 0x80 && n - i < 3)
+        i--;
+    if (i > 0 && (unsigned char)s[i - 1] >= 0xC0) {
+        unsigned char c = (unsigned char)s[i - 1];
+        size_t want = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : 2;
+        if (n - (i - 1) < want)
+            return i - 1;
+    }
+    return n;
+}
+
+size_t msg_header_value(const char *msg, size_t len, const char *name, char *out, size_t size)
+{
+    if (size == 0)
+        return 0;
+    out[0] = '\0';
+    if (msg == NULL)
+        return 0;
+    const char *p = msg, *end = msg + (len > MSG_HEADER_SCAN_MAX ? MSG_HEADER_SCAN_MAX : len);
+    size_t o = 0;
+    bool in = false, found = false, full = false;
+    while (p < end) {
+        const char *next, *e = line_end(p, end, &next), *v = NULL;
+        if (e == p)
+            break;                       /* the empty line ends the header section */
+        if (*p == ' ' || *p == '\t') {
+            v = in ? p : NULL;           /* unfolding: drop the CRLF only */
+        } else if (found) {
+            break;                       /* the first field of that name only */
+        } else {
+            in = field_named(p, e, name, &v);
+            found = in;
+            if (!in)
+                v = NULL;
+        }
+        if (v != NULL && o + 1 + (size_t)(e - v) >= size)
+            full = true;                 /* cut: never inside a UTF-8 sequence */
+        for (; v != NULL && v < e && o + 1 < size; v++) {
+            unsigned char c = (unsigned char)*v;
+            if (o == 0 && (c == ' ' || c == '\t'))
+                continue;                /* leading white space */
+            out[o++] = c < 32 || c == 127 ? ' ' : (char)c;
+        }
+        p = next;
+    }
+    if (full)
+        o = utf8_cut(out, o);
+    while (o > 0 && out[o - 1] == ' ')
+        o--;
+    out[o] = '\0';
+    if (!str_valid_utf8(out, o))
+        for (size_t i = 0; i < o; i++)
+            if ((unsigned char)out[i] >= 0x80)
+                out[i] = '?';    /* raw 8-bit in a header: not text we can show */
+    return o;
+}
+
+/* --- RFC 2047 encoded words, for the Subject a tracking event shows --- */
+
+static int hex_digit(int c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10
+         : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* charsets decoded: UTF-8 (and its subset US-ASCII) as they are, ISO-8859-1
+ * by widening each octet; any other charset leaves the word as it came */
+enum word_cs { CS_NONE, CS_UTF8, CS_LATIN1 };
+
+static enum word_cs word_charset(const char *cs, size_t n)
+{
+    static const struct { const char *name; enum word_cs cs; } known[] = {
+        { "utf-8", CS_UTF8 }, { "utf8", CS_UTF8 }, { "us-ascii", CS_UTF8 },
+        { "iso-8859-1", CS_LATIN1 }, { "latin1", CS_LATIN1 },
+    };
+    const char *star = memchr(cs, '*', n);     /* RFC 2231 5: a language suffix */
+    if (star != NULL)
+        n = (size_t)(star - cs);
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+        if (strlen(known[i].name) == n && strncasecmp(cs, known[i].name, n) == 0)
+            return known[i].cs;
+    return CS_NONE;
+}
+
+/* put_octet - one decoded octet into out[*o], widened from Latin-1 when asked */
+static bool put_octet(char *out, size_t size, size_t *o, unsigned char c, enum word_cs cs)
+{
+    if (cs == CS_LATIN1 && c >= 0x80) {
+        if (*o + 2 >= size)
+            return false;
+        out[(*o)++] = (char)(0xC0 | (c >> 6));
+        out[(*o)++] = (char)(0x80 | (c & 0x3F));
+        return true;
+    }
+    if (*o + 1 >= size)
+        return false;
+    out[(*o)++] = (char)c;
+    return true;
+}
+
+/* decode_word - the encoded word at p (RFC 2047 2: =?charset?B|Q?text?=)
+ * appended to out; its length in p, 0 when it is not one we decode (out
+ * unchanged) */
+static size_t decode_word(const char *p, char *out, size_t size, size_t *o)
+{
+    if (p[0] != '=' || p[1] != '?')
+        return 0;
+    const char *cs = p + 2, *q1 = strchr(cs, '?');
+    if (q1 == NULL || q1[1] == '\0' || q1[2] != '?')
+        return 0;
+    const char *text = q1 + 3, *end = strstr(text, "?=");
+    enum word_cs c = word_charset(cs, (size_t)(q1 - cs));
+    char enc = (char)(q1[1] | 0x20);
+    if (end == NULL || c == CS_NONE || (enc != 'b' && enc != 'q') || memchr(text, ' ', (size_t)(end - text)))
+        return 0;
+    size_t start = *o, n = (size_t)(end - text);
+    if (enc == 'b') {
+        unsigned char bin[MSG_FROM_FIELD_MAX];
+        size_t bl = 0;
+        if (sodium_base642bin(bin, sizeof bin, text, n, NULL, &bl, NULL,
+                              sodium_base64_VARIANT_ORIGINAL) != 0)
+            return 0;
+        for (size_t i = 0; i < bl; i++)
+            if (!put_octet(out, size, o, bin[i], c))
+                break;
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            int hi, lo;
+            unsigned char v = (unsigned char)text[i];
+            if (v == '_')
+                v = ' ';       /* RFC 2047 4.2 (2) */
+            else if (v == '=' && i + 2 < n && (hi = hex_digit(text[i + 1])) >= 0 &&
+                     (lo = hex_digit(text[i + 2])) >= 0) {
+                v = (unsigned char)(hi * 16 + lo);
+                i += 2;
+            }
+            if (!put_octet(out, size, o, v, c))
+                break;
+        }
+    }
+    for (size_t i = start; i < *o; i++)
+        if ((unsigned char)out[i] < 32 || out[i] == 127)
+            out[i] = ' ';
+    return (size_t)(end + 2 - p);
+}
+
+size_t msg_decode_words(char *s, size_t size)
+{
+    char *out = xmalloc(size);
+    size_t o = 0, ws = 0;     /* ws: white space copied since the last encoded word */
+    bool after_word = false;
+    const char *p = s;
+    while (*p != '\0' && o + 1 < size) {
+        size_t before = o, used = decode_word(p, out, size, &o);
+        if (used > 0) {
+            if (after_word && ws > 0) {
+                /* RFC 2047 6.2: white space between encoded words is dropped */
+                memmove(out + before - ws, out + before, o - before);
+                o -= ws;
+            }
+            after_word = true;
+            ws = 0;
+            p += used;
+            continue;
+        }
+        if (*p == ' ' || *p == '\t')
+            ws++;
+        else
+            after_word = false, ws = 0;
+        out[o++] = *p++;
+    }
+    if (*p != '\0' || o + 2 >= size)
+        o = utf8_cut(out, o);    /* cut by the bound: never inside a UTF-8 sequence */
+    if (!str_valid_utf8(out, o))
+        for (size_t i = 0; i < o; i++)
+            if ((unsigned char)out[i] >= 0x80)
+                out[i] = '?';
+    memcpy(s, out, o);
+    s[o] = '\0';
+    free(out);
+    return o;
 }

@@ -57,5 +57,16 @@ bool msg_header_from_domain(const char *msg, size_t len, char *dom, size_t domle
  * bounds; lines that are not fields are skipped): 0 tells "no author named"
  * from "not exactly one author" when msg_header_from_domain is false */
 int msg_header_from_count(const char *msg, size_t len);
+/* msg_header_value - the first field called name (case-insensitive) in the
+ * header section (same bounds), unfolded, control characters as spaces,
+ * white space trimmed, at most size-1 octets cut at a UTF-8 boundary; raw
+ * 8-bit that is not UTF-8 becomes '?'.  Its length; "" (0) when absent.
+ * (Tracking: Subject and Message-ID, core/track.h.) */
+size_t msg_header_value(const char *msg, size_t len, const char *name, char *out, size_t size);
+/* msg_decode_words - decode the RFC 2047 encoded words of the NUL-terminated
+ * s in place (B and Q; UTF-8, US-ASCII and ISO-8859-1; words in another
+ * charset stay as they are), the result bounded by size and UTF-8 (else
+ * '?' for 8-bit octets); its length */
+size_t msg_decode_words(char *s, size_t size);
 
 #endif

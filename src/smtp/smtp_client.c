@@ -166,6 +166,7 @@ struct smtp_conn {
     bool tls_verified;            /* trusted chain and name match (checked in every mode) */
     char tls_verify_why[128];     /* why not, "" when verified */
     char tls_ver[24];
+    char tls_cipher[64];         /* issue 11: the tracking event's TLS */
     struct dane_tlsa *tlsa;      /* SMTP_CLIENT_TLS_DANE: the records (copies) */
     char *dane_base;             /* the TLSA base domain, NULL = peer_name */
     size_t n_tlsa;
@@ -941,6 +942,7 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
                 str_copy(c->tls_verify_why, sizeof(c->tls_verify_why),
                          vr == X509_V_OK ? "" : X509_verify_cert_error_string(vr));
                 str_copy(c->tls_ver, sizeof(c->tls_ver), SSL_get_version(ssl));
+                str_copy(c->tls_cipher, sizeof(c->tls_cipher), SSL_get_cipher_name(ssl));
                 send_line(c, "EHLO %s", c->helo_name);   /* RFC 3207 4.2: forget the old EHLO */
                 c->st = CS_EHLO2;
             }
@@ -1159,6 +1161,11 @@ const char *smtp_conn_peer(const struct smtp_conn *c)
 const char *smtp_conn_tls_version(const struct smtp_conn *c)
 {
     return c->tls_on ? c->tls_ver : NULL;
+}
+
+const char *smtp_conn_tls_cipher(const struct smtp_conn *c)
+{
+    return c->tls_on ? c->tls_cipher : NULL;
 }
 
 unsigned smtp_conn_uses(const struct smtp_conn *c)

@@ -151,6 +151,8 @@ void smtp_conn_free(struct smtp_conn *c);
 const char *smtp_conn_peer(const struct smtp_conn *c);
 /* "TLSv1.3" or NULL when in clear */
 const char *smtp_conn_tls_version(const struct smtp_conn *c);
+/* "TLS_AES_256_GCM_SHA384" or NULL when in clear */
+const char *smtp_conn_tls_cipher(const struct smtp_conn *c);
 /* smtp_conn_tls_verified - TLS is on with a trusted chain whose name
  * matches peer_name (checked in every mode, enforced only by VERIFY);
  * *why (may be NULL) gets the reason when not */

@@ -29,6 +29,7 @@
 #include "smtp_server_private.h"
 #include "smtp_auth.h"
 #include "../core/metrics.h"
+#include "../core/track.h"
 
 /* failed-AUTH bookkeeping: client addresses and account names tracked at once;
  * beyond this the entry touched longest ago is forgotten (bounded memory) */
@@ -48,6 +49,12 @@ static void server_refuse(struct smtp_server *srv, evutil_socket_t fd, const cha
     evutil_closesocket(fd);
     log_info("client=%s event=reject stage=connect code=421 dsn=4.7.0 reason=\"too many connections\" limit=%s",
              addr, limit);
+    /* tracked as a connection of its own (txn 0) under a session id of its own */
+    struct track_event ev = { .kind = TRACK_CONNECT, .result = TRACK_TEMPFAILED, .client_ip = addr,
+                              .stage = "connect", .check = limit, .code = 421, .dsn = "4.7.0",
+                              .reason = "too many connections" };
+    (void)xsnprintf(ev.session, sizeof ev.session, "%012" PRIX64, srv->next_id++);
+    track_emit(&ev);
 }
 
 void smtp_server_adopt_fd(struct smtp_server *srv, evutil_socket_t fd, const char *client_addr)

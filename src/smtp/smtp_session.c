@@ -69,6 +69,15 @@
  * never relayed).  The outbound role's mail is spooled with
  * SPOOL_F_OUTBOUND (the archive's direction).
  *
+ * Tracking (issue 11, core/track.h): each MAIL opens a tracking transaction
+ * (s->n_txn) and emits the session's CONNECT (with the connect time) and
+ * MAIL's verdict; then each RCPT's verdict with the deciding check, the end
+ * of data (DATA: refused by the reader, the end-of-DATA checks or the
+ * content stage, or accepted, with the Subject and Message-ID read once from
+ * t->head), FORWARDED per rewritten recipient, and QUEUED (+ HELD) from the
+ * commit callback.  A connection refused at connect is a CONNECT of its own
+ * (txn 0).
+ *
  * Lifetime: a session is freed in one place, session_free, only when its
  * connection is gone and no spool commit callback is outstanding: a client
  * that disconnects right after the final "." still gets its message stored
@@ -91,6 +100,7 @@
 #include <sodium.h>
 #include "../core/cidr.h"
 #include "../core/metrics.h"
+#include "../core/track.h"
 #include "../core/worker.h"
 #include "../policy/policy_content.h"
 #include "../policy/policy.h"
@@ -112,6 +122,8 @@
 #define SMTP_SPOOL_CHUNK (64 * 1024)      /* canonical data handed to the spool at once */
 #define SMTP_INPUT_MIN_HIGH (64 * 1024)
 #define AUTH_HASH_COPY_MAX 128            /* crypto_pwhash_STRBYTES */
+#define TRACK_SUBJECT_MAX 256             /* octets of the Subject a tracking event keeps */
+#define TRACK_MSGID_MAX 256
 
 enum smtp_state {
     SMTP_STATE_INIT = 0,   /* greeted, no HELO/EHLO yet (also right after TLS) */
@@ -172,6 +184,12 @@ struct smtp_txn {
     /* issue 8: the journal address from a journal source was accepted (a
      * journal transaction: no screening, no forwarding, SPOOL_F_JOURNAL) */
     bool journal;
+    /* issue 11 (core/track.h): the check that held the message, and the
+     * Subject and Message-ID read once at the end of data for the DATA and
+     * QUEUED events */
+    const char *hold_check;
+    char subject[TRACK_SUBJECT_MAX];
+    char message_id[TRACK_MSGID_MAX];
 };
 
 /* where an SMTP AUTH exchange stands */
@@ -218,6 +236,8 @@ struct smtp_session {
     char auth_user[STORE_SMTP_ACCOUNT_NAME_MAX + 1]; /* "" = not authenticated */
     struct policy_dnsbl *dnsbl;   /* DNSBL lookups started at connect (issue 7) */
     const char *reject_check;     /* the policy check being logged (session_policy_refused) */
+    uint32_t n_txn;               /* MAIL commands so far: the tracking transaction */
+    int64_t connect_us;           /* wall clock at connect, the CONNECT event's time */
 };
 
 /* an argon2id verification on the worker pool; owned by the session until
@@ -389,6 +409,153 @@ static void session_log_reject(struct smtp_session *s, const char *stage, int co
              s->auth_user);
 }
 
+/* --- message tracking (core/track.h) ---
+ * A transaction's events carry (session id, s->n_txn); MAIL opens the
+ * transaction and first emits the session's CONNECT with the connect time,
+ * so every message's timeline starts at its connection.  Events are filled
+ * on the stack with borrowed strings: track_emit copies what it keeps. */
+
+static unsigned session_role_flags(struct smtp_session *s);
+
+/* session_track_role - the transaction's role as the spool will know it */
+static enum track_role session_track_role(struct smtp_session *s)
+{
+    unsigned flags = session_role_flags(s);
+    return flags & SPOOL_F_JOURNAL ? TRACK_ROLE_JOURNAL
+         : flags & SPOOL_F_OUTBOUND ? TRACK_ROLE_OUTBOUND : TRACK_ROLE_INBOUND;
+}
+
+/* track_init - an event of the session's current transaction */
+static void track_init(struct smtp_session *s, struct track_event *ev, enum track_kind kind)
+{
+    memset(ev, 0, sizeof *ev);
+    ev->kind = kind;
+    ev->role = session_track_role(s);
+    (void)str_copy(ev->session, sizeof ev->session, s->id);
+    ev->txn = s->n_txn;
+    ev->client_ip = s->addr;
+}
+
+/* track_result_of - the reply code given as a verdict */
+static enum track_result track_result_of(int code)
+{
+    return code >= 500 ? TRACK_REJECTED : code >= 400 ? TRACK_TEMPFAILED : TRACK_ACCEPTED;
+}
+
+/* session_tls_text - "TLSv1.3 TLS_AES_256_GCM_SHA384" or "none" */
+static const char *session_tls_text(struct smtp_session *s, char *dst, size_t size)
+{
+    SSL *ssl = s->tls && s->bev != NULL ? bufferevent_openssl_get_ssl(s->bev) : NULL;
+    if (ssl == NULL || xsnprintf(dst, size, "%s %s", SSL_get_version(ssl), SSL_get_cipher_name(ssl)) < 0)
+        return "none";
+    return dst;
+}
+
+/* session_track_connect - the connection as an event: at each MAIL for its
+ * transaction (txn > 0), or alone when it is refused at connect (txn 0) */
+static void session_track_connect(struct smtp_session *s, int code, const char *dsn,
+                                  const char *check, const char *reason)
+{
+    struct track_event ev;
+    char tls[128];
+    track_init(s, &ev, TRACK_CONNECT);
+    ev.ts_us = s->connect_us;
+    ev.helo = s->helo[0] ? s->helo : NULL;
+    ev.tls = session_tls_text(s, tls, sizeof tls);
+    ev.stage = "connect";
+    if (code != 0) {
+        ev.result = track_result_of(code);
+        ev.code = code;
+        ev.dsn = dsn;
+        ev.check = check;
+        ev.reason = reason;
+    }
+    track_emit(&ev);
+}
+
+/* session_track_mail - MAIL's verdict; opens transaction s->n_txn + 1 */
+static void session_track_mail(struct smtp_session *s, const struct smtp_mail_args *m, int code,
+                               const char *dsn, const char *check, const char *reason)
+{
+    s->n_txn++;
+    session_track_connect(s, 0, NULL, NULL, NULL);
+    struct track_event ev;
+    track_init(s, &ev, TRACK_MAIL);
+    ev.result = track_result_of(code);
+    ev.stage = "mail";
+    ev.sender = m ? m->path.addr : NULL;
+    ev.size = m && m->size > 0 ? (uint64_t)m->size : 0;
+    ev.code = code;
+    ev.dsn = dsn;
+    ev.check = check;
+    ev.reason = reason;
+    track_emit(&ev);
+}
+
+/* session_track_verdict - a RCPT's or the message's (DATA) verdict */
+static void session_track_verdict(struct smtp_session *s, enum track_kind kind, const char *stage,
+                                  const char *rcpt, int code, const char *dsn, const char *check,
+                                  const char *reason)
+{
+    struct track_event ev;
+    track_init(s, &ev, kind);
+    ev.result = track_result_of(code);
+    ev.stage = stage;
+    ev.rcpt = rcpt;
+    ev.code = code;
+    ev.dsn = dsn;
+    ev.check = check;
+    ev.reason = reason;
+    if (kind == TRACK_DATA) {
+        ev.size = s->txn.reader.size;
+        ev.subject = s->txn.subject[0] ? s->txn.subject : NULL;
+        ev.message_id = s->txn.message_id[0] ? s->txn.message_id : NULL;
+    }
+    track_emit(&ev);
+}
+
+/* session_track_policy - a verdict refusing at stage, as session_policy_refused replies it */
+static void session_track_policy(struct smtp_session *s, enum track_kind kind, const char *stage,
+                                 const struct policy_verdict *v, const char *rcpt)
+{
+    session_track_verdict(s, kind, stage, rcpt, v->code, v->dsn, v->check,
+                          v->reason[0] ? v->reason : v->text);
+}
+
+/* session_track_queued - the message is durable: QUEUED links the
+ * transaction to its queue id; a held message is HELD at once */
+static void session_track_queued(struct smtp_session *s, const char *qid)
+{
+    struct smtp_txn *t = &s->txn;
+    struct track_event ev;
+    track_init(s, &ev, TRACK_QUEUED);
+    (void)str_copy(ev.qid, sizeof ev.qid, qid);
+    ev.sender = t->mail.path.addr;
+    ev.nrcpt = (uint32_t)t->n_rcpts;
+    ev.size = t->reader.size;
+    ev.subject = t->subject[0] ? t->subject : NULL;
+    ev.message_id = t->message_id[0] ? t->message_id : NULL;
+    track_emit(&ev);
+    if (t->hold == NULL)
+        return;
+    track_init(s, &ev, TRACK_HELD);
+    (void)str_copy(ev.qid, sizeof ev.qid, qid);
+    ev.check = t->hold_check;
+    ev.reason = t->hold;
+    track_emit(&ev);
+}
+
+/* session_message_id - the Message-ID without its angle brackets */
+static void session_message_id(struct smtp_txn *t)
+{
+    char *m = t->message_id;
+    size_t n = msg_header_value(t->head.data, t->head.len, "Message-ID", m, sizeof t->message_id);
+    if (n >= 2 && m[0] == '<' && m[n - 1] == '>') {
+        memmove(m, m + 1, n - 2);
+        m[n - 2] = '\0';
+    }
+}
+
 /* --- transactions --- */
 
 /* txn_reset - forget the transaction (RSET, HELO, after the end of data);
@@ -426,6 +593,8 @@ static void txn_reset(struct smtp_session *s)
     t->hdr_done = false;
     t->hdr_scanned = 0;
     t->journal = false;
+    t->hold_check = NULL;
+    t->subject[0] = t->message_id[0] = '\0';
 }
 
 static void session_rcpt_ready(void *arg);
@@ -497,6 +666,7 @@ static bool session_policy_refused(struct smtp_session *s, const char *stage,
     if (v->action == POLICY_HOLD && s->txn.hold == NULL) {
         /* accepted, but quarantined: the whole message is held (first reason wins) */
         s->txn.hold = xstrdup(v->reason[0] ? v->reason : v->text);
+        s->txn.hold_check = v->check;
         log_info("session=%s client=%s event=hold stage=%s check=%s reason=\"%s\"", s->id, s->addr,
                  stage, v->check ? v->check : "-", s->txn.hold);
     }
@@ -976,28 +1146,34 @@ static void cmd_mail(struct smtp_session *s, const struct smtp_cmdline *cmd)
     if (smtp_parse_mail(cmd->args, cmd->args_len, &m, &err) < 0) {
         session_reply(s, err.code, err.dsn, "%s", err.text);
         session_log_reject(s, "mail", err.code, err.dsn, err.text, NULL);
+        session_track_mail(s, NULL, err.code, err.dsn, NULL, err.text);
         return;
     }
     /* RFC 5321 4.1.1.11 / RFC 1869: parameters only after EHLO */
     if (!s->esmtp && (m.size >= 0 || m.body || m.smtputf8 || m.ret || m.envid[0])) {
         session_reply(s, 555, "5.5.4", "MAIL parameters are not recognized after HELO, use EHLO");
+        session_track_mail(s, &m, 555, "5.5.4", NULL, "MAIL parameters after HELO");
         return;
     }
     /* RFC 1870 6.1 */
     if (m.size > s->set->message_size_limit) {
         session_reply(s, 552, "5.3.4", "Message size exceeds fixed maximum message size");
         session_log_reject(s, "mail", 552, "5.3.4", "declared SIZE above message_size_limit", NULL);
+        session_track_mail(s, &m, 552, "5.3.4", "message_size_limit",
+                           "declared SIZE above message_size_limit");
         return;
     }
     s->txn.mail = m;
     struct policy_verdict v;
     session_policy(s, POLICY_MAIL, NULL, &v);
     if (session_policy_refused(s, "mail", &v, NULL)) {
+        session_track_mail(s, &m, v.code, v.dsn, v.check, v.reason[0] ? v.reason : v.text);
         memset(&s->txn.mail, 0, sizeof s->txn.mail);
         return;
     }
     session_enter_state(s, SMTP_STATE_MAIL);
     session_reply(s, 250, "2.1.0", "Ok");
+    session_track_mail(s, &m, 250, "2.1.0", v.check, NULL);
 }
 
 static void session_rcpt_finish(struct smtp_session *s, const struct smtp_rcpt_args *r,
@@ -1016,6 +1192,7 @@ static void cmd_rcpt(struct smtp_session *s, const struct smtp_cmdline *cmd)
     if (smtp_parse_rcpt(cmd->args, cmd->args_len, t->mail.smtputf8, &r, &err) < 0) {
         session_reply(s, err.code, err.dsn, "%s", err.text);
         session_log_reject(s, "rcpt", err.code, err.dsn, err.text, NULL);
+        session_track_verdict(s, TRACK_RCPT, "rcpt", NULL, err.code, err.dsn, NULL, err.text);
         s->srv->stats.rcpts_rejected++;
         return;
     }
@@ -1039,6 +1216,7 @@ static void session_rcpt_finish(struct smtp_session *s, const struct smtp_rcpt_a
 {
     struct smtp_txn *t = &s->txn;
     if (session_policy_refused(s, "rcpt", v, r->path.addr)) {
+        session_track_policy(s, TRACK_RCPT, "rcpt", v, r->path.addr);
         s->srv->stats.rcpts_rejected++;
         return;
     }
@@ -1059,6 +1237,7 @@ static void session_rcpt_finish(struct smtp_session *s, const struct smtp_rcpt_a
     t->all_permitted = t->n_rcpts == 1 ? permitted : t->all_permitted && permitted;
     session_enter_state(s, SMTP_STATE_RCPT);
     session_reply(s, 250, "2.1.5", "Ok");
+    session_track_verdict(s, TRACK_RCPT, "rcpt", r->path.addr, 250, "2.1.5", v->check, NULL);
 }
 
 /* session_rcpt_ready - an asynchronous RCPT verdict arrived (from the loop):
@@ -1114,8 +1293,10 @@ static void cmd_data(struct smtp_session *s, const struct smtp_cmdline *cmd)
     }
     struct policy_verdict v;
     session_policy(s, POLICY_DATA, NULL, &v);
-    if (session_policy_refused(s, "data", &v, NULL))
+    if (session_policy_refused(s, "data", &v, NULL)) {
+        session_track_policy(s, TRACK_DATA, "data", &v, NULL);
         return;
+    }
     t->spool = spool_txn_begin(s->srv->cfg.spool);
     (void)str_copy(t->qid, sizeof t->qid, spool_txn_id(t->spool));
     struct smtp_data_limits lim = {
@@ -1450,8 +1631,10 @@ static void session_commit_cb(void *arg, const char *qid, int status)
                  t->reader.size, t->journal ? " role=journal" : "");
         if (s->bev != NULL)
             session_reply(s, 250, "2.0.0", "Ok: queued as %s", qid);
+        session_track_queued(s, qid);
     } else {
         log_error("qid=%s session=%s client=%s event=commit_failed", qid, s->id, s->addr);
+        session_track_verdict(s, TRACK_DATA, "data", NULL, 452, "4.3.1", NULL, "spool commit failed");
         if (s->bev != NULL)
             session_reply(s, 452, "4.3.1", "Insufficient system storage");
     }
@@ -1535,10 +1718,17 @@ static struct spool_rcpt *session_spool_rcpts(struct smtp_session *s, size_t *n_
             r->state = SPOOL_RCPT_PENDING;
             r->fwd_for = ft[k].fwd_for[0] ? xstrdup(ft[k].fwd_for) : NULL;
             r->sender = ft[k].sender[0] ? xstrdup(ft[k].sender) : NULL;
-            if (changed)
+            if (changed) {
                 log_info("qid=%s session=%s event=forwarded rcpt=<%s> to=<%s> kind=%s sender=<%s>",
                          t->qid, s->id, orig->addr, ft[k].addr, r->fwd_for ? "rule" : "srs_bounce",
                          r->sender ? r->sender : t->mail.path.addr);
+                struct track_event ev;
+                track_init(s, &ev, TRACK_FORWARDED);
+                ev.rcpt = orig->addr;
+                ev.detail = ft[k].addr;
+                ev.check = r->fwd_for ? "forwarding" : "srs_bounce";
+                track_emit(&ev);
+            }
         }
     }
     free(ft);
@@ -1647,6 +1837,7 @@ static void session_content_resume(struct smtp_session *s, const struct policy_v
     struct smtp_txn *t = &s->txn;
     t->screened = true;
     if (v != NULL && session_policy_refused(s, "content", v, NULL)) {
+        session_track_policy(s, TRACK_DATA, "content", v, NULL);
         s->srv->stats.messages_rejected++;
         txn_reset(s);
         session_enter_state(s, SMTP_STATE_READY);
@@ -1743,6 +1934,10 @@ static void session_data_end(struct smtp_session *s)
     int code;
     const char *dsn, *text;
     session_set_timeouts(s, s->set->smtp_timeout_command);
+    /* what tracking shows of the message, read once (bounded header scan) */
+    (void)msg_header_value(t->head.data, t->head.len, "Subject", t->subject, sizeof t->subject);
+    (void)msg_decode_words(t->subject, sizeof t->subject);
+    session_message_id(t);
     if (smtp_data_verdict(&t->reader, &code, &dsn, &text) < 0 || t->write_failed) {
         if (t->write_failed && code == 0) {
             code = 452;
@@ -1751,6 +1946,7 @@ static void session_data_end(struct smtp_session *s)
         }
         session_reply(s, code, dsn, "%s", text);
         session_log_reject(s, "data", code, dsn, text, NULL);
+        session_track_verdict(s, TRACK_DATA, "data", NULL, code, dsn, NULL, text);
         s->srv->stats.messages_rejected++;
         txn_reset(s);        /* aborts the spool txn */
         session_enter_state(s, SMTP_STATE_READY);
@@ -1763,6 +1959,8 @@ static void session_data_end(struct smtp_session *s)
     session_spool_write(s);
     if (t->write_failed) {
         session_reply(s, 452, "4.3.1", "Insufficient system storage");
+        session_track_verdict(s, TRACK_DATA, "data", NULL, 452, "4.3.1", NULL,
+                              "Insufficient system storage");
         txn_reset(s);
         session_enter_state(s, SMTP_STATE_READY);
         return;
@@ -1773,6 +1971,7 @@ static void session_data_end(struct smtp_session *s)
     if (!t->journal)      /* a journal report is archived as it came: no screening */
         session_policy(s, POLICY_DATA_END, NULL, &pv);
     if (session_policy_refused(s, "data", &pv, NULL)) {
+        session_track_policy(s, TRACK_DATA, "data", &pv, NULL);
         s->srv->stats.messages_rejected++;
         txn_reset(s);        /* aborts the spool txn: nothing was accepted */
         session_enter_state(s, SMTP_STATE_READY);
@@ -1802,6 +2001,7 @@ static unsigned session_role_flags(struct smtp_session *s)
 static void session_commit(struct smtp_session *s)
 {
     struct smtp_txn *t = &s->txn;
+    session_track_verdict(s, TRACK_DATA, t->screened ? "content" : "data", NULL, 0, NULL, NULL, NULL);
     size_t n_rc = 0;
     struct spool_rcpt *rc = session_spool_rcpts(s, &n_rc);
     struct spool_envelope env = {
@@ -2165,6 +2365,7 @@ void smtp_session_start(struct smtp_server *srv, evutil_socket_t fd, const char 
     s->set = srv->set;
     (void)xsnprintf(s->id, sizeof s->id, "%012" PRIX64, srv->next_id++);
     (void)str_copy(s->addr, sizeof s->addr, client_addr);
+    s->connect_us = (int64_t)time_wall_ms() * 1000;
     session_set_sockaddr(s);
     buf_init(&s->replies);
     buf_init(&s->txn.out);
@@ -2196,6 +2397,7 @@ void smtp_session_start(struct smtp_server *srv, evutil_socket_t fd, const char 
     if (v.action == POLICY_REJECT || v.action == POLICY_TEMPFAIL) {
         session_reply(s, v.code, v.dsn, "%s", v.text);
         session_log_reject(s, "connect", v.code, v.dsn, v.text, NULL);
+        session_track_connect(s, v.code, v.dsn, v.check, v.reason[0] ? v.reason : v.text);
         bufferevent_enable(s->bev, EV_WRITE);
         session_close(s);
         return;

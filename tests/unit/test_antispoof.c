@@ -88,6 +88,65 @@ static void test_header_from_table(void **state)
     }
 }
 
+/* msg_header_value - Subject and Message-ID for the tracking events */
+static void test_header_value(void **state)
+{
+    (void)state;
+    static const struct { const char *msg, *name, *want; size_t size; } t[] = {
+        { "Subject: hello\r\n\r\nbody", "Subject", "hello", 64 },
+        { "subject :  spaced out  \r\n\r\n", "Subject", "spaced out", 64 },
+        { "Subject: folded\r\n\tline\r\nX: y\r\n\r\n", "Subject", "folded line", 64 },
+        { "Subject: first\r\nSubject: second\r\n\r\n", "Subject", "first", 64 },
+        { "X: a\r\n\r\nSubject: in the body\r\n", "Subject", "", 64 },
+        { "Message-ID: <a@b>\r\n\r\n", "Message-ID", "<a@b>", 64 },
+        { "Subject: abcdef\r\n\r\n", "Subject", "abc", 4 },
+        { "Subject: caf\xc3\xa9\r\n\r\n", "Subject", "caf", 5 },      /* no cut UTF-8 */
+        { "Subject: caf\xc3\xa9\r\n\r\n", "Subject", "caf\xc3\xa9", 64 },
+        { "Subject: raw \xe9t\xe9\r\n\r\n", "Subject", "raw ?t?", 64 },   /* Latin-1, not UTF-8 */
+        { "Subject: a\x01" "b\r\n\r\n", "Subject", "a b", 64 },
+        { "Subjects: no\r\n\r\n", "Subject", "", 64 },
+        { "", "Subject", "", 64 },
+    };
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+        char out[64] = "junk";
+        size_t n = msg_header_value(t[i].msg, strlen(t[i].msg), t[i].name, out, t[i].size);
+        if (strcmp(out, t[i].want) != 0)
+            fail_msg("case %zu: got \"%s\", want \"%s\"", i, out, t[i].want);
+        assert_int_equal(n, strlen(t[i].want));
+    }
+}
+
+/* msg_decode_words - RFC 2047 subjects as tracking shows them */
+static void test_decode_words(void **state)
+{
+    (void)state;
+    static const struct { const char *in, *want; } t[] = {
+        { "plain text", "plain text" },
+        { "=?utf-8?q?caf=C3=A9?= x", "caf\xc3\xa9 x" },
+        { "=?UTF-8?B?Y2Fmw6k=?=", "caf\xc3\xa9" },
+        { "=?iso-8859-1?q?caf=E9_au_lait?=", "caf\xc3\xa9 au lait" },
+        { "=?utf-8?q?a?= =?utf-8?q?b?=", "ab" },                /* RFC 2047 6.2 */
+        { "=?utf-8?q?a?= plain =?utf-8?q?b?=", "a plain b" },
+        { "=?koi8-r?q?=C1?=", "=?koi8-r?q?=C1?=" },            /* unknown charset: as it came */
+        { "=?utf-8?x?abc?=", "=?utf-8?x?abc?=" },
+        { "=?utf-8?q?unterminated", "=?utf-8?q?unterminated" },
+        { "=?utf-8?q?bad=FF?=", "bad?" },                     /* not UTF-8 once decoded */
+        { "=?utf-8?q?a=0Db?=", "a b" },                        /* no controls */
+        { "=?utf-8?q?x=4?=", "x=4" },                         /* a cut =XX stays */
+    };
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+        char s[64];
+        str_copy(s, sizeof s, t[i].in);
+        size_t n = msg_decode_words(s, sizeof s);
+        if (strcmp(s, t[i].want) != 0)
+            fail_msg("case %zu: got \"%s\", want \"%s\"", i, s, t[i].want);
+        assert_int_equal(n, strlen(t[i].want));
+    }
+    char s[64] = "=?utf-8?q?abcdefghij?=";     /* the result bounded by size */
+    assert_int_equal(msg_decode_words(s, 8), 7);
+    assert_string_equal(s, "abcdefg");
+}
+
 static void test_header_from_bounds(void **state)
 {
     (void)state;
@@ -380,6 +439,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_header_from_table),
         cmocka_unit_test(test_header_from_bounds),
+        cmocka_unit_test(test_header_value),
+        cmocka_unit_test(test_decode_words),
         cmocka_unit_test(test_bypass_matching),
         cmocka_unit_test_setup_teardown(test_store_bypasses, setup, teardown),
         cmocka_unit_test_setup_teardown(test_verdicts_envelope, setup, teardown),

@@ -44,6 +44,7 @@
 #include <openssl/ssl.h>
 #include "core/core.h"
 #include "core/settings.h"
+#include "core/track.h"
 #include "smtp/smtp.h"
 #include "smtp/smtp_server_private.h"
 #include "spool/spool.h"
@@ -844,6 +845,111 @@ static void test_connection_limits(void **state)
     tserver_stop(&t);
 }
 
+/* --- tracking events (core/track.h): what one session emits --- */
+struct rec_event {
+    enum track_kind kind;
+    enum track_result result;
+    enum track_role role;
+    char session[TRACK_SESSION_MAX], qid[TRACK_QID_MAX];
+    uint32_t txn, nrcpt;
+    int code;
+    char rcpt[64], sender[64], subject[64], message_id[64], check[32], client_ip[64];
+    int64_t ts_us;
+};
+static struct {
+    pthread_mutex_t mu;
+    struct rec_event ev[32];
+    size_t n;
+} rec = { .mu = PTHREAD_MUTEX_INITIALIZER };
+
+static void rec_sink(const struct track_event *ev, void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&rec.mu);
+    if (rec.n < sizeof rec.ev / sizeof rec.ev[0]) {
+        struct rec_event *r = &rec.ev[rec.n++];
+        memset(r, 0, sizeof *r);
+        r->kind = ev->kind;
+        r->result = ev->result;
+        r->role = ev->role;
+        r->txn = ev->txn;
+        r->nrcpt = ev->nrcpt;
+        r->code = ev->code;
+        r->ts_us = ev->ts_us;
+        memcpy(r->session, ev->session, sizeof r->session);
+        memcpy(r->qid, ev->qid, sizeof r->qid);
+#define CP(f) (void)str_copy(r->f, sizeof r->f, ev->f ? ev->f : "")
+        CP(rcpt); CP(sender); CP(subject); CP(message_id); CP(check); CP(client_ip);
+#undef CP
+    }
+    pthread_mutex_unlock(&rec.mu);
+}
+
+static void test_tracking_events(void **state)
+{
+    struct tserver t;
+    tserver_init(&t);
+    tserver_set(&t, "smtp_max_connections_per_ip=1");
+    tserver_start(&t);
+    rec.n = 0;
+    track_set_sink(rec_sink, NULL);
+    struct client c = { .fd = client_connect(&t, "192.0.2.7") };
+    client_expect(&c, "220 ");
+    client_send(&c, "EHLO client.test\r\n", 18);
+    client_replies(&c, 1, NULL, NULL, 0);
+    client_cmd(&c, "MAIL FROM:<sender@example.org> SIZE=100", "250 2.1.0");
+    client_cmd(&c, "RCPT TO:<someone@elsewhere.test>", "5");
+    client_cmd(&c, "RCPT TO:<bob@example.com>", "250 2.1.5");
+    client_cmd(&c, "DATA", "354 ");
+    const char *msg = "Subject: tracked\r\nMessage-ID: <m1@example.org>\r\n\r\nbody\r\n.\r\n";
+    client_send(&c, msg, strlen(msg));
+    client_expect(&c, "250 2.0.0 Ok: queued as ");
+    client_cmd(&c, "MAIL FROM:<>", "250 2.1.0");
+    /* over smtp_max_connections_per_ip: refused before any session */
+    struct client d = { .fd = client_connect(&t, "192.0.2.7") };
+    client_expect(&d, "421 4.7.0 ");
+    assert_true(client_wait_eof(&d));
+    client_cmd(&c, "QUIT", "221 2.0.0");
+    close(c.fd);
+    close(d.fd);
+    tserver_stop(&t);
+    track_set_sink(NULL, NULL);
+
+    static const struct { enum track_kind kind; enum track_result result; uint32_t txn; } want[] = {
+        { TRACK_CONNECT, TRACK_NONE, 1 },     { TRACK_MAIL, TRACK_ACCEPTED, 1 },
+        { TRACK_RCPT, TRACK_REJECTED, 1 },    { TRACK_RCPT, TRACK_ACCEPTED, 1 },
+        { TRACK_DATA, TRACK_ACCEPTED, 1 },    { TRACK_QUEUED, TRACK_NONE, 1 },
+        { TRACK_CONNECT, TRACK_NONE, 2 },     { TRACK_MAIL, TRACK_ACCEPTED, 2 },
+        { TRACK_CONNECT, TRACK_TEMPFAILED, 0 },
+    };
+    pthread_mutex_lock(&rec.mu);
+    assert_int_equal(rec.n, sizeof want / sizeof want[0]);
+    for (size_t i = 0; i < rec.n; i++) {
+        struct rec_event *r = &rec.ev[i];
+        if (r->kind != want[i].kind || r->result != want[i].result || r->txn != want[i].txn)
+            fail_msg("event %zu: %s/%s txn %u, want %s/%s txn %u", i, track_kind_name(r->kind),
+                     track_result_name(r->result), r->txn, track_kind_name(want[i].kind),
+                     track_result_name(want[i].result), want[i].txn);
+        assert_string_equal(r->client_ip, "192.0.2.7");
+        assert_true(r->session[0] != '\0');
+        if (i < 8)
+            assert_string_equal(r->session, rec.ev[0].session);
+    }
+    assert_string_not_equal(rec.ev[8].session, rec.ev[0].session);   /* a session id of its own */
+    assert_string_equal(rec.ev[1].sender, "sender@example.org");
+    assert_string_equal(rec.ev[2].rcpt, "someone@elsewhere.test");
+    assert_true(rec.ev[2].code >= 500 && rec.ev[2].check[0] != '\0');   /* the deciding check */
+    assert_string_equal(rec.ev[3].rcpt, "bob@example.com");
+    assert_string_equal(rec.ev[4].subject, "tracked");
+    assert_string_equal(rec.ev[5].message_id, "m1@example.org");
+    assert_int_equal(rec.ev[5].nrcpt, 1);
+    assert_int_equal(rec.ev[5].role, TRACK_ROLE_INBOUND);
+    assert_int_equal(strlen(rec.ev[5].qid), SPOOL_QID_LEN);
+    assert_true(rec.ev[0].ts_us == rec.ev[6].ts_us);    /* both: the connect time */
+    assert_string_equal(rec.ev[7].sender, "");
+    pthread_mutex_unlock(&rec.mu);
+}
+
 /* --- 200 concurrent sessions --- */
 static void test_concurrent(void **state)
 {
@@ -966,6 +1072,7 @@ int main(void)
         cmocka_unit_test(test_shutdown_expire),
         cmocka_unit_test(test_connection_limits),
         cmocka_unit_test(test_concurrent),
+        cmocka_unit_test(test_tracking_events),
     };
     if (getenv("MOAT_TEST_FILTER"))
         cmocka_set_test_filter(getenv("MOAT_TEST_FILTER"));
