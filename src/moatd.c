@@ -1020,8 +1020,6 @@ static int moatd_parse_args(struct moatd *m, int argc, char **argv, bool *foregr
     }
     m->config_path = config;   /* read again at SIGHUP */
     m->config_required = required;
-    if (access(config, R_OK) == 0)
-        m->config_real = realpath(config, NULL);     /* moat backup carries it */
     /* pass 2: everything else */
     optind = 1;
     opterr = 1;
@@ -1340,7 +1338,9 @@ int main(int argc, char **argv)
     if (m.connect == NULL)
         die("connect", &err);
     m.api_cfg.connect = m.connect;
-    m.api_cfg.config_path = m.config_real;     /* issue 11: moat backup */
+    if (access(m.config_path, R_OK) == 0)
+        m.config_real = realpath(m.config_path, NULL);   /* issue 11: moat backup carries it */
+    m.api_cfg.config_path = m.config_real;
     struct directory_sync_config dscfg = { .database = m.settings.database, .auth = m.auth };
     m.dsync = directory_sync_create(&dscfg, &err);
     if (m.dsync == NULL)
