@@ -8,7 +8,7 @@ BUILD="libevent-dev libssl-dev libunbound-dev libsqlite3-dev libldap-dev \
 libmicrohttpd-dev libjansson-dev libsodium-dev libspf2-dev libopendkim-dev \
 libopendmarc-dev libgmime-3.0-dev libzstd-dev libcmocka-dev libcurl4-openssl-dev \
 meson ninja-build pkg-config gcc"
-TEST="python3-pytest python3-aiosmtpd postfix swaks slapd ldap-utils unbound publicsuffix \
+TEST="python3-pytest python3-pytest-xdist python3-aiosmtpd postfix swaks slapd ldap-utils unbound publicsuffix \
 unbound-host bind9-dnsutils clang libclang-rt-14-dev openssl sqlite3 \
 knot knot-dnsutils knot-dnssecutils"
 # rspamd without its recommends (they pull in redis-server, which the tests do not use)

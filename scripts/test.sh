@@ -10,6 +10,10 @@
 #   MOAT_SKIP_FUZZ=1       skip the fuzz smoke run
 #   MOAT_FUZZ_SECONDS=N    seconds per fuzz target (default 10)
 #   PYTEST_ARGS="..."      extra pytest arguments (e.g. "-k smuggling -x")
+#   MOAT_E2E_WORKERS=N     pytest-xdist workers for the end-to-end suite
+#                          (default 2: most of a test's time is spent waiting
+#                          for peers, so two run side by side on two cores;
+#                          each module stays on one worker; 0 = no xdist)
 set -uo pipefail
 
 cd "$(dirname "$0")/.." || exit 1
@@ -94,9 +98,11 @@ unit() {
 e2e() {
     local dir=$1 label=$2 xml="$RESULTS/e2e-$2.xml"
     log "end-to-end tests ($label)"
+    local workers=${MOAT_E2E_WORKERS:-2} par=()
+    [ "$workers" -gt 0 ] && par=(-n "$workers" --dist loadfile)
     # shellcheck disable=SC2086
     MOAT_BUILD_DIR="$dir" timeout --kill-after=30 1200 \
-        "$PY" -m pytest -q -p no:cacheprovider --junitxml="$xml" ${PYTEST_ARGS:-} tests/e2e
+        "$PY" -m pytest -q -p no:cacheprovider "${par[@]}" --junitxml="$xml" ${PYTEST_ARGS:-} tests/e2e
     read -r p f < <(junit_counts "$xml")
     count "e2e ($label)" "$p" "$f"
 }
