@@ -13,6 +13,11 @@ unbound-host bind9-dnsutils clang libclang-rt-14-dev openssl sqlite3 \
 knot knot-dnsutils knot-dnssecutils"
 # rspamd without its recommends (they pull in redis-server, which the tests do not use)
 NORECS="rspamd"
+# --deb: also what building the Debian package and its install test need
+# (scripts/deb-build.sh, tests/slow/deb-install.sh); not on CI's path
+if [ "${1:-}" = "--deb" ]; then
+    NORECS="$NORECS debhelper dpkg-dev fakeroot lintian debootstrap build-essential"
+fi
 
 missing=""
 for p in $BUILD $TEST $NORECS; do

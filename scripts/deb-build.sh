@@ -4,7 +4,7 @@
 # the build's files (obj-*, debian/moat/, ../*.deb) stay out of the checkout;
 # the .deb, .buildinfo and .changes land in OUTDIR/src (default OUTDIR:
 # /tmp/moat-deb).  DEB_BUILD_OPTIONS=nocheck skips the unit tests.
-# Needs scripts/bootstrap.sh and scripts/deb-tools.sh.
+# Needs `scripts/bootstrap.sh --deb`.
 set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
 out=${1:-/tmp/moat-deb}

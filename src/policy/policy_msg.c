@@ -41,9 +41,9 @@ static const char *line_end(const char *p, const char *end, const char **next)
     return lf > p && lf[-1] == '\r' ? lf - 1 : lf;
 }
 
-/* is_from_name - the field name of line [p, e) is "From" (obsolete WSP
- * before the colon allowed); *value set to after the colon */
-static bool is_from_name(const char *p, const char *e, const char **value)
+/* field_named - line [p, e) is a field called name (obsolete WSP before the
+ * colon allowed); *value set to after the colon */
+static bool field_named(const char *p, const char *e, const char *name, const char **value)
 {
     const char *colon = memchr(p, ':', (size_t)(e - p));
     if (colon == NULL)
@@ -51,9 +51,9 @@ static bool is_from_name(const char *p, const char *e, const char **value)
     const char *n = colon;
     while (n > p && (n[-1] == ' ' || n[-1] == '\t'))
         n--;
+    size_t nl = strlen(name);
     *value = colon + 1;
-    return n - p == 4 && (p[0] | 0x20) == 'f' && (p[1] | 0x20) == 'r' && (p[2] | 0x20) == 'o' &&
-           (p[3] | 0x20) == 'm';
+    return (size_t)(n - p) == nl && strncasecmp(p, name, nl) == 0;
 }
 
 /* field_line_ok - a field's first line: a non-empty printable name before a
@@ -102,7 +102,7 @@ static bool find_from(const char *msg, size_t len, char *val, size_t valsz)
             if (!field_line_ok(p, e))
                 return false;
             const char *v;
-            in_from = is_from_name(p, e, &v);
+            in_from = field_named(p, e, "From", &v);
             if (in_from && ++n_from > 1)
                 return false;
             add = in_from ? v : e;
@@ -347,7 +347,7 @@ int msg_header_from_count(const char *msg, size_t len)
         const char *next, *e = line_end(p, end, &next), *v;
         if (e == p)
             break;
-        if (*p != ' ' && *p != '\t' && is_from_name(p, e, &v) && n < 1000)
+        if (*p != ' ' && *p != '\t' && field_named(p, e, "From", &v) && n < 1000)
             n++;
         p = next;
     }
@@ -356,20 +356,6 @@ int msg_header_from_count(const char *msg, size_t len)
 
 /* --- any one header field, for the tracking events (core/track.h) --- */
 
-/* field_named - line [p, e) is a field called name (obsolete WSP before the
- * colon allowed); *value set to after the colon */
-static bool field_named(const char *p, const char *e, const char *name, const char **value)
-{
-    const char *colon = memchr(p, ':', (size_t)(e - p));
-    if (colon == NULL)
-        return false;
-    const char *n = colon;
-    while (n > p && (n[-1] == ' ' || n[-1] == '\t'))
-        n--;
-    size_t nl = strlen(name);
-    *value = colon + 1;
-    return (size_t)(n - p) == nl && strncasecmp(p, name, nl) == 0;
-}
 
 /* utf8_cut - the longest prefix of s[0..n) that does not end inside a
  * UTF-8 sequence */

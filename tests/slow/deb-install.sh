@@ -3,7 +3,7 @@
 # check that it starts a working gateway.  Not part of CI (it downloads a
 # Debian base system once, and packages on every run); run by hand as root:
 #
-#   scripts/deb-tools.sh && scripts/deb-build.sh /tmp/moat-deb
+#   scripts/bootstrap.sh --deb && scripts/deb-build.sh /tmp/moat-deb
 #   tests/slow/deb-install.sh /tmp/moat-deb/src/moat_0.1.0-1_amd64.deb
 #
 # 1. a minimal bookworm made with debootstrap, cached in $MOAT_DEB_CACHE

@@ -25,6 +25,7 @@
 #include "core/notify.h"
 #include "core/settings_reload.h"
 #include "core/roff.h"
+#include "conf_file.h"
 
 /* receiver - a datagram socket bound to name ("@x": abstract) */
 static int receiver(const char *name)
@@ -92,19 +93,6 @@ static void test_notify(void **state)
     setenv("NOTIFY_SOCKET", "/nonexistent/moat-notify", 1);
     assert_int_equal(notify_send("READY=1"), -1);
     unsetenv("NOTIFY_SOCKET");
-}
-
-/* write_conf - text into a temporary file; its path (static) */
-static const char *write_conf(const char *text)
-{
-    static char path[64];
-    xsnprintf(path, sizeof path, "/tmp/moat-test-conf-XXXXXX");
-    int fd = mkstemp(path);
-    assert_true(fd >= 0);
-    size_t len = strlen(text);
-    assert_int_equal(write(fd, text, len), (ssize_t)len);
-    close(fd);
-    return path;
 }
 
 static void read_file(struct moat_settings *s, const char *text)

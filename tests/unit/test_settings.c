@@ -18,23 +18,11 @@
 #include <unistd.h>
 #include <cmocka.h>
 #include "core/settings.h"
+#include "conf_file.h"
 
 #ifndef MOAT_SOURCE_ROOT
 #error "MOAT_SOURCE_ROOT must name the source tree (tests/unit/meson.build sets it)"
 #endif
-
-/* write_conf - a temporary moat.conf holding text; returns its path (static) */
-static const char *write_conf(const char *text)
-{
-    static char path[64];
-    xsnprintf(path, sizeof path, "/tmp/moat-test-conf-XXXXXX");
-    int fd = mkstemp(path);
-    assert_true(fd >= 0);
-    size_t len = strlen(text);
-    assert_int_equal(write(fd, text, len), (ssize_t)len);
-    close(fd);
-    return path;
-}
 
 /* load - defaults + text; returns the load result, err filled */
 static int load(struct moat_settings *s, const char *text, struct error *err)
