@@ -132,7 +132,6 @@ struct moatd {
     unsigned char srs_key[32];          /* issue 7: SRS of forwarding (forward.h), from secret.key */
     struct archive *archive;            /* issue 8: the archive engine; NULL when archive = no */
     struct tracking *tracking;          /* issue 11: the tracking engine; NULL when tracking = no */
-    struct event *ev_tracking;          /* issue 11: its runtime settings, every second */
     /* issue 11: moat.conf as the file alone gave it (defaults + file, no
      * store, no -o), to tell at SIGHUP what changed in the file */
     struct moat_settings file_settings;
@@ -175,16 +174,14 @@ static int moatd_config_load(struct store *st, int64_t *gen, struct store_snapsh
     return 0;
 }
 
-/* moatd_tracking_limits - on the loop, every second: the runtime tracking
- * settings (the API changes them on the loop) to the engine's thread.  A
- * timer rather than a hook in the reload: the reload may run before the
- * API's change reaches the loop, and two mutex operations a second cost
- * nothing */
-static void moatd_tracking_limits(evutil_socket_t fd, short what, void *arg)
+/* moatd_settings_changed - on the loop, after runtime settings changed
+ * (the API, SIGHUP): hand the tracking engine its limits (it runs on a
+ * thread of its own and keeps a copy) */
+static void moatd_settings_changed(void *arg)
 {
     struct moatd *m = arg;
-    (void)fd;
-    (void)what;
+    if (m->tracking == NULL)
+        return;
     tracking_set_limits(m->tracking, m->settings.tracking_retention,
                         m->settings.tracking_max_size);
     tracking_set_purge_interval(m->tracking, m->settings.tracking_purge_interval);
@@ -236,6 +233,7 @@ static void moatd_hup_swap(struct moatd *m, struct moat_settings *file, SSL_CTX 
         free(file);
         log_info("event=settings_reloaded path=%s applied=%d shadowed=%d needs_restart=%d",
                  m->config_path, c.applied, c.shadowed, c.needs_restart);
+        moatd_settings_changed(m);
     }
     if (tls != NULL) {
         /* sessions already in TLS hold a reference to the old context */
@@ -1319,10 +1317,8 @@ int main(int argc, char **argv)
         .antispoof = m.antispoof,
     };
     m.api_cfg.tracking = m.tracking;   /* issue 11: its path and tracking_flush */
-    if (m.tracking != NULL) {
-        m.ev_tracking = event_new(m.base, -1, EV_PERSIST, moatd_tracking_limits, &m);
-        event_add(m.ev_tracking, &(struct timeval){ .tv_sec = 1 });
-    }
+    m.api_cfg.settings_changed = moatd_settings_changed;
+    m.api_cfg.settings_changed_arg = &m;
     struct connect_config ccfg = {
         .env = { .base = m.base, .dns = m.dns, .tls_client = m.tls_client,
                  .settings = &m.settings, .spool = m.spool, .hostname = m.hostname,
@@ -1420,8 +1416,6 @@ int main(int argc, char **argv)
     event_free(m.ev_term);
     event_free(m.ev_int);
     event_free(m.ev_hup);
-    if (m.ev_tracking != NULL)
-        event_free(m.ev_tracking);
     connect_stop(m.connect);  /* checks waiting for the stopped loop give up */
     directory_sync_stop(m.dsync);   /* API workers waiting for a sync return */
     api_server_free(m.api);   /* before deliver: handlers reach it through the loop */

@@ -69,6 +69,11 @@ struct api_config {
     struct tracking *tracking;
     /* issue 11: the settings file moatd read (GET /api/v1/backup); NULL = none */
     const char *config_path;
+    /* issue 11: called on the loop after runtime settings changed through the
+     * API, so moatd hands them to threads that keep their own copy (the
+     * tracking engine); NULL = none */
+    void (*settings_changed)(void *arg);
+    void *settings_changed_arg;
 };
 
 #define API_MAX_PATH_PARAMS 4

@@ -218,6 +218,7 @@ static json_t *value_of(const struct moat_settings *s, long i)
 }
 
 struct settings_job {
+    const struct api_config *cfg;
     struct moat_settings *set;
     const char **keys;              /* PATCH: keys and canonical values; reset: one key */
     const char **values;            /* NULL: reset */
@@ -265,6 +266,8 @@ static void settings_change_on_loop(void *arg)
         json_object_set_new(j->after, j->keys[k], value_of(j->set, i));
         json_object_set_new(j->settings, j->keys[k], setting_json(j->set, (size_t)i));
     }
+    if (j->cfg->settings_changed != NULL)
+        j->cfg->settings_changed(j->cfg->settings_changed_arg);
     j->done = true;
 }
 
@@ -366,7 +369,7 @@ void api_settings_update(struct api_request *req, struct api_response *resp)
         api_error_from(resp, 500, "store_error", &err);
         goto out;
     }
-    struct settings_job j = { .set = req->cfg->settings, .keys = keys,
+    struct settings_job j = { .cfg = req->cfg, .set = req->cfg->settings, .keys = keys,
                               .values = (const char **)values, .n = n };
     api_loop_call(req->cfg, settings_change_on_loop, &j);
     if (!j.done) {
@@ -413,7 +416,7 @@ void api_settings_reset(struct api_request *req, struct api_response *resp)
         return;
     }
     const char *keys[1] = { key };
-    struct settings_job j = { .set = req->cfg->settings, .keys = keys, .n = 1 };
+    struct settings_job j = { .cfg = req->cfg, .set = req->cfg->settings, .keys = keys, .n = 1 };
     api_loop_call(req->cfg, settings_change_on_loop, &j);
     if (!j.done) {
         api_error(resp, 503, "unavailable", NULL,

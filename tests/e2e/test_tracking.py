@@ -196,3 +196,16 @@ def test_bad_query_is_400_naming_the_field(world):
     assert api.get("/api/v1/tracking/0123456789ABCDEF").status == 404
     r = world["m"].cli("track", "--outcome", "lost")
     assert r.returncode != 0 and "outcome" in r.stderr, r
+
+
+def test_runtime_limits_reach_the_engine(world):
+    """The tracking thread keeps its own copy of the limits: a change through
+    the API reaches it at once (moatd's settings-changed hook), and a reset
+    goes back to the default."""
+    m = world["m"]
+    m.cli("settings", "set", "tracking_retention", "2h")
+    wait_until(lambda: "event=tracking_limits retention=7200 " in m.log_text(), 5,
+               what="the engine's new retention")
+    m.cli("settings", "reset", "tracking_retention")
+    wait_until(lambda: f"event=tracking_limits retention={30 * 86400} " in m.log_text(), 5,
+               what="the default retention back")
