@@ -770,6 +770,10 @@ static int moatd_drop_privileges(struct moatd *m, struct error *err)
         return -1;
     }
     chown_tree(m->settings.state_dir, pw->pw_uid, pw->pw_gid, 0);
+    /* a spool_dir outside the state dir too: the spool creates and removes
+     * segments there after the drop (depth 3: the directory, its segments,
+     * corrupt/ and what is in it; never further, whatever it points at) */
+    chown_tree(m->settings.spool_dir, pw->pw_uid, pw->pw_gid, 3);
     const char *suffixes[] = { "", "-wal", "-shm" };
     /* issue 11: the tracking database, open since before the drop, too */
     const char *dbs[] = { m->settings.database, m->tracking ? tracking_path(m->tracking) : NULL };

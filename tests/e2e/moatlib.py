@@ -151,8 +151,8 @@ def read_banner(host, port, timeout=5.0):
         return line.decode("latin-1").rstrip("\r\n")
 
 
-def wait_smtp_ready(host, port, timeout=10.0, proc=None, what="SMTP server"):
-    """Wait until a connect to host:port gets a 220 greeting."""
+def wait_smtp_ready(host, port, timeout=10.0, proc=None, what="SMTP server", greeting="220"):
+    """Wait until a connect to host:port gets a 220 greeting (or the one given)."""
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
@@ -160,7 +160,7 @@ def wait_smtp_ready(host, port, timeout=10.0, proc=None, what="SMTP server"):
             raise AssertionError(f"{what} exited with status {proc.returncode} before it was ready")
         try:
             line = read_banner(host, port, timeout=2.0)
-            if line.startswith("220"):
+            if line.startswith(greeting):
                 return line
             last = line
         except OSError as e:
@@ -382,14 +382,15 @@ class Sink:
         self.proc = None
         self.name = name
 
-    def start(self):
+    def start(self, greeting="220"):
+        """greeting: the reply code it starts with (421 for one run with -r CONNECT)."""
         argv = ["smtp-sink"]
         if IS_ROOT:
             argv += ["-u", "nobody"]
         argv += self.args + ["-d", f"{self.dump}/%H%M%S.", f"127.0.0.1:{self.port}", "100"]
         self.log = open(self.dir / "sink.log", "ab")
         self.proc = spawn(argv, stdout=self.log, stderr=subprocess.STDOUT)
-        wait_smtp_ready("127.0.0.1", self.port, proc=self.proc, what=self.name)
+        wait_smtp_ready("127.0.0.1", self.port, proc=self.proc, what=self.name, greeting=greeting)
         return self
 
     def stop(self):
