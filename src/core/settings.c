@@ -114,7 +114,8 @@ static const struct setting settings_table[] = {
       "Directory of the durable mail queue. Every message accepted with \"250\" is on stable "
       "storage here until it is delivered or bounced. Empty means `STATE/spool`. Put it on a "
       "local file system whose fsync is honest; size it for `queue_lifetime` worth of "
-      "undeliverable mail." },
+      "undeliverable mail. Started as root, moatd gives it (and its segments) to `run_user`, "
+      "wherever it is." },
     { "tls_cert", SETTING_PATH, OFF(tls_cert), 0, "", 0, 0, 0, 0, NULL, NULL, 0,
       "Paths",
       "PEM file with the certificate chain offered with STARTTLS (server certificate first). "
