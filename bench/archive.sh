@@ -67,25 +67,9 @@ BUILD=${MOAT_BUILD_DIR:-build}
 case "$BUILD" in /*) ;; *) BUILD="$ROOT/$BUILD" ;; esac
 PY=/usr/bin/python3
 
-WORK=$(mktemp -d /tmp/moat-archive-bench.XXXXXX)
-chmod 755 "$WORK"
-PIDS=()
-cleanup() {
-    local p
-    for p in "${PIDS[@]}"; do
-        kill -TERM "$p" 2>/dev/null || true
-    done
-    for p in "${PIDS[@]}"; do
-        wait "$p" 2>/dev/null || true
-    done
-    if [ "${KEEP:-0}" = 1 ]; then
-        echo "work dir kept: $WORK" >&2
-    else
-        rm -rf "$WORK"
-    fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+BENCH=archive.sh
+# shellcheck source=bench/bench-lib.sh
+. "$ROOT/bench/bench-lib.sh"   # WORK, PIDS and their cleanup, free_port, wait_220, now
 
 echo "machine: $(nproc) CPUs, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo) RAM" >&2
 
@@ -130,25 +114,6 @@ in_process() {
 
 # --- end to end through moatd ---
 
-free_port() {
-    "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-wait_220() {
-    local port=$1 pid=$2 line
-    for _ in $(seq 1 300); do
-        kill -0 "$pid" 2>/dev/null || { echo "archive.sh: process $pid died before port $port was ready" >&2; return 1; }
-        if line=$(timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port && head -n1 <&3 && printf 'QUIT\r\n' >&3" 2>/dev/null) \
-                && [[ "$line" == 220* ]]; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    echo "archive.sh: nothing answers 220 on port $port" >&2
-    return 1
-}
-
-now() { date +%s.%N; }
 
 # archived DB: arrivals in the archive database (0 while it does not exist)
 archived() {

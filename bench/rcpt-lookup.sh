@@ -77,49 +77,9 @@ fi
 [ "$MOAT_ONLY" -eq 1 ] || command -v postmap >/dev/null \
     || { echo "rcpt-lookup.sh: needs Postfix (apt-get install postfix)" >&2; exit 1; }
 
-WORK=$(mktemp -d /tmp/moat-bench-rcpt.XXXXXX)
-chmod 755 "$WORK"
-PIDS=()           # everything we started, stopped by PID on exit
-PF_DIRS=()
-
-cleanup() {
-    local p d
-    for d in "${PF_DIRS[@]}"; do
-        bash "$PFI" stop "$d" >/dev/null 2>&1 || true
-    done
-    for p in "${PIDS[@]}"; do
-        kill -TERM "$p" 2>/dev/null || true
-    done
-    for p in "${PIDS[@]}"; do
-        wait "$p" 2>/dev/null || true
-    done
-    if [ "${KEEP:-0}" = 1 ]; then
-        echo "work dir kept: $WORK" >&2
-    else
-        rm -rf "$WORK"
-    fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-free_port() {
-    /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-# wait_220 PORT PID: until a connect gets the greeting (or PID dies)
-wait_220() {
-    local port=$1 pid=$2 line
-    for _ in $(seq 1 300); do
-        kill -0 "$pid" 2>/dev/null || { echo "rcpt-lookup.sh: process $pid died before port $port was ready" >&2; return 1; }
-        if line=$(timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port && head -n1 <&3 && printf 'QUIT\r\n' >&3" 2>/dev/null) \
-                && [[ "$line" == 220* ]]; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    echo "rcpt-lookup.sh: nothing answers 220 on port $port" >&2
-    return 1
-}
+BENCH=rcpt-lookup.sh
+# shellcheck source=bench/bench-lib.sh
+. "$ROOT/bench/bench-lib.sh"   # WORK, PIDS, PF_DIRS and their cleanup, free_port, wait_220
 
 # rcpt_code PORT ADDR: the reply code to one RCPT (for readiness checks)
 rcpt_code() {
@@ -141,18 +101,6 @@ s.sendall(b"QUIT\r\n")
 PY
 }
 
-# cpu_ticks PID...: utime+stime (+ reaped children) of the given processes
-cpu_ticks() {
-    local total=0 p f
-    for p in "$@"; do
-        [ -r "/proc/$p/stat" ] || continue
-        f=$(sed -e 's/^.*) //' "/proc/$p/stat" 2>/dev/null) || continue
-        set -- $f
-        total=$(( total + ${12} + ${13} + ${14} + ${15} ))
-    done
-    echo "$total"
-}
-session_pids() { ps -o pid= -s "$1" 2>/dev/null | tr -s ' \n' ' '; }
 
 # json_get FILE KEY
 json_get() { /usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"; }
