@@ -116,6 +116,8 @@ int cli_api_download(struct cli_ctx *ctx, const char *path, FILE *out, long *sta
 json_t *cli_api_login(struct cli_ctx *ctx, json_t *body, struct cli_session *session);
 /* cli_escape - a path segment or query value, percent-encoded (caller frees) */
 char *cli_escape(const char *s);
+/* cli_item_path - "BASE/SEG[SUFFIX]" with SEG escaped (caller frees) */
+char *cli_item_path(const char *base, const char *seg, const char *suffix);
 /* cli_jstr - the string member key of o, "" when missing or not a string */
 const char *cli_jstr(json_t *o, const char *key);
 /* cli_list_table - every item of the paged list at path: --json prints the

@@ -123,10 +123,7 @@ int cli_archive_search(struct cli_ctx *ctx)
 
 static char *message_path(const char *id, const char *suffix)
 {
-    char *e = cli_escape(id);
-    char *p = xasprintf("/api/v1/archive/messages/%s%s", e, suffix);
-    free(e);
-    return p;
+    return cli_item_path("/api/v1/archive/messages", id, suffix);
 }
 
 static void print_arrival(json_t *a)

@@ -124,10 +124,7 @@ int cli_connect_list(struct cli_ctx *ctx)
 
 static char *task_path(const char *task, const char *suffix)
 {
-    char *e = cli_escape(task);
-    char *p = xasprintf("/api/v1/connect/%s%s", e, suffix);
-    free(e);
-    return p;
+    return cli_item_path("/api/v1/connect", task, suffix);
 }
 
 /* safe_multiline - cli_safe that keeps line breaks and tabs (artefacts are scripts) */

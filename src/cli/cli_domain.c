@@ -19,10 +19,7 @@ static const char *jstr(json_t *o, const char *key)
 /* domain_path - "/api/v1/domains/NAME[suffix]" with NAME escaped */
 static char *domain_path(const char *name, const char *suffix)
 {
-    char *e = cli_escape(name);
-    char *p = xasprintf("/api/v1/domains/%s%s", e, suffix);
-    free(e);
-    return p;
+    return cli_item_path("/api/v1/domains", name, suffix);
 }
 
 static void print_route_line(const char *dom, json_t *route)

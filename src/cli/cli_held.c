@@ -68,10 +68,7 @@ int cli_held_list(struct cli_ctx *ctx)
 
 static char *held_path(const char *id, const char *suffix)
 {
-    char *e = cli_escape(id);
-    char *p = xasprintf("/api/v1/held/%s%s", e, suffix);
-    free(e);
-    return p;
+    return cli_item_path("/api/v1/held", id, suffix);
 }
 
 int cli_held_show(struct cli_ctx *ctx)

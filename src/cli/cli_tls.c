@@ -12,10 +12,7 @@
 
 static char *policy_path(const char *domain, const char *suffix)
 {
-    char *e = cli_escape(domain);
-    char *p = xasprintf("/api/v1/tls/policies/%s%s", e, suffix);
-    free(e);
-    return p;
+    return cli_item_path("/api/v1/tls/policies", domain, suffix);
 }
 
 static const char *state_of(json_t *p)

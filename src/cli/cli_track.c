@@ -191,9 +191,7 @@ static void print_timeline(json_t *r)
 /* show - GET /api/v1/tracking/{id} and print it */
 static int show(struct cli_ctx *ctx, const char *id)
 {
-    char *e = cli_escape(id);
-    char *path = xasprintf("/api/v1/tracking/%s", e);
-    free(e);
+    char *path = cli_item_path("/api/v1/tracking", id, NULL);
     json_t *r = cli_api(ctx, "GET", path, NULL, NULL, NULL);
     free(path);
     if (r == NULL)

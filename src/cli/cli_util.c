@@ -180,12 +180,18 @@ int cli_list_table(struct cli_ctx *ctx, const char *path, const char *none, int 
     return CLI_OK;
 }
 
+char *cli_item_path(const char *base, const char *seg, const char *suffix)
+{
+    char *e = cli_escape(seg);
+    char *p = xasprintf("%s/%s%s", base, e, suffix ? suffix : "");
+    free(e);
+    return p;
+}
+
 int cli_delete_item(struct cli_ctx *ctx, const char *base, const char *seg, const char *shown,
                     const char *json_key, const char *done_fmt)
 {
-    char *e = cli_escape(seg);
-    char *p = xasprintf("%s/%s", base, e);
-    free(e);
+    char *p = cli_item_path(base, seg, NULL);
     json_t *r = cli_api(ctx, "DELETE", p, NULL, NULL, NULL);
     free(p);
     if (r == NULL)
